@@ -1,0 +1,174 @@
+"""Load local HF checkpoints through their adapter, and pair a teacher with a student.
+
+    ADAPTERS = {hf_class_name: AdapterClass}   one explicit dict; register_adapter() adds one
+    load_model(DIR) -> adapter                  config.json "architectures"[0] picks the adapter
+    load_pair(TEACHER, STUDENT) -> (t, s, report)  checks what distillation needs to match
+
+Nothing is downloaded: paths must be local directories. ``trust_remote_code`` is off unless
+the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
+
+from cdviz.models.base import Adapter, AdapterError
+from cdviz.models.llava import LlavaAdapter
+from cdviz.models.paligemma import PaliGemmaAdapter
+from cdviz.models.qwen2vl import Qwen2_5_VLAdapter, Qwen2VLAdapter
+
+ADAPTERS: dict[str, type[Adapter]] = {
+    LlavaAdapter.arch: LlavaAdapter,
+    Qwen2VLAdapter.arch: Qwen2VLAdapter,
+    Qwen2_5_VLAdapter.arch: Qwen2_5_VLAdapter,
+    PaliGemmaAdapter.arch: PaliGemmaAdapter,
+}
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def register_adapter(cls: type[Adapter], overwrite: bool = False) -> None:
+    if cls.arch in ADAPTERS and not overwrite:
+        raise KeyError(f"an adapter for {cls.arch} is registered already; pass overwrite=True to replace it")
+    ADAPTERS[cls.arch] = cls
+
+
+def list_adapters() -> list[str]:
+    return sorted(ADAPTERS)
+
+
+def read_architecture(path: str | Path) -> str:
+    path = Path(path)
+    cfg = path / "config.json"
+    if not path.is_dir():
+        raise AdapterError(f"{path}: not a directory; pass a local HF model directory (nothing is downloaded)")
+    if not cfg.is_file():
+        raise AdapterError(f"{path}: no config.json; this is not an HF model directory (save one with save_pretrained)")
+    try:
+        archs = json.loads(cfg.read_text()).get("architectures") or []
+    except json.JSONDecodeError as e:
+        raise AdapterError(f"{cfg}:{e.lineno}: malformed JSON ({e.msg})") from e
+    if not archs:
+        raise AdapterError(f"{cfg}: no 'architectures' entry; add the model class name, e.g. {list_adapters()[0]!r}")
+    arch = archs[0]
+    if arch not in ADAPTERS:
+        raise AdapterError(
+            f"{path}: architecture {arch!r} has no cdviz adapter; supported: {', '.join(list_adapters())} "
+            f"(add one with cdviz.models.register_adapter)"
+        )
+    return arch
+
+
+class ComposedProcessor:
+    """Tokenizer + image processor + chat template, for checkpoints whose full HF processor
+    cannot be built on this machine (Qwen2-VL without torchvision)."""
+
+    def __init__(self, tokenizer: Any, image_processor: Any, chat_template: str | None):
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.chat_template = chat_template or getattr(tokenizer, "chat_template", None)
+
+    def apply_chat_template(self, messages, **kwargs) -> str:
+        if not self.chat_template:
+            raise AdapterError("the model directory has no chat template; add chat_template.jinja or chat_template.json")
+        return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, **kwargs)
+
+
+def load_processor(path: str | Path, *, trust_remote_code: bool = False) -> Any:
+    path = Path(path)
+    try:
+        return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+    except Exception as first:  # noqa: BLE001 - fall back to the parts, report both if that fails too
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+            image_processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+        except Exception as second:  # noqa: BLE001
+            raise AdapterError(
+                f"{path}: no usable processor ({type(first).__name__}: {first}; {type(second).__name__}: {second}); "
+                f"save the model's processor there with processor.save_pretrained({str(path)!r})"
+            ) from second
+        return ComposedProcessor(tokenizer, image_processor, _read_chat_template(path))
+
+
+def _read_chat_template(path: Path) -> str | None:
+    if (path / "chat_template.jinja").is_file():
+        return (path / "chat_template.jinja").read_text()
+    if (path / "chat_template.json").is_file():
+        return json.loads((path / "chat_template.json").read_text()).get("chat_template")
+    return None
+
+
+def load_model(
+    path: str | Path,
+    *,
+    dtype: str | torch.dtype = "float32",
+    device: str | torch.device = "cpu",
+    trust_remote_code: bool = False,
+    attn_implementation: str = "sdpa",
+) -> Adapter:
+    """Load a local checkpoint and its processor; returns the adapter (model in eval mode)."""
+    arch = read_architecture(path)
+    torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    processor = load_processor(path, trust_remote_code=trust_remote_code)
+    model_cls = getattr(transformers, arch)
+    model = model_cls.from_pretrained(
+        Path(path), dtype=torch_dtype, trust_remote_code=trust_remote_code,
+        local_files_only=True, attn_implementation=attn_implementation,
+    )
+    model.to(device).eval()
+    adapter = ADAPTERS[arch](model, processor)
+    adapter.source = str(path)
+    return adapter
+
+
+@dataclass
+class PairReport:
+    """What load_pair checked: errors stop distillation, warnings are worth knowing."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def check_pair(teacher: Adapter, student: Adapter) -> PairReport:
+    report = PairReport()
+    t_vocab, s_vocab = teacher.tokenizer.get_vocab(), student.tokenizer.get_vocab()
+    t_by_id = {i: tok for tok, i in t_vocab.items()}
+    differing = [(i, tok, t_by_id.get(i)) for tok, i in s_vocab.items() if t_by_id.get(i) != tok]
+    if differing:
+        i, s_tok, t_tok = sorted(differing)[0]
+        report.errors.append(
+            f"tokenizers differ: {len(differing)} student token ids map to other teacher tokens "
+            f"(first: id {i} is {s_tok!r} for the student, {t_tok!r} for the teacher); logit KD needs the "
+            f"student's vocabulary to be a prefix of the teacher's"
+        )
+    if teacher.image_token_id != student.image_token_id:
+        report.errors.append(
+            f"image token ids differ (teacher {teacher.image_token_id}, student {student.image_token_id}); "
+            f"use checkpoints that share the tokenizer"
+        )
+    if teacher.letter_token_ids(4) != student.letter_token_ids(4):
+        report.errors.append("the option letters tokenize differently for teacher and student")
+    if student.vocab_size > teacher.vocab_size:
+        report.warnings.append(f"student vocabulary ({student.vocab_size}) is larger than the teacher's ({teacher.vocab_size})")
+    return report
+
+
+def load_pair(teacher: str | Path, student: str | Path, *, strict: bool = True, **kwargs) -> tuple[Adapter, Adapter, PairReport]:
+    """Load both checkpoints; with ``strict`` a mismatch raises AdapterError listing every problem."""
+    t, s = load_model(teacher, **kwargs), load_model(student, **kwargs)
+    report = check_pair(t, s)
+    if strict and not report.ok:
+        raise AdapterError(f"{teacher} / {student} cannot be distilled as a pair:\n  - " + "\n  - ".join(report.errors))
+    return t, s, report
