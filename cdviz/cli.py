@@ -1,0 +1,189 @@
+"""The ``cdviz`` command: a thin table mapping commands to library functions.
+
+    cdviz probes make shapes --n 2000 --seed 0 --out probes/shapes
+    cdviz probes import sugarcrepe ~/data/sugarcrepe --images-dir ~/data/coco/val2017 --out probes/sc
+    cdviz probes show probes/shapes
+    cdviz eval --model checkpoints/teacher --probes probes/shapes --out runs/eval/teacher.parquet
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from cdviz.models.base import AdapterError
+from cdviz.types import ProbeError
+
+app = typer.Typer(help="cdviz: find and fix where a distilled student looks differently from its teacher.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+probes_app = typer.Typer(help="Make, import and inspect probe sets.", no_args_is_help=True)
+app.add_typer(probes_app, name="probes")
+console = Console(stderr=True)
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None) -> Iterator:
+    """A rich progress bar; yields ``advance(n)``."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Bad input ends the command with its message and exit code 2, not a traceback."""
+    try:
+        yield
+    except (ProbeError, AdapterError, KeyError, FileNotFoundError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        console.print(f"[red]error:[/red] {msg}")
+        raise typer.Exit(2) from None
+
+
+@probes_app.command("make")
+def probes_make(
+    world: str = typer.Argument("shapes", help="Synthetic world to generate (only 'shapes' for now)."),
+    n: int = typer.Option(2000, "--n", help="Number of items."),
+    seed: int = typer.Option(0, help="Random seed; the same seed gives byte-identical output."),
+    image_size: int = typer.Option(64, "--image-size", help="Image side in pixels."),
+    split: Optional[str] = typer.Option(None, help="Only scenes of this split (train / validation / test)."),
+    out: Path = typer.Option(..., help="Output directory."),
+) -> None:
+    """Generate a synthetic probe set with exact object boxes."""
+    with user_errors():
+        if world != "shapes":
+            raise KeyError(f"unknown world {world!r}; available: shapes")
+        from cdviz.probes.shapes import make_shapes
+
+        with progress_bar(f"shapes world -> {out}", n) as advance:
+            ps = make_shapes(out, n=n, seed=seed, image_size=image_size, split=split, progress=advance)
+        console.print(f"wrote {len(ps)} items to {out}")
+
+
+@probes_app.command("import")
+def probes_import(
+    source: str = typer.Argument(..., help="Native format: sugarcrepe, winoground, aro_vg_relation, ..."),
+    path: Path = typer.Argument(..., help="Local copy of the benchmark (file or directory)."),
+    out: Path = typer.Option(..., help="Output probe set directory."),
+    images_dir: Optional[Path] = typer.Option(None, "--images-dir", help="Folder with the benchmark's images."),
+    coco_annotations: Optional[Path] = typer.Option(None, "--coco-annotations", help="COCO instances_val2017.json for boxes."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Record bad items as skips instead of stopping."),
+) -> None:
+    """Convert a local benchmark copy into a cdviz probe set (images are referenced, not copied)."""
+    from cdviz.probes.probeset import Skip, save_probeset
+    from cdviz.probes.registry import get_source
+
+    with user_errors():
+        loader = get_source(source)
+        options = {k: v for k, v in {"images_dir": images_dir, "coco_annotations": coco_annotations}.items() if v is not None}
+        items, skipped = [], []
+        with progress_bar(f"import {source}", None) as advance:
+            for item in _guarded(loader(path, **options), skip_bad, skipped):
+                items.append(item)
+                advance(1)
+        save_probeset(items, out, name=f"{source}:{path}", params={"source": source, "path": str(path),
+                      **{k: str(v) for k, v in options.items()}}, skipped=[Skip(**s) for s in skipped])
+        console.print(f"wrote {len(items)} items to {out}" + (f" ({len(skipped)} skipped)" if skipped else ""))
+
+
+def _guarded(iterator, skip_bad: bool, skipped: list[dict]):
+    """Yield from a loader; with skip_bad, a bad item is recorded and the loader resumes."""
+    it = iter(iterator)
+    while True:
+        try:
+            yield next(it)
+        except StopIteration:
+            return
+        except ProbeError as e:
+            if not skip_bad:
+                raise
+            skipped.append({"where": str(e).split(":")[0], "reason": str(e)})
+
+
+@probes_app.command("show")
+def probes_show(root: Path = typer.Argument(..., help="Probe set directory.")) -> None:
+    """Counts per category, skill and split; box coverage; a few examples."""
+    from cdviz.probes.probeset import load_probeset
+
+    with user_errors():
+        ps = load_probeset(root)
+    out = Console()
+    out.print(f"[bold]{ps.meta.get('name', root)}[/bold]: {len(ps)} items ({len(ps.skipped)} skipped)")
+    counts = ps.counts()
+    table = Table("category", "skill", "items", "with boxes")
+    for (cat, skill), group in _group(ps.items).items():
+        table.add_row(cat, skill, str(len(group)), str(sum(bool(i.boxes) for i in group)))
+    out.print(table)
+    for key in ("skill", "split", "source"):
+        out.print(f"{key}: " + ", ".join(f"{k}={v}" for k, v in sorted(counts[key].items())))
+    for item in ps.items[:3]:
+        out.print(f"  {item.uid}: {item.question} {list(item.options)} -> {item.options[item.correct]!r}",
+                  markup=False)
+
+
+def _group(items):
+    groups: dict[tuple[str, str], list] = {}
+    for i in items:
+        groups.setdefault((i.category, i.skill), []).append(i)
+    return dict(sorted(groups.items()))
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Path = typer.Option(..., help="Local HF model directory."),
+    probes: Path = typer.Option(..., help="Probe set directory."),
+    out: Path = typer.Option(..., help="Per-query outcomes (.parquet); a .summary.json is written beside it."),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
+    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Record bad items as skips instead of stopping."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own code."),
+) -> None:
+    """Two-choice accuracy (both orders, consistent), recognition and Winoground scores."""
+    from cdviz.evaluate import evaluate, summarize
+    from cdviz.io import write_json_atomic, write_parquet_atomic
+    from cdviz.models import load_model
+    from cdviz.probes.probeset import load_probeset
+
+    with user_errors():
+        ps = load_probeset(probes, skip_bad=skip_bad)
+        adapter = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        with progress_bar(f"eval {model.name}", len(ps)) as advance:
+            frame, skipped = evaluate(adapter, ps, batch_size=batch_size, skip_bad=skip_bad, progress=advance)
+    summary = summarize(frame)
+    summary.update(model=str(model), probes=str(probes),
+                   skipped=[s.to_dict() for s in (*ps.skipped, *skipped)])
+    write_parquet_atomic(out, frame)
+    summary_path = out.with_suffix(".summary.json")
+    write_json_atomic(summary_path, summary)
+    print_summary(summary, title=f"{model.name} on {probes.name}")
+    console.print(f"outcomes: {out}\nsummary:  {summary_path}")
+
+
+def print_summary(summary: dict, title: str) -> None:
+    out = Console()
+    table = Table("category", "n", "acc per order", "mean", "consistent", title=title)
+    for cat, row in summary.get("by_category", {}).items():
+        orders = " / ".join(f"{v:.1f}" for v in row["accuracy_per_order"].values())
+        table.add_row(cat, str(row["n"]), orders, f"{row['accuracy']:.1f}", f"{row['consistent']:.1f}")
+    for skill, row in summary.get("by_skill", {}).items():
+        table.add_row(f"[bold]{skill}[/bold]", str(row["n"]), "", f"{row['accuracy']:.1f}", f"{row['consistent']:.1f}")
+    out.print(table)
+    if "winoground" in summary:
+        w = summary["winoground"]
+        out.print(f"Winoground (n={w['n']}): text {w['text']:.1f}  image {w['image']:.1f}  group {w['group']:.1f}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""Compositional evaluation by answer-letter logits, never by parsing generated text.
+
+    item ──plan_queries──> queries (one prompt each) ──forward──> logits at the answer position
+         ──score_queries──> one outcome row per query ──summarize──> accuracy tables
+
+choice items:   asked once per cyclic rotation of the options (two options: both orders); the
+                chosen option is the letter with the highest logit among the item's letters;
+                margin = logit(correct letter) - max logit(other letters); "consistent" means
+                right in every order.
+match2x2 items: s(caption c, image i) = log P(yes) for "Does this image show '<c>'? Answer yes
+                or no."; text = s00 > s10 and s11 > s01, image = s00 > s01 and s11 > s10,
+                group = text and image (Winoground).
+
+``cdviz record`` runs the same plan and scoring on its own forward, so both agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+from PIL import Image
+
+from cdviz.models.base import Adapter, AdapterError, format_choice_prompt
+from cdviz.probes.probeset import ProbeSet, Skip
+from cdviz.types import ProbeError, ProbeItem
+
+MATCH_QUESTION = "Does this image show \"{caption}\"? Answer yes or no."
+
+
+@dataclass(frozen=True)
+class Query:
+    """One prompt to the model. For choice items ``order`` lists the original option index shown
+    at each letter; for match2x2 items ``caption`` / ``image`` name the pair being scored."""
+
+    uid: str
+    kind: str
+    image: int
+    text: str
+    order: tuple[int, ...] = ()
+    caption: int = -1
+    correct_letter: int = -1
+
+
+def plan_queries(item: ProbeItem) -> list[Query]:
+    if item.kind == "choice":
+        n = len(item.options)
+        queries = []
+        for shift in range(n):
+            order = tuple((shift + k) % n for k in range(n))  # letter k shows option order[k]
+            shown = [item.options[j] for j in order]
+            queries.append(
+                Query(item.uid, "choice", 0, format_choice_prompt(item.question, shown), order,
+                      correct_letter=order.index(item.correct))
+            )
+        return queries
+    return [
+        Query(item.uid, "match2x2", i, MATCH_QUESTION.format(caption=item.options[c]), caption=c)
+        for i in range(2)
+        for c in range(2)
+    ]
+
+
+def load_image(probes: ProbeSet, item: ProbeItem, index: int) -> Image.Image:
+    path = probes.image_path(item, index)
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError as e:
+        raise ProbeError(f"probe item {item.uid!r}: image {path} not found; restore it or pass --skip-bad") from e
+    except OSError as e:
+        raise ProbeError(f"probe item {item.uid!r}: image {path} is unreadable ({e}); replace it or pass --skip-bad") from e
+
+
+def yes_token_id(adapter: Adapter) -> int:
+    """The model's "yes" answer token (capitalised or not, whichever its vocabulary knows)."""
+    unk = adapter.tokenizer.unk_token_id
+    for word in ("Yes", "yes"):
+        tid = adapter._answer_token_id(word)
+        if tid != unk:
+            return tid
+    raise AdapterError("the tokenizer has no 'Yes'/'yes' token; match2x2 items cannot be scored")
+
+
+def score_queries(adapter: Adapter, queries: Sequence[Query], answer_logits: torch.Tensor) -> list[dict]:
+    """Outcome rows from the logits at each query's answer position ([Q, V])."""
+    logits = answer_logits.float()
+    rows = []
+    yes_id = None
+    for q, lg in zip(queries, logits):
+        if q.kind == "choice":
+            n = len(q.order)
+            letter_logits = lg[adapter.letter_token_ids(n)]  # [n]
+            chosen_letter = int(letter_logits.argmax())
+            others = torch.cat([letter_logits[: q.correct_letter], letter_logits[q.correct_letter + 1:]])
+            rows.append({
+                "uid": q.uid, "kind": q.kind, "order": _order_name(q.order),
+                "chosen": q.order[chosen_letter], "correct": chosen_letter == q.correct_letter,
+                "margin": float(letter_logits[q.correct_letter] - others.max()),
+                "caption": -1, "image": q.image, "score": float("nan"),
+            })
+        else:
+            yes_id = yes_token_id(adapter) if yes_id is None else yes_id
+            rows.append({
+                "uid": q.uid, "kind": q.kind, "order": "", "chosen": -1, "correct": False, "margin": float("nan"),
+                "caption": q.caption, "image": q.image, "score": float(torch.log_softmax(lg, -1)[yes_id]),
+            })
+    return rows
+
+
+def _order_name(order: tuple[int, ...]) -> str:
+    """"01" for the original order, "10" for two options swapped, "1230" etc. for rotations."""
+    return "".join(str(j) for j in order)
+
+
+@torch.no_grad()
+def answer_logits(adapter: Adapter, images: list[Image.Image], texts: list[str], uids: list[str]) -> torch.Tensor:
+    """[B, V] logits at each sample's answer position from one SDPA forward."""
+    batch = adapter.build_batch(images, texts, uids).to(adapter.model.device, adapter.model.dtype)
+    out = adapter.model(**batch.inputs, use_cache=False)
+    pos = batch.answer_pos
+    return out.logits[torch.arange(len(pos), device=pos.device), pos].float().cpu()
+
+
+def evaluate(
+    adapter: Adapter,
+    probes: ProbeSet,
+    *,
+    batch_size: int = 8,
+    skip_bad: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[pd.DataFrame, list[Skip]]:
+    """Outcome rows (one per query) for every item, and the items skipped with their reasons."""
+    rows: list[dict] = []
+    skipped: list[Skip] = []
+    pending: list[tuple[Query, Image.Image]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        qs = [q for q, _ in pending]
+        try:
+            logits = answer_logits(adapter, [img for _, img in pending], [q.text for q in qs], [q.uid for q in qs])
+        except AdapterError:
+            if not skip_bad:
+                raise
+            # Find the offending item(s) one by one so the rest of the batch still counts.
+            for q, img in pending:
+                try:
+                    rows.extend(score_queries(adapter, [q], answer_logits(adapter, [img], [q.text], [q.uid])))
+                except AdapterError as e:
+                    skipped.append(Skip(where=q.uid, reason=str(e)))
+            pending.clear()
+            return
+        rows.extend(score_queries(adapter, qs, logits))
+        pending.clear()
+
+    for item in probes:
+        try:
+            images = [load_image(probes, item, k) for k in range(len(item.images))]
+        except ProbeError as e:
+            if not skip_bad:
+                raise
+            skipped.append(Skip(where=item.uid, reason=str(e)))
+            if progress:
+                progress(1)
+            continue
+        for q in plan_queries(item):
+            pending.append((q, images[q.image]))
+            if len(pending) >= batch_size:
+                flush()
+        if progress:
+            progress(1)
+    flush()
+    frame = pd.DataFrame(rows, columns=_COLUMNS)
+    bad_uids = {s.where for s in skipped}
+    frame = frame[~frame.uid.isin(bad_uids)].reset_index(drop=True)
+    meta = {i.uid: i for i in probes}
+    frame.insert(1, "category", [meta[u].category for u in frame.uid])
+    frame.insert(2, "skill", [meta[u].skill for u in frame.uid])
+    return frame, skipped
+
+
+_COLUMNS = ["uid", "kind", "order", "chosen", "correct", "margin", "caption", "image", "score"]
+
+
+def item_outcomes(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per item: choice items get accuracy over orders and ``consistent``; match2x2 items
+    get Winoground text / image / group."""
+    out = []
+    for uid, g in frame.groupby("uid", sort=False):
+        first = g.iloc[0]
+        if first.kind == "choice":
+            first_order = g[g.order == g.order.min()].iloc[0]
+            out.append({"uid": uid, "category": first.category, "skill": first.skill, "kind": "choice",
+                        "accuracy": float(g.correct.mean()), "consistent": bool(g.correct.all()),
+                        "correct_first_order": bool(first_order.correct), "margin": float(g.margin.mean()),
+                        "text": None, "image": None, "group": None})
+        else:
+            s = {(int(r.caption), int(r.image)): r.score for r in g.itertuples()}
+            text = s[0, 0] > s[1, 0] and s[1, 1] > s[0, 1]
+            image = s[0, 0] > s[0, 1] and s[1, 1] > s[1, 0]
+            out.append({"uid": uid, "category": first.category, "skill": first.skill, "kind": "match2x2",
+                        "accuracy": float("nan"), "consistent": None, "correct_first_order": None,
+                        "margin": float("nan"), "text": bool(text), "image": bool(image), "group": bool(text and image)})
+    return pd.DataFrame(out)
+
+
+def summarize(frame: pd.DataFrame) -> dict:
+    """Accuracy tables by category and skill (percent), plus Winoground scores where present."""
+    items = item_outcomes(frame)
+    summary: dict = {"n_items": int(len(items))}
+    choice_q = frame[frame.kind == "choice"]
+    choice_i = items[items.kind == "choice"]
+    for key in ("category", "skill"):
+        table = {}
+        for name, g in choice_q.groupby(key):
+            per_order = {o: 100 * float(go.correct.mean()) for o, go in g.groupby("order")}
+            gi = choice_i[choice_i[key] == name]
+            table[name] = {
+                "n": int(len(gi)),
+                "accuracy_per_order": per_order,
+                "accuracy": 100 * float(g.correct.mean()),
+                "consistent": 100 * float(gi.consistent.mean()),
+            }
+        summary[f"by_{key}"] = table
+    if len(choice_i):
+        perception = choice_i[choice_i.skill == "perception"]
+        summary["consistent_mean_over_categories"] = (
+            float(pd.Series({c: v["consistent"] for c, v in summary["by_category"].items()
+                             if c in set(perception.category)}).mean()) if len(perception) else None
+        )
+    match_i = items[items.kind == "match2x2"]
+    if len(match_i):
+        summary["winoground"] = {
+            "n": int(len(match_i)),
+            **{k: 100 * float(match_i[k].astype(bool).mean()) for k in ("text", "image", "group")},
+        }
+    return summary

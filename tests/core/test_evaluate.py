@@ -1,0 +1,89 @@
+"""Scoring checked against hand-computed values, and `eval` end to end on tiny checkpoints."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from cdviz.evaluate import evaluate, item_outcomes, plan_queries, score_queries, summarize
+from cdviz.models import load_model
+from cdviz.types import ProbeItem
+
+
+def _item(uid="x", options=("right", "wrong"), correct=0, **kw):
+    return ProbeItem(uid=uid, source="t", category=kw.pop("category", "swap_att"), images=("a.png",),
+                     options=options, correct=correct, **kw)
+
+
+def test_plan_both_orders_and_rotations():
+    qs = plan_queries(_item(options=("p", "n")))
+    assert [q.order for q in qs] == [(0, 1), (1, 0)]
+    assert [q.correct_letter for q in qs] == [0, 1]
+    assert "(A) p (B) n" in qs[0].text and "(A) n (B) p" in qs[1].text
+    qs = plan_queries(_item(options=("w", "x", "y", "z"), correct=2))
+    assert [q.correct_letter for q in qs] == [2, 1, 0, 3]
+
+
+def test_score_choice_by_letter_logits(tiny_model_dir):
+    adapter = load_model(tiny_model_dir("llava"))
+    a, b = adapter.letter_token_ids(2)
+    qs = plan_queries(_item(options=("p", "n")))
+    logits = torch.zeros(2, adapter.vocab_size)
+    logits[0, a], logits[0, b] = 2.0, 0.5   # order (p, n): picks A = p -> right, margin 1.5
+    logits[1, a], logits[1, b] = 1.0, 0.0   # order (n, p): picks A = n -> wrong, margin -1
+    rows = score_queries(adapter, qs, logits)
+    assert [r["correct"] for r in rows] == [True, False]
+    assert [r["chosen"] for r in rows] == [0, 1]
+    assert [r["margin"] for r in rows] == [1.5, -1.0]
+    assert [r["order"] for r in rows] == ["01", "10"]
+
+
+def test_both_order_accuracy_and_consistency_hand_computed():
+    # item p1: right in both orders; p2: right only in order 01; p3: wrong in both.
+    rows = [("p1", "01", True), ("p1", "10", True), ("p2", "01", True), ("p2", "10", False),
+            ("p3", "01", False), ("p3", "10", False)]
+    frame = pd.DataFrame([{"uid": u, "category": "swap_att", "skill": "perception", "kind": "choice", "order": o,
+                           "chosen": 0, "correct": c, "margin": 1.0, "caption": -1, "image": 0,
+                           "score": math.nan} for u, o, c in rows])
+    s = summarize(frame)["by_category"]["swap_att"]
+    assert s["accuracy_per_order"] == {"01": pytest.approx(200 / 3), "10": pytest.approx(100 / 3)}
+    assert s["accuracy"] == pytest.approx(50.0)
+    assert s["consistent"] == pytest.approx(100 / 3)
+    assert s["n"] == 3
+
+
+def _match_rows(uid, s):
+    return [{"uid": uid, "category": "Object", "skill": "perception", "kind": "match2x2", "order": "", "chosen": -1,
+             "correct": False, "margin": math.nan, "caption": c, "image": i, "score": s[c][i]}
+            for c in range(2) for i in range(2)]
+
+
+def test_winoground_scores_hand_computed():
+    # s[c][i]
+    both = [[-1.0, -3.0], [-2.0, -0.5]]        # text: -1>-2 and -0.5>-3; image: -1>-3 and -0.5>-2
+    text_only = [[-1.0, -0.2], [-2.0, -0.1]]   # text: -1>-2, -0.1>-0.2; image: -1>-0.2 false
+    image_only = [[-1.0, -3.0], [-0.5, -0.4]]  # text: -1>-0.5 false; image: -1>-3, -0.4>-0.5
+    frame = pd.DataFrame(_match_rows("w1", both) + _match_rows("w2", text_only) + _match_rows("w3", image_only))
+    items = item_outcomes(frame).set_index("uid")
+    assert items.loc["w1", ["text", "image", "group"]].tolist() == [True, True, True]
+    assert items.loc["w2", ["text", "image", "group"]].tolist() == [True, False, False]
+    assert items.loc["w3", ["text", "image", "group"]].tolist() == [False, True, False]
+    w = summarize(frame)["winoground"]
+    assert (w["text"], w["image"], w["group"]) == (pytest.approx(200 / 3), pytest.approx(200 / 3), pytest.approx(100 / 3))
+
+
+def test_eval_end_to_end_every_arch(tiny_model_dir, arch, shapes_probes):
+    adapter = load_model(tiny_model_dir(arch))
+    frame, skipped = evaluate(adapter, shapes_probes, batch_size=7)
+    assert skipped == []
+    assert set(frame.uid) == {i.uid for i in shapes_probes}
+    n_queries = sum(len(plan_queries(i)) for i in shapes_probes)
+    assert len(frame) == n_queries
+    # batching must not change the answers
+    frame1, _ = evaluate(adapter, shapes_probes, batch_size=1)
+    pd.testing.assert_series_equal(frame.margin, frame1.margin, atol=1e-4, rtol=1e-4)
+    summary = summarize(frame)
+    assert set(summary["by_skill"]) == {"recognition", "perception"}
