@@ -60,10 +60,13 @@ def probes_make(
     with user_errors():
         if world != "shapes":
             raise KeyError(f"unknown world {world!r}; available: shapes")
-        from cdviz.probes.shapes import make_shapes
+        from cdviz.probes.shapes import SPLITS, make_shapes
 
+        if split is not None and split not in SPLITS:
+            raise KeyError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
         with progress_bar(f"shapes world -> {out}", n) as advance:
-            ps = make_shapes(out, n=n, seed=seed, image_size=image_size, split=split, progress=advance)
+            ps = make_shapes(out, n=n, seed=seed, image_size=image_size, splits=(split,) if split else SPLITS,
+                             progress=advance)
         console.print(f"wrote {len(ps)} items to {out}")
 
 
@@ -165,6 +168,67 @@ def eval_cmd(
     write_json_atomic(summary_path, summary)
     print_summary(summary, title=f"{model.name} on {probes.name}")
     console.print(f"outcomes: {out}\nsummary:  {summary_path}")
+
+
+@app.command("record")
+def record_cmd(
+    teacher: Path = typer.Option(..., help="Teacher model directory."),
+    student: Path = typer.Option(..., help="Student model directory."),
+    probes: Path = typer.Option(..., help="Probe set directory."),
+    out: Path = typer.Option(..., help="Run directory (resumes if it holds the same run)."),
+    layers: Optional[str] = typer.Option(None, help="Decoder layers to record, e.g. '0,2,4' or '2-5' (default: all)."),
+    queries: str = typer.Option("answer", help="Text query rows: 'answer' (answer position) or 'prompt' (every text token)."),
+    store_block: bool = typer.Option(False, "--store-block", help="Also store the head-mean image->image block (N^2 per layer)."),
+    shard_size: int = typer.Option(32, "--shard-size", help="Items per shard (the unit of resumption)."),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    device: str = typer.Option("auto", help="auto (cuda:LOCAL_RANK when available), cpu, cuda, ..."),
+    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Record bad items as skips instead of stopping."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+) -> None:
+    """Record teacher and student attention (and their answers) on a probe set into a run store."""
+    import os
+
+    import torch
+
+    from cdviz.models import load_pair
+    from cdviz.probes.probeset import load_probeset
+    from cdviz.record import RecordOptions, record_run
+    from cdviz.store import StoreError
+
+    if device == "auto":
+        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
+    with user_errors():
+        try:
+            options = RecordOptions(layers=parse_layers(layers), queries=queries, store_block=store_block,
+                                    shard_size=shard_size, batch_size=batch_size, dtype=dtype)
+            ps = load_probeset(probes, skip_bad=skip_bad)
+            t, s, report = load_pair(teacher, student, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+            for w in report.warnings:
+                console.print(f"[yellow]warning:[/yellow] {w}")
+            with progress_bar(f"record -> {out}", len(ps)) as advance:
+                record_run(t, s, ps, out, options, skip_bad=skip_bad, progress=advance)
+        except (StoreError, ValueError) as e:
+            raise ProbeError(str(e)) from e
+    console.print(f"run store: {out}")
+
+
+def parse_layers(spec: Optional[str]) -> Optional[tuple[int, ...]]:
+    """'0,2,4' or '2-5' or '0,3-4' -> (0, 2, 4) / (2, 3, 4, 5) / (0, 3, 4); None stays None."""
+    if spec is None:
+        return None
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                a, b = part.split("-")
+                out.extend(range(int(a), int(b) + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise ProbeError(f"--layers {spec!r}: {part!r} is not a layer number or range like 2-5") from None
+    return tuple(sorted(set(out)))
 
 
 def print_summary(summary: dict, title: str) -> None:

@@ -90,7 +90,8 @@ class ProbeItem:
                 raise ProbeError(f"{where}: box {b.phrase!r} has non-positive size {b.w}x{b.h}")
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        # Shallow on purpose: dataclasses.asdict deep-copies metadata and dominates generation time.
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["images"] = list(self.images)
         d["options"] = list(self.options)
         d["boxes"] = [b.to_dict() for b in self.boxes]
