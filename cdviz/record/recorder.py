@@ -1,0 +1,289 @@
+"""``cdviz record``: one forward per query per model gives answer logits and attention blocks.
+
+    probe set ─> shards of ``shard_size`` items ─> for each shard not yet done:
+        for teacher, student: forward every query (the item's first query with Capture)
+        write shards/{model}/K.safetensors, parts/K.outcomes.parquet, then parts/K.parquet
+    once every part exists: merge into index.parquet and outcomes.parquet
+
+Every file is written atomically and shard K counts as done only when parts/K.parquet exists,
+so a killed run (even kill -9) rerun with the same command redoes at most the unfinished
+shards and ends with the same store. Under torchrun / accelerate launch each process takes the
+shards k with k % WORLD_SIZE == RANK; whichever finishes last merges.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+
+from cdviz import __version__
+from cdviz.evaluate import Query, item_outcomes, load_image, plan_queries, score_queries
+from cdviz.io import write_json_atomic
+from cdviz.models.base import Adapter, AdapterError
+from cdviz.probes.probeset import ProbeSet, load_probeset
+from cdviz.record.capture import Capture, CaptureError, CapturePlan, SamplePlan
+from cdviz.store import (
+    FORMAT, FORMAT_VERSION, MODELS, StoreError, finalize, part_path, tensor_key, write_part, write_shard,
+)
+from cdviz.types import ProbeError, ProbeItem
+
+QUERY_MODES = ("answer", "prompt")
+
+
+@dataclass(frozen=True)
+class RecordOptions:
+    layers: tuple[int, ...] | None = None  # None: every decoder layer
+    queries: str = "answer"                # answer: the answer position; prompt: every text token
+    store_block: bool = False              # also store the head-mean image->image block
+    shard_size: int = 32
+    batch_size: int = 8
+    dtype: str = "float32"
+
+
+def record_run(
+    teacher: Adapter,
+    student: Adapter,
+    probes: ProbeSet,
+    out: str | Path,
+    options: RecordOptions = RecordOptions(),
+    *,
+    skip_bad: bool = False,
+    rank: int | None = None,
+    world_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Record ``probes`` for both models into the store at ``out`` (resuming if it exists)."""
+    if options.queries not in QUERY_MODES:
+        raise ValueError(f"unknown query mode {options.queries!r}; use one of {QUERY_MODES}")
+    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
+    world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
+    out = Path(out)
+    adapters = {"teacher": teacher, "student": student}
+    manifest = build_manifest(adapters, probes, options)
+    _claim_store(out, manifest)
+    shards = [probes.items[i:i + options.shard_size] for i in range(0, len(probes), options.shard_size)]
+    for k, items in enumerate(shards):
+        if k % world_size != rank:
+            continue
+        if part_path(out, k).is_file():
+            if progress:
+                progress(len(items))
+            continue
+        _record_shard(k, items, adapters, probes, out, manifest, options, skip_bad, progress)
+    finalize(out, len(shards))
+    return out
+
+
+def build_manifest(adapters: dict[str, Adapter], probes: ProbeSet, options: RecordOptions) -> dict:
+    items_file = probes.root / "items.jsonl"
+    models = {}
+    for name, a in adapters.items():
+        layers = list(options.layers) if options.layers is not None else list(range(a.n_layers))
+        bad = [i for i in layers if not 0 <= i < a.n_layers]
+        if bad:
+            raise AdapterError(f"{name} has {a.n_layers} layers; cannot record layer(s) {bad}")
+        models[name] = {
+            "path": str(Path(getattr(a, "source", "")).resolve()) if getattr(a, "source", "") else "", "arch": a.model.__class__.__name__,
+            "n_layers": a.n_layers, "n_heads": a.n_heads, "n_kv_heads": a.n_kv_heads,
+            "layers": layers, "image_token_id": a.image_token_id,
+        }
+    return {
+        "format": FORMAT, "version": FORMAT_VERSION, "cdviz_version": __version__,
+        "models": models,
+        "probes": {"path": str(probes.root.resolve()), "name": probes.meta.get("name", ""), "n_items": len(probes),
+                   "items_sha256": hashlib.sha256(items_file.read_bytes()).hexdigest() if items_file.is_file() else ""},
+        "options": {**asdict(options), "layers": list(options.layers) if options.layers is not None else None},
+    }
+
+
+def _claim_store(out: Path, manifest: dict) -> None:
+    path = out / "manifest.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("version") != manifest["version"] or old.get("probes") != manifest["probes"] \
+                or old.get("options") != manifest["options"] or old.get("models") != manifest["models"]:
+            raise StoreError(
+                f"{out} holds a run with other models, probes or options; resume only with the same command, "
+                f"or choose a new --out"
+            )
+        return
+    write_json_atomic(path, manifest)
+
+
+def _record_shard(k, items, adapters, probes, out, manifest, options, skip_bad, progress) -> None:
+    skipped: dict[str, str] = {}
+    images: dict[str, list] = {}
+    for item in items:
+        try:
+            images[item.uid] = [load_image(probes, item, i) for i in range(len(item.images))]
+        except ProbeError as e:
+            if not skip_bad:
+                raise
+            skipped[item.uid] = str(e)
+    live = [i for i in items if i.uid not in skipped]
+    per_model: dict[str, tuple[dict, dict, list]] = {}
+    for name, adapter in adapters.items():
+        tensors, facts, rows = _run_model(adapter, live, images, manifest["models"][name]["layers"], options,
+                                          skip_bad, skipped)
+        per_model[name] = (tensors, facts, rows)
+    for name in MODELS:
+        write_shard(out, name, k, {key: t for key, t in per_model[name][0].items() if key.split("/")[0] not in skipped})
+    outcome_frames = []
+    for name in MODELS:
+        rows = [r for r in per_model[name][2] if r["uid"] not in skipped]
+        frame = pd.DataFrame(rows)
+        if len(frame):
+            frame.insert(0, "model", name)
+            meta = {i.uid: i for i in items}
+            frame.insert(2, "category", [meta[u].category for u in frame.uid])
+            frame.insert(3, "skill", [meta[u].skill for u in frame.uid])
+        outcome_frames.append(frame)
+    outcomes = pd.concat(outcome_frames, ignore_index=True)
+    write_part(out, k, _index_rows(k, items, probes, per_model, outcomes, skipped), outcomes)
+    if progress:
+        progress(len(items))
+
+
+def _run_model(adapter, items, images, layers, options, skip_bad, skipped):
+    """All queries of ``items`` for one model: tensors to store, per-item facts, outcome rows."""
+    tensors: dict[str, torch.Tensor] = {}
+    facts: dict[str, dict] = {}
+    rows: list[dict] = []
+    recorded: list[tuple[ProbeItem, Query]] = []
+    plain: list[tuple[ProbeItem, Query]] = []
+    for item in items:
+        qs = plan_queries(item)
+        recorded.append((item, qs[0]))
+        plain.extend((item, q) for q in qs[1:])
+    def run(layer_list):
+        return lambda chunk: _forward(adapter, chunk, images, layer_list, options, tensors, facts, rows)
+
+    for chunk in _chunks(recorded, options.batch_size):
+        _guarded(run(layers), chunk, skip_bad, skipped)
+    plain = [(i, q) for i, q in plain if i.uid not in skipped]
+    for chunk in _chunks(plain, options.batch_size):
+        _guarded(run(None), chunk, skip_bad, skipped)
+    return tensors, facts, rows
+
+
+def _guarded(fn, chunk, skip_bad: bool, skipped: dict[str, str]) -> None:
+    """Run a batch; with skip_bad, retry its samples one by one and record the ones that fail."""
+    try:
+        fn(chunk)
+    except (AdapterError, CaptureError) as e:
+        if not skip_bad:
+            raise
+        if len(chunk) == 1:
+            skipped[chunk[0][0].uid] = str(e)
+            return
+        for pair in chunk:
+            if pair[0].uid in skipped:
+                continue
+            try:
+                fn([pair])
+            except (AdapterError, CaptureError) as e1:
+                skipped[pair[0].uid] = str(e1)
+
+
+def _forward(adapter: Adapter, chunk, images, layers, options, tensors, facts, rows) -> None:
+    uids = [item.uid for item, _ in chunk]
+    batch = adapter.build_batch([images[i.uid][q.image] for i, q in chunk], [q.text for _, q in chunk], uids)
+    max_len = getattr(adapter.text_config, "max_position_embeddings", None)
+    seq_len = batch.inputs["input_ids"].shape[1]
+    if max_len and seq_len > max_len:
+        raise AdapterError(f"{uids}: {seq_len} tokens exceed the model's {max_len} positions; shorten the items")
+    batch = batch.to(adapter.model.device, adapter.model.dtype)
+    ids = batch.inputs["input_ids"].cpu()
+    with torch.no_grad():
+        if layers is None:
+            logits = adapter.model(**batch.inputs, use_cache=False).logits
+        else:
+            plans = []
+            for b in range(len(chunk)):
+                span = batch.image_spans[b][0]
+                plans.append(SamplePlan(span, _query_rows(adapter, ids[b], int(batch.answer_pos[b]), options.queries)))
+            with Capture(adapter, CapturePlan(list(layers), plans, store_block=options.store_block)) as cap:
+                logits = adapter.model(**batch.inputs, use_cache=False).logits
+            for b, (item, _q) in enumerate(chunk):
+                _collect(cap, b, item.uid, tensors)
+                span, grid = batch.image_spans[b][0], batch.grids[b][0]
+                facts[item.uid] = {
+                    "span_start": span[0], "n_image": span[1] - span[0], "grid_rows": grid[0], "grid_cols": grid[1],
+                    "seq_len": int(batch.answer_pos[b]) + 1,
+                    "query_tokens": json.dumps(adapter.tokenizer.convert_ids_to_tokens(ids[b, plans[b].query_rows].tolist())),
+                }
+    pos = batch.answer_pos
+    answer = logits[torch.arange(len(pos), device=pos.device), pos].float().cpu()
+    if not torch.isfinite(answer).all():
+        raise CaptureError(f"{uids}: logits have NaN or inf values")
+    rows.extend(score_queries(adapter, [q for _, q in chunk], answer))
+
+
+def _query_rows(adapter: Adapter, ids: torch.Tensor, answer_pos: int, mode: str) -> list[int]:
+    if mode == "answer":
+        return [answer_pos]
+    special = set(adapter.tokenizer.all_special_ids)
+    return [i for i in range(answer_pos + 1) if int(ids[i]) not in special and int(ids[i]) != adapter.image_token_id]
+
+
+def _collect(cap: Capture, b: int, uid: str, tensors: dict) -> None:
+    """Stack the capture's per-layer tensors of sample ``b`` into [L, ...] fp16 tensors."""
+    layers = cap.plan.layers
+    fields = ["t2i", "mass", "entropy", "i2i", "i2i_filt", "i2i_paper"] + (["i2i_block"] if cap.plan.store_block else [])
+    for f in fields:
+        stacked = torch.stack([getattr(cap.results[layer], f)[b] for layer in layers])
+        tensors[tensor_key(uid, f)] = stacked
+
+
+def _index_rows(k, items, probes, per_model, outcomes, skipped) -> pd.DataFrame:
+    rows = []
+    summaries = {}
+    for name in MODELS:
+        sub = outcomes[outcomes.model == name] if len(outcomes) else outcomes
+        summaries[name] = item_outcomes(sub.drop(columns="model")).set_index("uid") if len(sub) else None
+    for item in items:
+        row = {
+            "uid": item.uid, "source": item.source, "category": item.category, "subcategory": item.subcategory,
+            "skill": item.skill, "kind": item.kind, "split": item.split, "shard": k,
+            "image": str(probes.image_path(item, 0)), "options": json.dumps(list(item.options)),
+            "correct_option": item.correct, "question": item.question,
+            "boxes": json.dumps([b.to_dict() for b in item.boxes]),
+            "status": "skipped" if item.uid in skipped else "ok", "skip_reason": skipped.get(item.uid, ""),
+        }
+        for name in MODELS:
+            f = per_model[name][1].get(item.uid, {})
+            for key in ("span_start", "n_image", "grid_rows", "grid_cols", "seq_len"):
+                row[f"{name}_{key}"] = int(f.get(key, -1))
+            row[f"{name}_query_tokens"] = f.get("query_tokens", "[]")
+            s = summaries[name]
+            ok = s is not None and item.uid in s.index and item.uid not in skipped
+            r = s.loc[item.uid] if ok else None
+            right = (r.consistent if r.kind == "choice" else r.group) if ok else None
+            row[f"{name}_correct"] = bool(right) if ok else None
+            row[f"{name}_accuracy"] = float(r.accuracy) if ok else float("nan")
+            row[f"{name}_margin"] = float(r.margin) if ok else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _chunks(seq: list, size: int):
+    for i in range(0, len(seq), size):
+        yield seq[i:i + size]
+
+
+def record(teacher_dir, student_dir, probes_dir, out, options: RecordOptions = RecordOptions(), *, device="cpu",
+           skip_bad=False, trust_remote_code=False, progress=None) -> Path:
+    """Load the pair and the probe set, then ``record_run``."""
+    from cdviz.models import load_pair
+
+    probes = load_probeset(probes_dir, skip_bad=skip_bad)
+    teacher, student, _ = load_pair(teacher_dir, student_dir, dtype=options.dtype, device=device,
+                                    trust_remote_code=trust_remote_code)
+    return record_run(teacher, student, probes, out, options, skip_bad=skip_bad, progress=progress)

@@ -1,0 +1,138 @@
+"""Synthetic run stores with a planted, known answer, for tests and ``cdviz bench report``.
+
+Written through the same store writers as ``cdviz record``, so readers cannot tell the
+difference, but the truth is known:
+
+  - the teacher looks at the item's object box (a Gaussian bump on its patch grid) in every
+    layer, more sharply in the middle layers;
+  - in the ``planted`` student layers the student's map is a mix of the teacher's and a bump at
+    a wrong place, with per-item weight m ~ U(0, 1) (the item's misalignment); elsewhere it
+    follows the teacher with small noise;
+  - the teacher is right with probability 0.95; the student is wrong with probability
+    sigmoid(link * (m - 0.5)), so misalignment in the planted layers predicts its errors.
+
+    make_synthetic_run(DIR, n_items=200, seed=0) -> DIR
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, ImageDraw
+
+from cdviz import __version__
+from cdviz.io import write_json_atomic
+from cdviz.store import FORMAT, FORMAT_VERSION, finalize, tensor_key, write_part, write_shard
+
+CATEGORIES = {"replace_att": "perception", "swap_att": "perception", "replace_rel": "perception",
+              "add_obj": "perception", "existence": "recognition", "colour": "recognition"}
+
+
+def _bump(grid: tuple[int, int], cy: float, cx: float, width: float) -> np.ndarray:
+    rows, cols = grid
+    y, x = np.mgrid[0:rows, 0:cols]
+    m = np.exp(-((y + 0.5 - cy) ** 2 + (x + 0.5 - cx) ** 2) / (2 * width**2)) + 1e-3
+    return (m / m.sum()).reshape(-1)
+
+
+def make_synthetic_run(
+    root: str | Path,
+    *,
+    n_items: int = 200,
+    seed: int = 0,
+    teacher_layers: int = 8,
+    student_layers: int = 4,
+    n_heads: int = 4,
+    teacher_grid: tuple[int, int] = (8, 8),
+    student_grid: tuple[int, int] = (4, 4),
+    planted: tuple[int, ...] = (1, 2),
+    link: float = 6.0,
+    shard_size: int = 50,
+    image_size: int = 64,
+) -> Path:
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "format": FORMAT, "version": FORMAT_VERSION, "cdviz_version": __version__,
+        "models": {
+            name: {"path": f"synthetic:{name}", "arch": "Synthetic", "n_layers": n_layers, "n_heads": n_heads,
+                   "n_kv_heads": n_heads, "layers": list(range(n_layers)), "image_token_id": -1}
+            for name, n_layers in (("teacher", teacher_layers), ("student", student_layers))
+        },
+        "probes": {"path": str(root / "images"), "name": f"synthetic seed {seed}", "n_items": n_items,
+                   "items_sha256": ""},
+        "options": {"layers": None, "queries": "answer", "store_block": False, "shard_size": shard_size,
+                    "batch_size": 0, "dtype": "synthetic"},
+        "synthetic": {"seed": seed, "planted_student_layers": list(planted), "link": link},
+    }
+    write_json_atomic(root / "manifest.json", manifest)
+    cats = list(CATEGORIES)
+    n_shards = math.ceil(n_items / shard_size)
+    for k in range(n_shards):
+        tensors = {"teacher": {}, "student": {}}
+        index_rows, outcome_rows = [], []
+        for i in range(k * shard_size, min(n_items, (k + 1) * shard_size)):
+            uid = f"syn-{i:05d}"
+            cat = cats[i % len(cats)]
+            # object box in pixels, and its centre on each grid
+            w = h = float(rng.integers(image_size // 5, image_size // 3))
+            x, y = float(rng.uniform(0, image_size - w)), float(rng.uniform(0, image_size - h))
+            img = Image.new("RGB", (image_size, image_size), (128, 128, 128))
+            ImageDraw.Draw(img).rectangle([x, y, x + w - 1, y + h - 1], fill=(220, 40, 40))
+            img_path = root / "images" / f"{uid}.png"
+            img.save(img_path)
+            m = float(rng.uniform())
+            wrong_y, wrong_x = rng.uniform(0, 1, size=2)
+            for name, n_layers, grid in (("teacher", teacher_layers, teacher_grid), ("student", student_layers, student_grid)):
+                rows, cols = grid
+                cy, cx = (y + h / 2) / image_size * rows, (x + w / 2) / image_size * cols
+                maps = []
+                for layer in range(n_layers):
+                    depth = layer / max(1, n_layers - 1)
+                    width = max(0.6, 2.5 - 2.0 * math.sin(math.pi * depth)) * rows / 8
+                    base = _bump(grid, cy, cx, width)
+                    if name == "student" and layer in planted:
+                        base = (1 - m) * base + m * _bump(grid, wrong_y * rows, wrong_x * cols, width)
+                    heads = [base * rng.uniform(0.8, 1.2, size=base.shape) for _ in range(n_heads)]
+                    maps.append(np.stack([hm / hm.sum() for hm in heads]))
+                att = torch.tensor(np.stack(maps), dtype=torch.float32)  # [L, H, N]
+                mass = torch.tensor(rng.uniform(0.1, 0.6, size=(n_layers, n_heads, 1)), dtype=torch.float32)
+                t = tensors[name]
+                t[tensor_key(uid, "t2i")] = (att * mass)[:, :, None, :]  # [L, H, 1, N]
+                t[tensor_key(uid, "mass")] = mass
+                t[tensor_key(uid, "entropy")] = -(att * att.clamp_min(1e-12).log()).sum(-1, keepdim=True)
+                t[tensor_key(uid, "i2i")] = att
+                t[tensor_key(uid, "i2i_filt")] = att
+                t[tensor_key(uid, "i2i_paper")] = att.mean(1)
+            t_right = bool(rng.uniform() < 0.95)
+            s_right = bool(rng.uniform() >= 1 / (1 + math.exp(-link * (m - 0.5))))
+            options = [f"option {i} true", f"option {i} false"]
+            row = {"uid": uid, "source": "synthetic", "category": cat, "subcategory": "", "skill": CATEGORIES[cat],
+                   "kind": "choice", "split": "test", "shard": k, "image": str(img_path),
+                   "options": json.dumps(options), "correct_option": 0,
+                   "question": "Which caption best describes the image?",
+                   "boxes": json.dumps([{"phrase": "red square", "x": x, "y": y, "w": w, "h": h, "image": 0}]),
+                   "status": "ok", "skip_reason": "", "planted_misalignment": m}
+            for name, right, grid in (("teacher", t_right, teacher_grid), ("student", s_right, student_grid)):
+                margin = float(rng.uniform(0.2, 3.0)) * (1 if right else -1)
+                row.update({f"{name}_span_start": 2, f"{name}_n_image": grid[0] * grid[1],
+                            f"{name}_grid_rows": grid[0], f"{name}_grid_cols": grid[1], f"{name}_seq_len": 40,
+                            f"{name}_query_tokens": json.dumps([":"]), f"{name}_correct": right,
+                            f"{name}_accuracy": 1.0 if right else 0.0, f"{name}_margin": margin})
+                for order in ("01", "10"):
+                    outcome_rows.append({"model": name, "uid": uid, "category": cat, "skill": CATEGORIES[cat],
+                                         "kind": "choice", "order": order, "chosen": 0 if right else 1,
+                                         "correct": right, "margin": margin, "caption": -1, "image": 0,
+                                         "score": float("nan")})
+            index_rows.append(row)
+        for name in ("teacher", "student"):
+            write_shard(root, name, k, tensors[name])
+        write_part(root, k, pd.DataFrame(index_rows), pd.DataFrame(outcome_rows))
+    finalize(root, n_shards)
+    return root
