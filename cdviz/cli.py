@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -86,6 +87,10 @@ def probes_import(
     with user_errors():
         loader = get_source(source)
         options = {k: v for k, v in {"images_dir": images_dir, "coco_annotations": coco_annotations}.items() if v is not None}
+        accepted = inspect.signature(loader).parameters
+        for name in options:
+            if name not in accepted:
+                raise ProbeError(f"--{name.replace('_', '-')} does not apply to {source!r}; leave it out")
         items, skipped = [], []
         with progress_bar(f"import {source}", None) as advance:
             for item in _guarded(loader(path, **options), skip_bad, skipped):
@@ -107,7 +112,7 @@ def _guarded(iterator, skip_bad: bool, skipped: list[dict]):
         except ProbeError as e:
             if not skip_bad:
                 raise
-            skipped.append({"where": str(e).split(":")[0], "reason": str(e)})
+            skipped.append({"where": str(e).split(": ")[0], "reason": str(e)})
 
 
 @probes_app.command("show")

@@ -15,12 +15,16 @@ joined with the COCO instance boxes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from cdviz.probes.native_common import (
     ImageFinder,
+    ItemStream,
+    Step,
     UidGuard,
+    fail,
     fields,
     make_item,
     read_json,
@@ -50,7 +54,8 @@ def load_sugarcrepe(
         path: the folder holding the subset JSON files; only the subsets present are read.
         images_dir: the COCO val2017 image folder; default ``path/val2017``, else ``path/images``.
         coco_annotations: ``instances_val2017.json``; when given, every COCO instance box of the
-            image becomes a Box named by its category, and ``metadata["coco_image_id"]`` is set.
+            image becomes a Box named by its category (crowd regions included, zero-size boxes
+            dropped), and ``metadata["coco_image_id"]`` is set.
         subsets: names to read (a list, or one comma-separated string); each must be present.
         check_images: fail on an image file that does not exist.
 
@@ -60,7 +65,7 @@ def load_sugarcrepe(
     files = _subset_files(root, SUGARCREPE_SUBSETS, subsets, "sugarcrepe")
     finder = ImageFinder(_images_dir(root, images_dir, check_images), check=check_images)
     coco = _coco_path(coco_annotations)
-    return _sugarcrepe_items(files, finder, coco)
+    return ItemStream(_steps(files, finder, coco, pp=False))
 
 
 def load_sugarcrepe_pp(
@@ -88,71 +93,96 @@ def load_sugarcrepe_pp(
     files = _subset_files(root, SUGARCREPE_PP_SUBSETS, subsets, "sugarcrepe_pp")
     finder = ImageFinder(_images_dir(root, images_dir, check_images), check=check_images)
     coco = _coco_path(coco_annotations)
-    return _sugarcrepe_pp_items(files, finder, coco)
+    return ItemStream(_steps(files, finder, coco, pp=True))
 
 
-def _sugarcrepe_items(files: list[tuple[str, Path]], finder: ImageFinder, coco_path: Path | None) -> Iterator[ProbeItem]:
-    coco = CocoBoxes.load(coco_path) if coco_path else None
+def _steps(
+    files: list[tuple[str, Path]], finder: ImageFinder, coco_path: Path | None, *, pp: bool
+) -> Iterator[Step]:
+    """One step per entry of each subset file (SugarCrepe: a dict by key; SugarCrepe++: a list)."""
+    try:
+        coco = CocoBoxes.load(coco_path) if coco_path else None
+    except ProbeError as e:
+        yield fail(e)  # every item needs the join the caller asked for
+        return
     for subset, file in files:
-        data = read_json(file)
-        if not isinstance(data, dict):
-            hint = " (a list is the SugarCrepe++ layout: use source 'sugarcrepe_pp')" if isinstance(data, list) else ""
-            raise ProbeError(f'{file}: expected an object keyed "0", "1", ... of SugarCrepe entries{hint}')
-        for key, entry in data.items():
-            at = where(file, key=key)
-            fields(entry, at, ("filename", "caption", "negative_caption"), "sugarcrepe")
-            filename = text(entry, "filename", at)
-            boxes, meta = _join(coco, filename, at)
-            yield make_item(
-                at,
-                uid=f"sugarcrepe-{subset}-{key}",
-                source="sugarcrepe",
-                category=subset,
-                images=(finder.find([filename], at),),
-                options=(text(entry, "caption", at), text(entry, "negative_caption", at)),
-                correct=0,
-                skill="perception",
-                boxes=boxes,
-                metadata=meta,
-            )
+        try:
+            data = read_json(file)
+        except ProbeError as e:
+            yield fail(e)
+            continue
+        if pp and isinstance(data, list):
+            guard = UidGuard()
+            for index, entry in enumerate(data):
+                yield partial(_sugarcrepe_pp_pair, subset, entry, where(file, index=index), finder, coco, guard)
+        elif not pp and isinstance(data, dict):
+            for key, entry in data.items():
+                yield partial(_sugarcrepe_item, subset, key, entry, where(file, key=key), finder, coco)
+        else:
+            yield fail(ProbeError(_layout_error(file, data, pp)))
 
 
-def _sugarcrepe_pp_items(
-    files: list[tuple[str, Path]], finder: ImageFinder, coco_path: Path | None
-) -> Iterator[ProbeItem]:
-    coco = CocoBoxes.load(coco_path) if coco_path else None
-    for subset, file in files:
-        data = read_json(file)
-        if not isinstance(data, list):
-            hint = " (an object keyed \"0\", ... is the SugarCrepe layout: use source 'sugarcrepe')" if isinstance(data, dict) else ""
-            raise ProbeError(f"{file}: expected a list of SugarCrepe++ entries{hint}")
-        guard = UidGuard()
-        for index, entry in enumerate(data):
-            at = where(file, index=index)
-            fields(entry, at, ("id", "filename", "caption", "caption2", "negative_caption"), "sugarcrepe_pp")
-            entry_id = entry["id"]
-            if isinstance(entry_id, bool) or not isinstance(entry_id, (int, str)):
-                raise ProbeError(f"{at}: field 'id' must be an integer or string, got {entry_id!r}; fix the entry")
-            pair_id = f"sugarcrepe_pp-{subset}-{entry_id}"
-            guard.add(pair_id, at)
-            filename = text(entry, "filename", at)
-            image = finder.find([filename], at)
-            boxes, coco_meta = _join(coco, filename, at)
-            negative = text(entry, "negative_caption", at)
-            for positive, tag in (("caption", "p1"), ("caption2", "p2")):
-                yield make_item(
-                    at,
-                    uid=f"{pair_id}-{tag}",
-                    source="sugarcrepe_pp",
-                    category=subset,
-                    subcategory=tag,
-                    images=(image,),
-                    options=(text(entry, positive, at), negative),
-                    correct=0,
-                    skill="perception",
-                    boxes=boxes,
-                    metadata={"pair_id": pair_id, "positive": positive, **coco_meta},
-                )
+def _layout_error(file: Path, data: Any, pp: bool) -> str:
+    # The two benchmarks share file names, so the likeliest mistake is picking the other source.
+    if pp:
+        hint = " (an object keyed by number is the SugarCrepe layout: use source 'sugarcrepe')"
+        return f"{file}: expected a list of SugarCrepe++ entries" + (hint if isinstance(data, dict) else "")
+    hint = " (a list is the SugarCrepe++ layout: use source 'sugarcrepe_pp')"
+    return f"{file}: expected an object of SugarCrepe entries keyed by number" + (
+        hint if isinstance(data, list) else ""
+    )
+
+
+def _sugarcrepe_item(
+    subset: str, key: str, entry: Any, at: str, finder: ImageFinder, coco: CocoBoxes | None
+) -> ProbeItem:
+    fields(entry, at, ("filename", "caption", "negative_caption"), "sugarcrepe")
+    filename = text(entry, "filename", at)
+    boxes, meta = _join(coco, filename, at)
+    return make_item(
+        at,
+        uid=f"sugarcrepe-{subset}-{key}",
+        source="sugarcrepe",
+        category=subset,
+        images=(finder.find([filename], at),),
+        options=(text(entry, "caption", at), text(entry, "negative_caption", at)),
+        correct=0,
+        skill="perception",
+        boxes=boxes,
+        metadata=meta,
+    )
+
+
+def _sugarcrepe_pp_pair(
+    subset: str, entry: Any, at: str, finder: ImageFinder, coco: CocoBoxes | None, guard: UidGuard
+) -> tuple[ProbeItem, ProbeItem]:
+    fields(entry, at, ("id", "filename", "caption", "caption2", "negative_caption"), "sugarcrepe_pp")
+    entry_id = entry["id"]
+    if isinstance(entry_id, bool) or not isinstance(entry_id, (int, str)):
+        raise ProbeError(f"{at}: field 'id' must be an integer or string, got {entry_id!r}; fix the entry")
+    pair_id = f"sugarcrepe_pp-{subset}-{entry_id}"
+    filename = text(entry, "filename", at)
+    image = finder.find([filename], at)
+    boxes, coco_meta = _join(coco, filename, at)
+    negative = text(entry, "negative_caption", at)
+    p1, p2 = (
+        make_item(
+            at,
+            uid=f"{pair_id}-{tag}",
+            source="sugarcrepe_pp",
+            category=subset,
+            subcategory=tag,
+            images=(image,),
+            options=(text(entry, positive, at), negative),
+            correct=0,
+            skill="perception",
+            boxes=boxes,
+            metadata={"pair_id": pair_id, "positive": positive, **coco_meta},
+        )
+        for positive, tag in (("caption", "p1"), ("caption2", "p2"))
+    )
+    guard.add(pair_id, at)  # only once built: a skipped bad entry does not claim its id
+    return p1, p2
 
 
 def _subset_files(
@@ -228,15 +258,15 @@ class CocoBoxes:
         data = fields(read_json(path), str(path), ("images", "annotations", "categories"), "COCO instances")
         names: dict[int, str] = {}
         for i, c in enumerate(data["categories"]):
-            at = f"{path} [categories {i}]"
+            at = f"{path} (categories {i})"
             names[fields(c, at, ("id", "name"), "COCO category")["id"]] = text(c, "name", at)
         ids: dict[str, int] = {}
         for i, im in enumerate(data["images"]):
-            fields(im, f"{path} [images {i}]", ("id", "file_name"), "COCO image")
+            fields(im, f"{path} (images {i})", ("id", "file_name"), "COCO image")
             ids[im["file_name"]] = im["id"]
         boxes: dict[int, list[Box]] = {}
         for i, ann in enumerate(data["annotations"]):
-            at = f"{path} [annotations {i}]"
+            at = f"{path} (annotations {i})"
             fields(ann, at, ("image_id", "category_id", "bbox"), "COCO annotation")
             bbox = ann["bbox"]
             if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
