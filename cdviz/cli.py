@@ -236,6 +236,58 @@ def parse_layers(spec: Optional[str]) -> Optional[tuple[int, ...]]:
     return tuple(sorted(set(out)))
 
 
+bench_app = typer.Typer(help="Benchmarks that print ratios measured side by side in one run.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("record")
+def bench_record_cmd(
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    seq_len: int = typer.Option(1024, "--seq-len", help="Tokens per sample."),
+    image_tokens: int = typer.Option(576, "--image-tokens", help="Image tokens (a square number)."),
+    n_layers: int = typer.Option(4, "--n-layers"),
+    hidden: int = typer.Option(2048, "--hidden"),
+    heads: int = typer.Option(16, "--heads"),
+    kv_heads: int = typer.Option(16, "--kv-heads"),
+    intermediate: int = typer.Option(5504, "--intermediate", help="MLP width."),
+    layers: Optional[str] = typer.Option(None, help="Layers to record (default: all)."),
+    repeats: int = typer.Option(5, help="Interleaved timing rounds (median reported)."),
+    dtype: str = typer.Option("float32", help="float32 or bfloat16 (CUDA)."),
+) -> None:
+    """Plain SDPA forward vs cdviz recording vs eager output_attentions, side by side."""
+    from cdviz.bench_record import BenchConfig, run_bench
+
+    with user_errors():
+        try:
+            r = run_bench(BenchConfig(device=device, seq_len=seq_len, image_tokens=image_tokens, n_layers=n_layers,
+                                      hidden=hidden, n_heads=heads, n_kv_heads=kv_heads, intermediate=intermediate,
+                                      layers=parse_layers(layers),
+                                      repeats=repeats, dtype=dtype))
+        except ValueError as e:
+            raise ProbeError(str(e)) from e
+    out = Console()
+    c = r["config"]
+    out.print(f"model: {c['n_layers']} layers, hidden {c['hidden']}, MLP {c['intermediate']}, "
+              f"{c['n_heads']} heads ({c['n_kv_heads']} kv), "
+              f"T={c['seq_len']} with {c['image_tokens']} image tokens, {c['device']} {c['dtype']}")
+    table = Table("approach", "median s", f"peak ({r['peak_kind']})")
+    for name in ("sdpa", "cdviz", "eager"):
+        table.add_row(name, f"{r['median_s'][name]:.4f}", _mib(r["peak_bytes"][name]))
+    out.print(table)
+    out.print(f"ratio cdviz / sdpa  (b/a): {r['ratio_cdviz_over_sdpa']:.3f}")
+    out.print(f"ratio eager / cdviz (c/b): {r['ratio_eager_over_cdviz']:.3f}")
+    out.print(f"stored per sample (fp16): {_mib(r['stored_bytes_per_sample'])}")
+    t7 = Table("T", "eager output_attentions", "cdviz transient (1 layer)", "cdviz kept",
+               title="7B-class analytic attention memory per sample (32 layers x 32 heads, 576 image tokens, bf16)")
+    for row in r["analytic_7b"]:
+        t7.add_row(str(row["T"]), _mib(row["eager_bytes"]), _mib(row["cdviz_transient_bytes"]), _mib(row["cdviz_kept_bytes"]))
+    out.print(t7)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.2f} MiB"
+
+
 def print_summary(summary: dict, title: str) -> None:
     out = Console()
     table = Table("category", "n", "acc per order", "mean", "consistent", title=title)

@@ -88,13 +88,14 @@ def llava_config(
     vision_hidden: int = 32,
     vision_layers: int = 1,
     pad_token_id: int = 0,
+    intermediate: int | None = None,
 ) -> LlavaConfig:
     vision = dict(
         model_type="siglip_vision_model", hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
         num_hidden_layers=vision_layers, num_attention_heads=2, image_size=image_size, patch_size=patch_size,
     )
     text = dict(
-        model_type="llama", hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=n_layers,
+        model_type="llama", hidden_size=hidden, intermediate_size=intermediate or 2 * hidden, num_hidden_layers=n_layers,
         num_attention_heads=n_heads, num_key_value_heads=n_kv_heads, vocab_size=vocab_size,
         max_position_embeddings=1024, pad_token_id=pad_token_id, tie_word_embeddings=False,
     )

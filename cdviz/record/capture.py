@@ -33,7 +33,6 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-from cdviz.vat import vat_received, vat_threshold
 
 IMPLEMENTATION = "cdviz"
 _ACTIVE: ContextVar["Capture | None"] = ContextVar("cdviz_capture", default=None)
@@ -90,27 +89,59 @@ def _expand_kv(key: torch.Tensor, n_heads: int) -> torch.Tensor:
     return key if groups == 1 else key.repeat_interleave(groups, dim=1)
 
 
-def row_probabilities(query, key, mask, scaling, rows, is_causal, softcap=None) -> torch.Tensor:
-    """Exact softmax probabilities of query ``rows`` of one sample over all keys.
+def row_probabilities(query, key, mask, scaling, rows, is_causal, softcap=None, min_keys: int = 0) -> torch.Tensor:
+    """Exact softmax probabilities of query ``rows`` of one sample over the keys they can see.
+
+    Keys past the last one any of ``rows`` may attend to carry zero probability, so they are
+    cut off before the product (for causal image rows this halves the work).
 
     Args:
         query: [H, T, D]; key: [H, S, D] (kv heads already expanded)
-        mask:  [T, S] bool (True = may attend) or float additive, or None
+        mask:  [T, S] bool (True = may attend) or float additive, or None (causal or full)
         rows:  [R] long, query positions
+        min_keys: return at least this many key columns (so a caller's slice always exists)
     Returns:
-        [H, R, S] float32 probabilities
+        [H, R, S'] float32 probabilities over keys 0..S'-1 (S' <= S; later keys have zero)
     """
-    q = query[:, rows].float()  # [H, R, D]
-    scores = torch.einsum("hrd,hsd->hrs", q, key.float()) * scaling  # [H, R, S]
+    if rows.numel() == 0:
+        return query.new_zeros(query.shape[0], 0, max(min_keys, 1), dtype=torch.float32)
+    m = mask[rows] if mask is not None else None  # [R, S]
+    if m is not None and m.dtype == torch.bool:
+        visible = torch.nonzero(m.any(0))
+        s_end = int(visible.max()) + 1 if len(visible) else key.shape[1]
+    elif m is None and is_causal:
+        s_end = int(rows.max()) + 1
+    else:
+        s_end = key.shape[1]
+    s_end = min(max(s_end, min_keys), key.shape[1])
+    q = query[:, rows].float() * scaling  # [H, R, D]; scaling q, not scores, is the cheaper product
+    scores = torch.matmul(q, key[:, :s_end].float().transpose(1, 2))  # [H, R, S']
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
-    if mask is not None:
-        m = mask[rows]  # [R, S]
-        scores = scores.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else scores + m.float()
+    if m is not None:
+        m = m[:, :s_end]
+        if m.dtype == torch.bool:
+            scores.masked_fill_(~m, float("-inf"))
+        else:
+            scores += m.float()
     elif is_causal:
-        s = torch.arange(key.shape[1], device=key.device)
-        scores = scores.masked_fill(s[None, None, :] > rows[None, :, None], float("-inf"))
+        s = torch.arange(s_end, device=key.device)
+        scores.masked_fill_(s[None, None, :] > rows[None, :, None], float("-inf"))
     return torch.softmax(scores, dim=-1)
+
+
+def received_filtered(block: torch.Tensor) -> torch.Tensor:
+    """``vat_received(block, block <= vat_threshold(block))`` in fewer passes over the block.
+
+    Args:
+        block: [..., Nq, Nk]
+    Returns:
+        [..., Nk]
+    """
+    std, mean = torch.std_mean(block.flatten(-2), dim=-1)
+    keep = block <= (mean + std)[..., None, None]
+    kept = torch.where(keep, block, 0).sum(-2)
+    return kept / keep.sum(-2).clamp_min(1)
 
 
 class Capture:
@@ -146,7 +177,6 @@ class Capture:
         blocks = []
         for b, sp in enumerate(self.plan.samples):
             start, end = sp.image_span
-            n = end - start
             if end > key.shape[2]:
                 raise CaptureError(f"sample {b}: image span {sp.image_span} beyond sequence length {key.shape[2]}")
             mask = None
@@ -154,29 +184,31 @@ class Capture:
                 mask = attention_mask[b, 0] if attention_mask.dim() == 4 else attention_mask[b]
             img_rows = torch.arange(start, end, device=query.device)
             if self.plan.with_grad:
-                probs = row_probabilities(query[b], key[b], mask, scaling, img_rows, is_causal, softcap)
+                probs = row_probabilities(query[b], key[b], mask, scaling, img_rows, is_causal, softcap, end)
                 blocks.append(probs[:, :, start:end].mean(0))  # [N, N] head mean
                 continue
             with torch.no_grad():
-                rows = torch.cat([img_rows, torch.as_tensor(sp.query_rows, device=query.device, dtype=torch.long)])
-                probs = row_probabilities(query[b], key[b], mask, scaling, rows, is_causal, softcap)  # [H, N+Q, S]
-                if not torch.isfinite(probs).all():
-                    raise CaptureError(f"sample {b}, layer {layer}: attention has NaN or inf values")
-                self._reduce(layer, probs, n, start, end)
+                text_rows = torch.as_tensor(sp.query_rows, device=query.device, dtype=torch.long)
+                img = row_probabilities(query[b], key[b], mask, scaling, img_rows, is_causal, softcap, end)  # [H, N, S']
+                text = row_probabilities(query[b], key[b], mask, scaling, text_rows, is_causal, softcap, end)  # [H, Q, S'']
+                self._reduce(layer, img[:, :, start:end], text, start, end, b)
         if self.plan.with_grad:
             self.blocks[layer] = blocks
 
-    def _reduce(self, layer: int, probs: torch.Tensor, n: int, start: int, end: int) -> None:
+    def _reduce(self, layer: int, block: torch.Tensor, text: torch.Tensor, start: int, end: int, b: int) -> None:
+        """block: [H, N, N] image queries x image keys; text: [H, Q, S] text query rows."""
         res = self.results[layer]
-        block = probs[:, :n, start:end]  # [H, N, N] image queries x image keys
-        text = probs[:, n:]  # [H, Q, S]
         t2i = text[:, :, start:end]  # [H, Q, N]
+        i2i = block.mean(1)  # [H, N]
+        entropy = -torch.special.xlogy(text, text).sum(-1)  # [H, Q]
+        if not (torch.isfinite(i2i).all() and torch.isfinite(entropy).all()):
+            raise CaptureError(f"sample {b}, layer {layer}: attention has NaN or inf values")
         res.t2i.append(t2i.cpu())
         res.mass.append(t2i.sum(-1).cpu())
-        res.entropy.append(-(text * torch.log(text.clamp_min(1e-30))).sum(-1).cpu())
-        res.i2i.append(vat_received(block).cpu())
-        res.i2i_filt.append(vat_received(block, block <= vat_threshold(block)[..., None, None]).cpu())
+        res.entropy.append(entropy.cpu())
+        res.i2i.append(i2i.cpu())
+        res.i2i_filt.append(received_filtered(block).cpu())
         mean_block = block.mean(0)  # [N, N]
-        res.i2i_paper.append(vat_received(mean_block, mean_block <= vat_threshold(mean_block)).cpu())
+        res.i2i_paper.append(received_filtered(mean_block).cpu())
         if self.plan.store_block:
             res.i2i_block.append(mean_block.cpu())
