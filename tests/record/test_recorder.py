@@ -126,3 +126,38 @@ def test_two_processes_match_one(pair, tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert_same_store(one, two)
+
+
+def _with_bad_items(probes: Path, out: Path) -> Path:
+    """A copy of ``probes`` plus one item with a corrupt image and one too long for the model."""
+    from cdviz.probes import load_probeset, save_probeset
+    from cdviz.types import ProbeItem
+
+    ps = load_probeset(probes)
+    good = ps.items[:6]
+    shutil.copytree(probes / "images", out / "images")
+    (out / "images" / "broken.png").write_bytes(b"not a png")
+    broken = ProbeItem(uid="broken-image", source="t", category="swap_att", images=("images/broken.png",),
+                       options=("a red circle .", "a blue circle ."))
+    long = ProbeItem(uid="too-long", source="t", category="swap_att", images=good[0].images,
+                     options=(" ".join(["red"] * 1100), "a blue circle ."))
+    save_probeset([*good[:3], broken, long, *good[3:]], out, name="with bad items")
+    return out
+
+
+def test_bad_items_are_named_or_skipped(pair, tmp_path):
+    teacher, student, probes = pair
+    bad = _with_bad_items(probes, tmp_path / "bad")
+    with pytest.raises(Exception, match="broken-image"):
+        record(teacher, student, bad, tmp_path / "strict", RecordOptions(shard_size=4))
+    run = record(teacher, student, bad, tmp_path / "lenient", RecordOptions(shard_size=4, batch_size=4), skip_bad=True)
+    store = open_run(run)
+    status = store.index.set_index("uid")
+    assert status.loc["broken-image", "status"] == "skipped" and "unreadable" in status.loc["broken-image", "skip_reason"]
+    assert status.loc["too-long", "status"] == "skipped" and "exceed" in status.loc["too-long", "skip_reason"]
+    assert (status.drop(["broken-image", "too-long"]).status == "ok").all()
+    assert set(store.outcomes.uid) == set(status.index) - {"broken-image", "too-long"}
+    with pytest.raises(StoreError, match="skipped"):
+        store.get("too-long", "teacher", "t2i")
+    ok_uid = status.index[0]
+    assert store.get(ok_uid, "teacher", "i2i").shape[0] == 4
