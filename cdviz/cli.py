@@ -236,6 +236,105 @@ def parse_layers(spec: Optional[str]) -> Optional[tuple[int, ...]]:
     return tuple(sorted(set(out)))
 
 
+@app.command("report")
+def report_cmd(
+    run: Path = typer.Argument(..., help="Run store directory."),
+    out: Optional[Path] = typer.Option(None, help="Output directory (default RUN/report)."),
+    attribution_items: int = typer.Option(0, "--attribution-items", help="Also run captum attribution on N items (loads both models)."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap replicates for intervals."),
+    n_perm: int = typer.Option(1000, "--n-perm", help="Permutations for p-values."),
+    device: str = typer.Option("cpu", help="Device for attribution."),
+) -> None:
+    """Misalignment report: index.html, report.md, summary.json and tables."""
+    from cdviz.report import build_report
+    from cdviz.report.build import report_steps
+    from cdviz.store import StoreError
+
+    with user_errors():
+        try:
+            total = report_steps(run, attribution_items)
+            with progress_bar(f"report {run}", total) as advance:
+                path = build_report(run, out, advance, n_boot=n_boot, n_perm=n_perm,
+                                    attribution_items=attribution_items, device=device)
+        except StoreError as e:
+            raise ProbeError(str(e)) from e
+    console.print(f"report: {path / 'index.html'}\nsummary: {path / 'summary.json'}")
+
+
+@app.command("compare")
+def compare_cmd(
+    before: Path = typer.Argument(..., help="Run store before (e.g. student-kd)."),
+    after: Path = typer.Argument(..., help="Run store after (e.g. student-compodistill)."),
+    out: Optional[Path] = typer.Option(None, help="Output directory (default AFTER/compare)."),
+    n_boot: int = typer.Option(1000, "--n-boot"),
+) -> None:
+    """Per-layer misalignment and per-category accuracy deltas, with intervals."""
+    from cdviz.report import compare_runs
+    from cdviz.store import StoreError
+
+    with user_errors():
+        try:
+            with progress_bar("compare", None) as advance:
+                path = compare_runs(before, after, out or after / "compare", n_boot=n_boot, progress=advance)
+        except StoreError as e:
+            raise ProbeError(str(e)) from e
+    console.print(f"comparison: {path / 'compare.html'}\nsummary: {path / 'summary.json'}")
+
+
+@app.command("finetune")
+def finetune_cmd(
+    student: Optional[Path] = typer.Option(None, help="Student model directory."),
+    teacher: Optional[Path] = typer.Option(None, help="Teacher model directory."),
+    out: Optional[Path] = typer.Option(None, help="Output directory."),
+    recipe: Optional[Path] = typer.Option(None, help="Recipe file (TOML / YAML / JSON); flags override it."),
+    data: Optional[str] = typer.Option(None, help="'shapes' or a JSONL of LLaVA conversations."),
+    stages: Optional[str] = typer.Option(None, help="Comma-separated stages, e.g. dpt,dft,sft."),
+    from_report: Optional[Path] = typer.Option(None, "--from-report", help="Run whose report picks the VAT layers."),
+    steps: Optional[int] = typer.Option(None, help="Optimizer steps per stage."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    paper_compat: Optional[bool] = typer.Option(None, "--paper-compat/--no-paper-compat",
+                                                help="Reproduce the reference code's KD mask and windows."),
+    eval_probes: Optional[Path] = typer.Option(None, "--eval-probes", help="Evaluate the result on this probe set."),
+    rerecord: Optional[Path] = typer.Option(None, "--rerecord", help="Re-record teacher + result on this probe set."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
+) -> None:
+    """CompoDistill: DPT (TAF) -> DFT (KD + VAT on the flagged layers) -> SFT."""
+    from cdviz.train.config import ConfigError, finetune_cli_args_to_config
+    from cdviz.train.finetune import finetune
+
+    with user_errors():
+        try:
+            cfg = finetune_cli_args_to_config(
+                recipe=recipe, teacher=_str(teacher), student=_str(student), data=data, stages=stages,
+                from_report=_str(from_report), out=_str(out), resume=resume, steps=steps, batch_size=batch_size,
+                paper_compat=paper_compat, eval_probes=_str(eval_probes), record_probes=_str(rerecord))
+            final = finetune(cfg)
+        except (ConfigError, ValueError) as e:
+            raise ProbeError(str(e)) from e
+    console.print(f"model: {final}")
+
+
+def _str(p: Optional[Path]) -> Optional[str]:
+    return None if p is None else str(p)
+
+
+zoo_app = typer.Typer(help="The bundled demo models.", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+
+
+@zoo_app.command("build")
+def zoo_build_cmd(
+    out: Path = typer.Option(Path("checkpoints"), help="Where the four models go."),
+    seed: int = typer.Option(0, help="Seed for data, initialisation and training."),
+) -> None:
+    """Train teacher, student-sft, student-kd and student-compodistill (resumable)."""
+    from cdviz.zoo import ZooSpec, build_zoo
+
+    with user_errors():
+        build_zoo(out, ZooSpec(seed=seed), log=lambda m: console.print(f"[bold]{m}[/bold]"))
+    console.print(f"models and manifest in {out}")
+
+
 bench_app = typer.Typer(help="Benchmarks that print ratios measured side by side in one run.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -282,6 +381,23 @@ def bench_record_cmd(
     for row in r["analytic_7b"]:
         t7.add_row(str(row["T"]), _mib(row["eager_bytes"]), _mib(row["cdviz_transient_bytes"]), _mib(row["cdviz_kept_bytes"]))
     out.print(t7)
+
+
+@bench_app.command("report")
+def bench_report_cmd(n_items: int = typer.Option(1000, "--n-items", help="Items in the synthetic store.")) -> None:
+    """Time each phase of `cdviz report` on a synthetic store shaped like the demo pair."""
+    from cdviz.bench_report import bench_report
+
+    bench_report(n_items, console=Console())
+
+
+@bench_app.command("app")
+def bench_app_cmd(n_items: int = typer.Option(1000, "--n-items", help="Items in the synthetic run."),
+                  repeats: int = typer.Option(3, help="Timing rounds (median reported).")) -> None:
+    """Time to first render of the dashboard's Overview and Item explorer."""
+    from cdviz.bench_app import bench_app
+
+    bench_app(n_items, repeats=repeats, console=Console())
 
 
 def _mib(n: int) -> str:

@@ -117,6 +117,9 @@ def build_tiny(
     patch_size: int = 8,
     seed: int = 0,
     vocabulary: Iterable[str] | None = None,
+    intermediate: int | None = None,
+    vision_hidden: int = 32,
+    vision_layers: int = 1,
 ) -> Path:
     """Write a random-weight ``arch`` checkpoint with its processor to ``out``."""
     out = Path(out)
@@ -126,7 +129,8 @@ def build_tiny(
         processor = llava_processor(vocabulary, image_size, patch_size)
         tok = processor.tokenizer
         cfg = llava_config(len(tok), processor.image_token_id, n_layers=n_layers, hidden=hidden, n_heads=n_heads,
-                           n_kv_heads=n_kv_heads, image_size=image_size, patch_size=patch_size)
+                           n_kv_heads=n_kv_heads, image_size=image_size, patch_size=patch_size,
+                           intermediate=intermediate, vision_hidden=vision_hidden, vision_layers=vision_layers)
         model = LlavaForConditionalGeneration(cfg)
         processor.save_pretrained(out)
     elif arch == "qwen2vl":

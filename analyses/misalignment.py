@@ -1,0 +1,217 @@
+"""Misalignment: how far each student layer (and head) looks from its teacher layer group, per item.
+
+For every usable item and recorded student layer s, with teacher group G(s) (default: the
+paper's group matching generalised to any depth, `analyses.common.default_layer_map`):
+
+  i2i (VAT form, what the VAT loss trains): received-attention vectors over image tokens.
+      head mean: student ``i2i_paper`` [N] vs the mean over G(s) of the teacher's ``i2i_paper``;
+      head h:    student ``i2i_filt`` head h vs the mean over G(s) and heads of teacher ``i2i_filt``.
+      measure "i2i:vat_cosine" = 1 - vat_cosine_from_vectors(student, teacher).
+      (The paper averages the teacher's blocks over the group before filtering; stores keep
+      per-layer vectors, so the group mean is taken after filtering.)
+  t2i (where the answer position looks): the last recorded query row of ``t2i``, the answer
+      position, over image tokens; the student's head (or head mean) vs the teacher's head mean
+      averaged over G(s); both resampled onto their common grid. Measures "t2i:<metric>" for
+      each metric in ``t2i_metrics`` from cdviz.metrics.METRICS.
+
+Every value is a misalignment, larger = further apart: 1 - similarity for metrics where higher
+is aligned (cosine, topk_iou: [0, 1]; spearman: [0, 2]), the distance itself otherwise (js in
+[0, ln 2], emd in patch units). Teacher and student heads are not assumed to correspond (see
+layer_correspondence for head matching), hence the teacher head mean as reference.
+
+    misalignment(store) -> MisalignmentResult(values [I, L, H+1, M], ...)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from analyses.common import (
+    Progress, by_grid, group_matrix, item_table, iter_usable_shards, load_maps, resolve_layer_map, usable_items,
+)
+from cdviz.metrics import HIGHER_IS_ALIGNED, METRICS, align_pair, vat_cosine_from_vectors
+from cdviz.store import RunStore
+
+FIELDS = ("i2i", "t2i")
+DEFAULT_T2I_METRICS = ("js", "spearman", "topk_iou")
+ELEMENT_BUDGET = 4_000_000  # map elements compared in one batched call
+
+
+@dataclass(frozen=True)
+class MisalignmentResult:
+    """Per item x student layer x head misalignment.
+
+    items:          [I] frame: uid, category, skill, group, teacher_correct, student_correct
+    student_layers: [L] recorded student layer numbers
+    teacher_groups: [L] teacher layers each student layer is compared with
+    measures:       [M] names "field:metric", e.g. "i2i:vat_cosine", "t2i:js"
+    n_heads:        H student heads; head index H along ``values`` axis 2 is the head mean
+    values:         [I, L, H + 1, M] float32 misalignment (larger = further apart)
+    """
+
+    items: pd.DataFrame
+    student_layers: list[int]
+    teacher_groups: list[list[int]]
+    measures: list[str]
+    n_heads: int
+    values: np.ndarray
+
+    def head_labels(self) -> list[int]:
+        """Head index per position on axis 2: 0..H-1, then -1 for the head mean."""
+        return [*range(self.n_heads), -1]
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long frame: uid, category, skill, group, student_layer, teacher_layers, head (-1 = mean),
+        measure, misalignment; one row per item x layer x head x measure."""
+        n_i, n_l, n_h, n_m = self.values.shape
+        idx = np.indices((n_i, n_l, n_h, n_m)).reshape(4, -1)
+        frame = self.items.iloc[idx[0]].reset_index(drop=True)
+        frame["student_layer"] = np.asarray(self.student_layers, dtype=np.int64)[idx[1]]
+        frame["teacher_layers"] = np.asarray([_fmt(g) for g in self.teacher_groups], dtype=object)[idx[1]]
+        frame["head"] = np.asarray(self.head_labels(), dtype=np.int64)[idx[2]]
+        frame["measure"] = np.asarray(self.measures, dtype=object)[idx[3]]
+        frame["misalignment"] = self.values.reshape(-1).astype(np.float64)
+        return frame
+
+    def item_layer(self, measure: str) -> pd.DataFrame:
+        """[I, L] head-mean misalignment for ``measure``: index uid, one column per student layer."""
+        m = self.measure_index(measure)
+        return pd.DataFrame(self.values[:, :, -1, m], index=self.items.uid.to_numpy(), columns=self.student_layers)
+
+    def measure_index(self, measure: str) -> int:
+        if measure not in self.measures:
+            raise KeyError(f"unknown measure {measure!r}; this result has {self.measures}")
+        return self.measures.index(measure)
+
+    def by_layer(self) -> pd.DataFrame:
+        """Head-mean misalignment per (measure, student layer): mean, std, sem, normal 95% CI, n."""
+        return self._summarise(self._head_mean_frame(), ["measure", "student_layer", "teacher_layers"])
+
+    def by_layer_head(self) -> pd.DataFrame:
+        """Mean misalignment per (measure, student layer, head); head -1 is the head mean."""
+        frame = self.to_frame()
+        return self._summarise(frame, ["measure", "student_layer", "teacher_layers", "head"])
+
+    def by(self, column: str) -> pd.DataFrame:
+        """Head-mean misalignment per (measure, student layer, ``column``), e.g. "category",
+        "skill" or "group" (outcome group)."""
+        return self._summarise(self._head_mean_frame(), ["measure", "student_layer", "teacher_layers", column])
+
+    def _head_mean_frame(self) -> pd.DataFrame:
+        n_i, n_l, _, n_m = self.values.shape
+        idx = np.indices((n_i, n_l, n_m)).reshape(3, -1)
+        frame = self.items.iloc[idx[0]].reset_index(drop=True)
+        frame["student_layer"] = np.asarray(self.student_layers, dtype=np.int64)[idx[1]]
+        frame["teacher_layers"] = np.asarray([_fmt(g) for g in self.teacher_groups], dtype=object)[idx[1]]
+        frame["measure"] = np.asarray(self.measures, dtype=object)[idx[2]]
+        frame["misalignment"] = self.values[:, :, -1, :].reshape(-1).astype(np.float64)
+        return frame
+
+    @staticmethod
+    def _summarise(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+        g = frame.groupby(keys, sort=True, observed=True)["misalignment"]
+        out = g.agg(mean="mean", std="std", n="count").reset_index()
+        out["sem"] = out["std"] / np.sqrt(out["n"].clip(lower=1))
+        out["ci_low"] = out["mean"] - 1.96 * out["sem"]
+        out["ci_high"] = out["mean"] + 1.96 * out["sem"]
+        return out
+
+    def to_dict(self) -> dict:
+        return {"items": self.items.to_dict(orient="list"), "student_layers": list(self.student_layers),
+                "teacher_groups": [list(g) for g in self.teacher_groups], "measures": list(self.measures),
+                "n_heads": self.n_heads, "shape": list(self.values.shape),
+                "values": self.values.reshape(-1).tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MisalignmentResult:
+        values = np.asarray(d["values"], dtype=np.float32).reshape(d["shape"])
+        return cls(item_table(d["items"]), [int(s) for s in d["student_layers"]],
+                   [[int(t) for t in g] for g in d["teacher_groups"]], list(d["measures"]), int(d["n_heads"]), values)
+
+
+def _fmt(group: Sequence[int]) -> str:
+    return ",".join(str(t) for t in group)
+
+
+def measure_names(fields: Sequence[str], t2i_metrics: Sequence[str]) -> list[str]:
+    names = []
+    for f in fields:
+        if f not in FIELDS:
+            raise ValueError(f"unknown field {f!r}; misalignment compares {FIELDS}")
+        names += ["i2i:vat_cosine"] if f == "i2i" else [f"t2i:{m}" for m in t2i_metrics]
+    for m in t2i_metrics:
+        if m not in METRICS:
+            raise KeyError(f"unknown metric {m!r}; registered: {', '.join(sorted(METRICS))}")
+    return names
+
+
+def misalignment(store: RunStore, *, fields: Sequence[str] = FIELDS,
+                 t2i_metrics: Sequence[str] = DEFAULT_T2I_METRICS, layer_map: dict[int, Sequence[int]] | None = None,
+                 group_size: int | None = None, progress: Progress = None) -> MisalignmentResult:
+    """Misalignment between the student and its teacher layer groups, per item, layer and head.
+
+    Args:
+        store: an open run.
+        fields: which attention to compare, any of "i2i" (VAT form) and "t2i" (answer row).
+        t2i_metrics: cdviz.metrics.METRICS names used on t2i maps ("emd" is exact and slow,
+            about a second per map pair on 27x27; "emd_sliced" is the fast approximation).
+        layer_map: {student layer: [teacher layers]} to override the default group matching.
+        group_size: teacher group size for the default map (default ceil(T / S)).
+        progress: called with the number of items done after each shard.
+
+    Returns:
+        MisalignmentResult with values [I, L, H + 1, M].
+    """
+    measures = measure_names(fields, t2i_metrics)
+    lmap = resolve_layer_map(store, layer_map, group_size)
+    s_layers = store.layers("student")
+    t_layers = store.layers("teacher")
+    w = torch.from_numpy(group_matrix(t_layers, lmap, s_layers))  # [Ls, Lt]
+    n_heads = store.n_heads("student")
+    usable = usable_items(store)
+    values = np.full((len(usable), len(s_layers), n_heads + 1, len(measures)), np.nan, dtype=np.float32)
+    pos = {u: i for i, u in enumerate(usable.uid)}
+    for rows in iter_usable_shards(store, usable):
+        # Items with one grid pair are stacked and compared in one batched call.
+        for (grid_t, grid_s), uids in by_grid(rows).items():
+            n = max(grid_t[0], grid_s[0]) * max(grid_t[1], grid_s[1])
+            step = max(1, ELEMENT_BUDGET // (len(s_layers) * (n_heads + 1) * n))  # bounded memory per batch
+            for i in range(0, len(uids), step):
+                chunk = uids[i:i + step]
+                values[[pos[u] for u in chunk]] = _compare(store, chunk, fields, t2i_metrics, w, grid_t, grid_s)
+        if progress:
+            progress(len(rows))
+    return MisalignmentResult(item_table(usable), s_layers, [lmap[s] for s in s_layers], measures, n_heads, values)
+
+
+def _stack(store: RunStore, uids: list[str], model: str, field: str) -> torch.Tensor:
+    return torch.from_numpy(np.stack([load_maps(store, u, model, field) for u in uids]))  # [B, L, H, N]
+
+
+def _compare(store, uids, fields, t2i_metrics, w, grid_t, grid_s) -> np.ndarray:
+    """[B, Ls, H+1, M] misalignment for items sharing the teacher grid ``grid_t`` and student ``grid_s``."""
+    cols = []
+    for f in fields:
+        if f == "i2i":
+            s_heads = _stack(store, uids, "student", "i2i_filt")  # [B, Ls, H, Ns]
+            s_mean = _stack(store, uids, "student", "i2i_paper")  # [B, Ls, 1, Ns]
+            t_heads = torch.einsum("st,btn->bsn", w, _stack(store, uids, "teacher", "i2i_filt").mean(2))
+            t_mean = torch.einsum("st,btn->bsn", w, _stack(store, uids, "teacher", "i2i_paper")[:, :, 0])
+            sim_h = vat_cosine_from_vectors(s_heads, t_heads[:, :, None, :], grid_s, grid_t)  # [B, Ls, H]
+            sim_m = vat_cosine_from_vectors(s_mean, t_mean[:, :, None, :], grid_s, grid_t)  # [B, Ls, 1]
+            cols.append((1 - torch.cat([sim_h, sim_m], dim=2))[..., None])
+        else:
+            s = _stack(store, uids, "student", "t2i")  # [B, Ls, H, Ns]
+            s = torch.cat([s, s.mean(2, keepdim=True)], dim=2)  # [B, Ls, H+1, Ns]
+            t = torch.einsum("st,btn->bsn", w, _stack(store, uids, "teacher", "t2i").mean(2))  # [B, Ls, Nt]
+            t = t[:, :, None, :].expand(-1, -1, s.shape[2], -1)  # [B, Ls, H+1, Nt]
+            sa, ta, grid = align_pair(s, grid_s, t, grid_t)
+            for m in t2i_metrics:
+                v = METRICS[m](sa, ta, grid)  # [B, Ls, H+1]
+                cols.append((1 - v if HIGHER_IS_ALIGNED[m] else v)[..., None])
+    return torch.cat(cols, dim=-1).to(torch.float32).numpy()

@@ -1,0 +1,42 @@
+"""Batch report and before/after comparison of runs (HTML, markdown, parquet/CSV tables, summary.json).
+
+    build_report(RUN, out_dir=None, progress=None) -> RUN/report/   see cdviz/report/build.py
+    compare_runs(BEFORE, AFTER, OUT)               -> OUT/          see cdviz/report/compare.py
+    report_steps(RUN)                              total of build_report's progress(n) increments
+    figures                                        pure result -> plotly Figure functions (also used by app/)
+
+summary.json (format "cdviz-report", version 1); NaN is written as null:
+
+    format, version, cdviz_version, run (absolute path), probes (probe set name)
+    models: {teacher|student: {path, arch, n_layers, n_heads, layers}}
+    n_items, n_analysed (recorded OK with outcomes for both models), n_skipped
+    accuracy:
+      overall:     {n, teacher, teacher_consistent, student, student_consistent, delta}
+      by_category: [{category, skill, n, teacher, teacher_consistent, student, student_consistent, delta}]
+      by_skill:    [{skill, n, ...same}]
+        teacher / student = accuracy averaged over query orders; *_consistent = right in every
+        order (Winoground: group score); delta = student - teacher
+    outcome_groups: {"TR/SR": n, "TR/SW": n, "TW/SR": n, "TW/SW": n}
+    layer_map: {default_groups: {"<student layer>": [teacher layers]}, monotone: {"<student layer>":
+                teacher layer}, field, metric}
+    misalignment: {measures: ["i2i:vat_cosine", "t2i:js", ...],
+                   by_layer: [{measure, student_layer, teacher_layers, mean, ci_low, ci_high, n}]}
+    most_misaligned_layers: [{measure, student_layer, teacher_layers, mean, ci_low, ci_high}] (top 3 per measure)
+    error_link: {correction: "bh" | "holm",
+                 auroc: [{measure, student_layer, teacher_layers, auroc, ci_low, ci_high, p_value, q_value,
+                          n_pos, n_neg}]                    (category "all", teacher-right items)
+                 logistic: [{measure, student_layer, coef, se, ci_low, ci_high, odds_ratio, p_value, n}]}
+                          (misalignment term per SD, category dummies in the model)
+    grounding: {field, gap_auroc: [{student_layer, teacher_layers, mean_gap, auroc, ci_low, ci_high,
+                                    p_value, q_value, n_pos, n_neg}]}
+    sinks: {k, by_layer: [{model, layer, n_sinks, sink_share, sink_share_filt, cos_raw_filt, n_items}]}
+    attribution: null | [{model, layer, spearman, topk_iou, n}]
+    recommended_targets: {version, measure, source, student_layers, teacher_groups, criteria, evidence}
+                         (schema in analyses/targets.py; read by `cdviz finetune --from-report`)
+    files: {html: "index.html", markdown: "report.md", tables: {name: "tables/name.parquet"}}
+"""
+
+from cdviz.report.build import PASSES, build_report, report_steps
+from cdviz.report.compare import compare_runs
+
+__all__ = ["PASSES", "build_report", "compare_runs", "report_steps"]

@@ -1,0 +1,191 @@
+"""`build_report`: run every analysis over a store and write the batch report.
+
+    RUN/report/ (or out_dir)
+      index.html         self-contained page: figures (plotly.js inlined once) and tables
+      report.md          the same findings as markdown
+      summary.json       machine-readable digest (schema in cdviz/report/__init__.py)
+      tables/NAME.parquet and tables/NAME.csv   every table in full
+
+Analyses stream over the store shard by shard; the passes are listed in PASSES, so a caller can
+size a progress bar with `report_steps` and pass ``progress(n)`` (n = items just done).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from analyses.common import usable_items
+from analyses.error_link import error_link
+from analyses.grounding import grounding
+from analyses.layer_correspondence import layer_correspondence
+from analyses.misalignment import DEFAULT_T2I_METRICS, misalignment
+from analyses.sinks import sinks
+from analyses.targets import targets
+from cdviz.io import write_json_atomic, write_parquet_atomic, write_text_atomic
+from cdviz.report import figures as F
+from cdviz.report.html import Page, md_table
+from cdviz.report.summary import accuracy_tables, make_summary
+from cdviz.store import RunStore, open_run
+
+PASSES = {"misalignment": 1, "layer_correspondence": 2, "grounding": 1, "sinks": 2}
+"""Streaming passes over the store per analysis (layer correspondence: layers, then heads;
+sinks: one per model)."""
+
+
+def report_steps(run: str | Path | RunStore, attribution_items: int = 0) -> int:
+    """Total of the ``progress(n)`` increments `build_report` will make."""
+    store = run if isinstance(run, RunStore) else open_run(run)
+    return len(usable_items(store)) * sum(PASSES.values()) + 2 * attribution_items
+
+
+def build_report(run_dir: str | Path, out_dir: str | Path | None = None, progress: Callable[[int], None] | None = None,
+                 *, t2i_metrics=DEFAULT_T2I_METRICS, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0,
+                 attribution_items: int = 0, device: str = "cpu", timings: dict | None = None) -> Path:
+    """Analyse the run at ``run_dir`` and write the report; returns the output directory.
+
+    Args:
+        run_dir: a finished run store.
+        out_dir: where to write (default RUN/report).
+        progress: called with the number of items just processed (see `report_steps`).
+        t2i_metrics: metrics for the t2i misalignment (add "emd" for the exact, slow one).
+        n_boot, n_perm, seed: bootstrap replicates, permutations and their seed.
+        attribution_items: > 0 also runs integrated-gradients attribution on that many items
+            (loads both models from the manifest paths, on ``device``).
+        timings: if given, filled with seconds per phase.
+    """
+    store = open_run(run_dir)
+    out = Path(out_dir) if out_dir is not None else store.root / "report"
+    timings = timings if timings is not None else {}
+
+    def phase(name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        result = fn()
+        timings[name] = time.perf_counter() - t0
+        return result
+
+    usable = phase("index", lambda: usable_items(store))
+    res: dict[str, Any] = {}
+    res["misalignment"] = phase("misalignment", lambda: misalignment(store, t2i_metrics=t2i_metrics, progress=progress))
+    res["layer_correspondence"] = phase("layer_correspondence", lambda: layer_correspondence(store, progress=progress))
+    res["error_link"] = phase("error_link", lambda: error_link(
+        store, misalignment=res["misalignment"], n_boot=n_boot, n_perm=n_perm, seed=seed))
+    res["grounding"] = phase("grounding", lambda: grounding(store, n_boot=n_boot, n_perm=n_perm, seed=seed,
+                                                            progress=progress))
+    res["sinks"] = phase("sinks", lambda: sinks(store, progress=progress))
+    res["targets"] = phase("targets", lambda: targets(store, misalignment=res["misalignment"],
+                                                      error_link=res["error_link"]))
+    if attribution_items > 0:
+        from analyses.attribution import attribution
+
+        res["attribution"] = phase("attribution", lambda: attribution(
+            store, n_items=attribution_items, seed=seed, device=device, progress=progress))
+    tables = phase("tables", lambda: _write_tables(out, usable, res))
+    files = {"html": "index.html", "markdown": "report.md", "tables": tables}
+    summary = phase("summary", lambda: make_summary(store, usable, res, files))
+    write_json_atomic(out / "summary.json", summary)
+    phase("html", lambda: write_text_atomic(out / "index.html", _html(summary, res, tables)))
+    write_text_atomic(out / "report.md", _markdown(summary, res))
+    return out
+
+
+def _tables(usable: pd.DataFrame, res: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    mis, link, gr, sk = res["misalignment"], res["error_link"], res["grounding"], res["sinks"]
+    acc = accuracy_tables(usable)
+    long = mis._head_mean_frame()
+    out = {
+        "accuracy_by_category": acc["category"], "accuracy_by_skill": acc["skill"],
+        "outcome_groups": link.groups,
+        "misalignment_items": long,
+        "misalignment_by_layer": mis.by_layer(), "misalignment_by_layer_head": mis.by_layer_head(),
+        "misalignment_by_category": mis.by("category"), "misalignment_by_skill": mis.by("skill"),
+        "misalignment_by_outcome": link.by_outcome,
+        "layer_similarity": res["layer_correspondence"].to_frame(), "head_matches": res["layer_correspondence"].heads,
+        "error_link_auroc": link.auroc, "error_link_logistic": link.logistic,
+        "grounding_by_layer": gr.by_layer(), "grounding_gap_auroc": gr.gap_auroc,
+        "sinks": sk.frame, "sink_positions": sk.positions,
+        "targets_evidence": res["targets"].evidence.assign(
+            teacher_layers=lambda f: f.teacher_layers.map(lambda g: ",".join(map(str, g)))),
+    }
+    if res.get("attribution") is not None:
+        out["attribution"] = res["attribution"].frame
+        out["attribution_maps"] = res["attribution"].maps
+    return out
+
+
+def _write_tables(out: Path, usable: pd.DataFrame, res: dict[str, Any]) -> dict[str, str]:
+    """Every table as parquet and CSV; returns {name: relative parquet path}."""
+    paths = {}
+    for name, frame in _tables(usable, res).items():
+        frame = frame.reset_index(drop=True)
+        write_parquet_atomic(out / "tables" / f"{name}.parquet", frame)
+        write_text_atomic(out / "tables" / f"{name}.csv", frame.to_csv(index=False))
+        paths[name] = f"tables/{name}.parquet"
+    return paths
+
+
+def _html(summary: dict, res: dict[str, Any], tables: dict[str, str]) -> str:
+    mis, link, lc = res["misalignment"], res["error_link"], res["layer_correspondence"]
+    t = res["targets"]
+    page = Page(f"cdviz report: {summary['probes'] or summary['run']}")
+    m = summary["models"]
+    page.paragraph(f"run {summary['run']}; teacher {m['teacher']['path']} ({m['teacher']['n_layers']} layers), "
+                   f"student {m['student']['path']} ({m['student']['n_layers']} layers); "
+                   f"{summary['n_analysed']} of {summary['n_items']} items analysed.")
+    page.heading("Accuracy: teacher vs student")
+    page.figure(F.fig_accuracy_by_category(summary))
+    page.table(pd.DataFrame(summary["accuracy"]["by_category"]), file=tables["accuracy_by_category"])
+    page.table(pd.DataFrame([summary["outcome_groups"]]))
+    page.heading("Where the student looks differently")
+    page.paragraph("Misalignment of each student layer with its teacher layer group (larger = further apart; "
+                   "i2i: 1 - VAT cosine of received attention; t2i: the answer position's attention over the image).")
+    page.figure(F.fig_misalignment_by_layer(mis))
+    page.figure(F.fig_layer_head_heatmap(mis.by_layer_head(), "mean", t.measure))
+    page.table(pd.DataFrame(summary["most_misaligned_layers"]))
+    page.heading("Does misalignment predict the student's errors?")
+    page.paragraph(f"AUROC of misalignment for 'student wrong' among items the teacher gets right; bootstrap 95% "
+                   f"intervals, permutation p-values, {link.correction.upper()}-corrected q-values across layers.")
+    page.figure(F.fig_auroc_by_layer(link))
+    page.figure(F.fig_misalignment_by_outcome(link, t.measure))
+    page.table(link.overall(), file=tables["error_link_auroc"])
+    page.heading("Layer correspondence")
+    page.figure(F.fig_layer_similarity(lc))
+    page.table(lc.heads[lc.heads.matched.astype(bool)], file=tables["head_matches"])
+    page.heading("Grounding on the named objects")
+    gr = res["grounding"]
+    page.figure(F.fig_grounding_by_layer(gr) if gr.by_layer().shape[0] else F.empty_figure("no items with boxes"))
+    page.table(gr.gap_auroc, file=tables["grounding_gap_auroc"])
+    page.heading("Attention sinks")
+    page.figure(F.fig_sinks_by_layer(res["sinks"]))
+    page.table(res["sinks"].frame[res["sinks"].frame["head"] == -1], file=tables["sinks"])
+    if res.get("attribution") is not None:
+        page.heading("Attention vs attribution")
+        page.figure(F.fig_attribution_agreement(res["attribution"]))
+        page.table(res["attribution"].by_layer(), file=tables["attribution"])
+    page.heading("Recommended fine-tune targets")
+    page.paragraph(f"source: {t.source}; measure: {t.measure}; student layers {t.student_layers} aligned to teacher "
+                   f"groups {t.teacher_groups}. cdviz finetune --from-report reads these from summary.json.")
+    page.table(t.evidence, file=tables["targets_evidence"])
+    return page.render()
+
+
+def _markdown(summary: dict, res: dict[str, Any]) -> str:
+    t = res["targets"]
+    acc = summary["accuracy"]["overall"]
+    parts = [
+        f"# cdviz report: {summary['probes'] or summary['run']}\n",
+        f"{summary['n_analysed']} of {summary['n_items']} items analysed. Accuracy: teacher "
+        f"{acc['teacher']:.3f}, student {acc['student']:.3f}.\n" if acc.get("teacher") is not None else "",
+        "## Accuracy by category\n", md_table(pd.DataFrame(summary["accuracy"]["by_category"])),
+        "## Most misaligned student layers\n", md_table(pd.DataFrame(summary["most_misaligned_layers"])),
+        "## Error link (teacher-right items)\n", md_table(pd.DataFrame(summary["error_link"]["auroc"])),
+        "## Grounding gap\n", md_table(pd.DataFrame(summary["grounding"]["gap_auroc"])),
+        "## Recommended fine-tune targets\n",
+        f"source `{t.source}`, measure `{t.measure}`: student layers {t.student_layers}, teacher groups "
+        f"{t.teacher_groups}.\n\n",
+        md_table(res["targets"].evidence.astype(str)),
+    ]
+    return "\n".join(parts)

@@ -1,0 +1,173 @@
+"""`compare_runs`: did the gap close? Before/after deltas between two runs (e.g. the KD student,
+then the same probes recorded after VAT fine-tuning).
+
+    OUT/compare.html, OUT/summary.json, OUT/tables/{misalignment,accuracy,error_link}_delta.{parquet,csv}
+
+All deltas are after - before, with percentile bootstrap 95% intervals (seeded). Where both runs
+hold the same items (same uids), differences are paired by uid (``paired: true``); otherwise the
+two runs are resampled independently. Per student layer (layers recorded in both runs):
+
+    misalignment  head-mean misalignment per measure (negative delta: student closer to teacher)
+    error_link    AUROC of misalignment for student errors (teacher-right items; independent
+                  stratified bootstrap replicates of each run's AUROC)
+and per category (and "all"), for teacher and student: accuracy averaged over query orders
+(Winoground items: group score).
+
+summary.json (format "cdviz-compare", version 1; NaN as null):
+    format, version, cdviz_version, before, after (absolute paths), paired, n_shared, n_before, n_after
+    misalignment: [{measure, student_layer, before, after, delta, ci_low, ci_high, n, paired}]
+    accuracy:     [{model, category, before, after, delta, ci_low, ci_high, n, paired}]
+    error_link:   [{measure, student_layer, before, after, delta, ci_low, ci_high}]
+    files:        {html: "compare.html", tables: {name: "tables/name.parquet"}}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from analyses.common import usable_items
+from analyses.error_link import error_link
+from analyses.misalignment import DEFAULT_T2I_METRICS, misalignment
+from analyses.stats import LEVEL, auroc_boot, bootstrap_ci
+from cdviz import __version__
+from cdviz.io import write_json_atomic, write_parquet_atomic, write_text_atomic
+from cdviz.report import figures as F
+from cdviz.report.html import Page
+from cdviz.report.summary import item_accuracy, jsonable, records
+from cdviz.store import open_run
+
+FORMAT = "cdviz-compare"
+VERSION = 1
+MIN_PAIRED = 2  # fewer shared items than this: compare the runs as independent samples
+
+
+def diff_ci(before: np.ndarray, after: np.ndarray, paired: bool, n_boot: int, seed: int) -> tuple[float, float, float]:
+    """Mean of after - before and its bootstrap interval.
+
+    Args:
+        before, after: [n] values; with ``paired`` they are aligned item by item.
+    """
+    if paired:
+        return bootstrap_ci(after - before, n_boot, seed)
+    b, a = before[np.isfinite(before)], after[np.isfinite(after)]
+    if len(a) == 0 or len(b) == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    boot = a[rng.integers(0, len(a), (n_boot, len(a)))].mean(1) - b[rng.integers(0, len(b), (n_boot, len(b)))].mean(1)
+    lo, hi = np.quantile(boot, [(1 - LEVEL) / 2, (1 + LEVEL) / 2]) if n_boot > 0 else (np.nan, np.nan)
+    return float(a.mean() - b.mean()), float(lo), float(hi)
+
+
+def compare_runs(before: str | Path, after: str | Path, out: str | Path, *, measures: Sequence[str] | None = None,
+                 t2i_metrics=DEFAULT_T2I_METRICS, n_boot: int = 1000, seed: int = 0,
+                 progress: Callable[[int], None] | None = None) -> Path:
+    """Compare two runs and write OUT/compare.html and OUT/summary.json; returns OUT.
+
+    Args:
+        before, after: run stores (the same probe set gives paired differences).
+        out: output directory.
+        measures: misalignment measures to compare (default all measures both runs have).
+        n_boot, seed: bootstrap replicates and seed.
+        progress: called with items done (one misalignment pass per run).
+    """
+    out = Path(out)
+    stores = {"before": open_run(before), "after": open_run(after)}
+    mis = {k: misalignment(s, t2i_metrics=t2i_metrics, progress=progress) for k, s in stores.items()}
+    use = {k: usable_items(s).set_index("uid") for k, s in stores.items()}
+    shared = sorted(set(use["before"].index) & set(use["after"].index))
+    paired = len(shared) >= MIN_PAIRED
+    measures = [m for m in (measures or mis["before"].measures) if m in mis["after"].measures]
+    layers = [s for s in mis["before"].student_layers if s in mis["after"].student_layers]
+
+    mis_rows = []
+    for m in measures:
+        tb, ta = mis["before"].item_layer(m), mis["after"].item_layer(m)  # [I, L] each
+        for s in layers:
+            b, a = (tb.loc[shared, s].to_numpy(), ta.loc[shared, s].to_numpy()) if paired else \
+                (tb[s].to_numpy(), ta[s].to_numpy())
+            d, lo, hi = diff_ci(b, a, paired, n_boot, seed)
+            mis_rows.append({"measure": m, "student_layer": int(s), "before": float(np.nanmean(tb[s])),
+                             "after": float(np.nanmean(ta[s])), "delta": d, "ci_low": lo, "ci_high": hi,
+                             "n": len(shared) if paired else len(tb) + len(ta), "paired": paired})
+
+    acc_rows = []
+    for model in ("teacher", "student"):
+        col = f"{model}_item_accuracy"
+        ub, ua = (use[k].assign(**{col: item_accuracy(use[k], model)}) for k in ("before", "after"))
+        cats = ["all", *sorted(set(ub.category.astype(str)) | set(ua.category.astype(str)))]
+        for cat in cats:
+            sb = ub if cat == "all" else ub[ub.category.astype(str) == cat]
+            sa = ua if cat == "all" else ua[ua.category.astype(str) == cat]
+            common = sorted(set(sb.index) & set(sa.index)) if paired else []
+            if paired:
+                b, a = sb.loc[common, col].to_numpy(float), sa.loc[common, col].to_numpy(float)
+            else:
+                b, a = sb[col].to_numpy(float), sa[col].to_numpy(float)
+            d, lo, hi = diff_ci(b, a, paired, n_boot, seed)
+            acc_rows.append({"model": model, "category": cat, "before": float(sb[col].mean()),
+                             "after": float(sa[col].mean()), "delta": d, "ci_low": lo, "ci_high": hi,
+                             "n": len(common) if paired else len(sb) + len(sa), "paired": paired})
+
+    link_rows = _auroc_deltas(stores, mis, measures, layers, n_boot, seed)
+    tables = {"misalignment_delta": pd.DataFrame(mis_rows), "accuracy_delta": pd.DataFrame(acc_rows),
+              "error_link_delta": pd.DataFrame(link_rows)}
+    paths = {}
+    for name, frame in tables.items():
+        write_parquet_atomic(out / "tables" / f"{name}.parquet", frame)
+        write_text_atomic(out / "tables" / f"{name}.csv", frame.to_csv(index=False))
+        paths[name] = f"tables/{name}.parquet"
+    summary = jsonable({
+        "format": FORMAT, "version": VERSION, "cdviz_version": __version__,
+        "before": str(stores["before"].root.resolve()), "after": str(stores["after"].root.resolve()),
+        "paired": paired, "n_shared": len(shared), "n_before": len(use["before"]), "n_after": len(use["after"]),
+        "misalignment": records(tables["misalignment_delta"]), "accuracy": records(tables["accuracy_delta"]),
+        "error_link": records(tables["error_link_delta"]),
+        "files": {"html": "compare.html", "tables": paths},
+    })
+    write_json_atomic(out / "summary.json", summary)
+    write_text_atomic(out / "compare.html", _html(summary, tables))
+    return out
+
+
+def _auroc_deltas(stores, mis, measures, layers, n_boot, seed) -> list[dict]:
+    """Per measure and layer: AUROC before / after and the difference of independent replicates."""
+    links = {k: error_link(stores[k], misalignment=mis[k], measures=measures, n_boot=0, n_perm=0, by_category=False)
+             for k in stores}
+    rows = []
+    for m in measures:
+        for s in layers:
+            auc, boot = {}, {}
+            for i, k in enumerate(("before", "after")):
+                res, r = mis[k], links[k].overall(m)
+                auc[k] = float(r[r.student_layer == s].auroc.iloc[0])
+                x = res.item_layer(m)[s].to_numpy()
+                tr = res.items.teacher_correct.to_numpy(bool)
+                boot[k] = auroc_boot(x[tr], ~res.items.student_correct.to_numpy(bool)[tr], n_boot, seed + i)
+            ok = len(boot["before"]) and len(boot["after"])
+            diff = boot["after"] - boot["before"] if ok else np.empty(0)
+            lo, hi = np.quantile(diff, [(1 - LEVEL) / 2, (1 + LEVEL) / 2]) if len(diff) else (np.nan, np.nan)
+            rows.append({"measure": m, "student_layer": int(s), "before": auc["before"], "after": auc["after"],
+                         "delta": auc["after"] - auc["before"], "ci_low": float(lo), "ci_high": float(hi)})
+    return rows
+
+
+def _html(summary: dict, tables: dict[str, pd.DataFrame]) -> str:
+    page = Page("cdviz comparison: before vs after")
+    page.paragraph(f"before: {summary['before']}; after: {summary['after']}; "
+                   f"{'paired by item' if summary['paired'] else 'independent samples'} "
+                   f"({summary['n_shared']} shared items). Deltas are after - before with bootstrap 95% intervals.")
+    page.heading("Misalignment per student layer")
+    page.paragraph("Negative: the student's attention moved closer to the teacher's.", note=True)
+    page.figure(F.fig_compare_layers(tables["misalignment_delta"]))
+    page.table(tables["misalignment_delta"], file=summary["files"]["tables"]["misalignment_delta"])
+    page.heading("Accuracy per category")
+    page.table(tables["accuracy_delta"], file=summary["files"]["tables"]["accuracy_delta"])
+    page.heading("Error link (AUROC) per student layer")
+    if len(tables["error_link_delta"]):
+        page.figure(F.fig_compare_layers(tables["error_link_delta"]))
+    page.table(tables["error_link_delta"], file=summary["files"]["tables"]["error_link_delta"])
+    return page.render()

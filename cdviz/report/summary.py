@@ -1,0 +1,125 @@
+"""summary.json of a report: the machine-readable digest that the dashboard, `cdviz finetune
+--from-report` and `cdviz compare` read. The schema is documented in cdviz/report/__init__.py.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cdviz import __version__
+from cdviz.store import RunStore
+
+FORMAT = "cdviz-report"
+VERSION = 1
+TOP_LAYERS = 3  # most misaligned layers listed per measure
+
+
+def jsonable(x: Any) -> Any:
+    """numpy / pandas scalars -> Python; NaN and inf -> None (JSON has neither)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return [jsonable(v) for v in x.tolist()]
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        return float(x) if math.isfinite(float(x)) else None
+    if x is pd.NA or x is None:
+        return None
+    return x
+
+
+def records(frame: pd.DataFrame, columns: list[str] | None = None) -> list[dict]:
+    frame = frame[columns] if columns is not None else frame
+    return jsonable(frame.to_dict(orient="records"))
+
+
+def item_accuracy(frame: pd.DataFrame, model: str) -> pd.Series:
+    """Per item accuracy of ``model``: the mean over query orders for choice items, the group
+    score (0 / 1) for match2x2 items, which have no per-order accuracy."""
+    return frame[f"{model}_accuracy"].astype(float).fillna(frame[f"{model}_correct"].astype(float))
+
+
+def accuracy_tables(usable: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per category / skill / overall: n, teacher and student accuracy (mean over query orders,
+    as the paper reports; Winoground items: group score), consistent accuracy (right in every
+    order; Winoground: group score) and delta = student - teacher."""
+    usable = usable.assign(**{f"{m}_item_accuracy": item_accuracy(usable, m) for m in ("teacher", "student")})
+    out = {}
+    for key in ("category", "skill", None):
+        groups = usable.groupby(key, sort=True) if key else [("all", usable)]
+        rows = []
+        for name, sub in groups:
+            row = {key or "scope": name, "n": len(sub)}
+            for m in ("teacher", "student"):
+                row[m] = float(sub[f"{m}_item_accuracy"].mean())
+                row[f"{m}_consistent"] = float(sub[f"{m}_correct"].astype(float).mean())
+            row["delta"] = row["student"] - row["teacher"]
+            rows.append(row)
+        out[key or "overall"] = pd.DataFrame(rows)
+    skills = usable.groupby("category", sort=True)["skill"].first()
+    out["category"].insert(1, "skill", [str(skills.get(c, "")) for c in out["category"]["category"]])
+    return out
+
+
+def most_misaligned(by_layer: pd.DataFrame, top: int = TOP_LAYERS) -> pd.DataFrame:
+    """The ``top`` student layers with the largest mean misalignment, per measure."""
+    return (by_layer.sort_values(["measure", "mean"], ascending=[True, False]).groupby("measure", sort=True)
+            .head(top).reset_index(drop=True))
+
+
+def make_summary(store: RunStore, usable: pd.DataFrame, results: dict[str, Any], files: dict) -> dict:
+    """The summary dict from the analyses' results (keys: misalignment, layer_correspondence,
+    error_link, grounding, sinks, targets, attribution (optional), default_map)."""
+    acc = accuracy_tables(usable)
+    mis, lc, link = results["misalignment"], results["layer_correspondence"], results["error_link"]
+    by_layer = mis.by_layer()
+    overall = link.overall()
+    logit = link.logistic
+    logit = logit[(logit.category == "all") & (logit.term == "misalignment")] if len(logit) else logit
+    models = {}
+    for m in ("teacher", "student"):
+        info = store.model_info(m)
+        models[m] = {"path": info.get("path", ""), "arch": info.get("arch", ""), "n_layers": info.get("n_layers"),
+                     "n_heads": info.get("n_heads"), "layers": info.get("layers")}
+    sinks = results["sinks"].frame
+    summary = {
+        "format": FORMAT, "version": VERSION, "cdviz_version": __version__,
+        "run": str(store.root.resolve()), "probes": store.manifest.get("probes", {}).get("name", ""),
+        "models": models,
+        "n_items": int(len(store.index)), "n_analysed": int(len(usable)),
+        "n_skipped": int(len(store.index) - len(usable)),
+        "accuracy": {"overall": records(acc["overall"].drop(columns="scope"))[0],
+                     "by_category": records(acc["category"]), "by_skill": records(acc["skill"])},
+        "outcome_groups": {r["group"]: int(r["n"]) for r in records(link.groups[link.groups.category == "all"])},
+        "layer_map": {"default_groups": {str(s): list(g) for s, g in zip(mis.student_layers, mis.teacher_groups)},
+                      "monotone": {str(s): t for s, t in lc.layer_map.items()},
+                      "field": lc.field, "metric": lc.metric},
+        "misalignment": {"measures": list(mis.measures),
+                         "by_layer": records(by_layer, ["measure", "student_layer", "teacher_layers", "mean",
+                                                        "ci_low", "ci_high", "n"])},
+        "most_misaligned_layers": records(most_misaligned(by_layer), ["measure", "student_layer", "teacher_layers",
+                                                                      "mean", "ci_low", "ci_high"]),
+        "error_link": {
+            "correction": link.correction,
+            "auroc": records(overall, ["measure", "student_layer", "teacher_layers", "auroc", "ci_low", "ci_high",
+                                       "p_value", "q_value", "n_pos", "n_neg"]),
+            "logistic": records(logit, ["measure", "student_layer", "coef", "se", "ci_low", "ci_high", "odds_ratio",
+                                        "p_value", "n"]) if len(logit) else [],
+        },
+        "grounding": {"field": results["grounding"].field, "gap_auroc": records(results["grounding"].gap_auroc)},
+        "sinks": {"k": results["sinks"].k,
+                  "by_layer": records(sinks[sinks["head"] == -1].drop(columns="head"))},
+        "attribution": records(results["attribution"].by_layer()) if results.get("attribution") is not None else None,
+        "recommended_targets": results["targets"].to_dict(),
+        "files": files,
+    }
+    return jsonable(summary)
