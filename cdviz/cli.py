@@ -25,7 +25,7 @@ app = typer.Typer(help="cdviz: find and fix where a distilled student looks diff
                   no_args_is_help=True, pretty_exceptions_enable=False)
 probes_app = typer.Typer(help="Make, import and inspect probe sets.", no_args_is_help=True)
 app.add_typer(probes_app, name="probes")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # soft wrap: error messages stay greppable
 
 
 @contextmanager

@@ -1,0 +1,55 @@
+"""Attribution: does where a model looks (attention) match what its answer depends on (integrated
+gradients over the image tokens)? Shown for the items the report sampled."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from app import figures, state
+from cdviz.report import figures as rfig
+
+run = state.require_run()
+st.title("Attribution")
+result = state.cached_analysis(run, "attribution")
+if result is None:
+    st.info("This run has no attribution result. Attribution runs both models (it is the one analysis that "
+            "does), so the dashboard does not compute it: " + state.ATTRIBUTION_HINT.format(path=run.path) + ".")
+    st.stop()
+
+agreement = result.by_layer()
+st.caption("Agreement between |attribution| and each layer's head-mean attention of the answer position, "
+           f"averaged over {agreement['n'].max()} sampled items (spearman; top-10% IoU in the table).")
+st.plotly_chart(rfig.fig_attribution_agreement(agreement), width="stretch", key="at_agreement")
+st.dataframe(agreement, hide_index=True, width="stretch", key="at_agreement_table")
+
+st.subheader("Sampled items")
+c = st.columns(3)
+uid = c[0].selectbox("Item", sorted(result.maps["uid"].astype(str).unique()), key="at_uid")
+model = c[1].selectbox("Model", ["teacher", "student"], key="at_model")
+layers = run.store.layers(model)
+layer = c[2].selectbox("Attention layer", layers, index=len(layers) // 2, key="at_layer")
+sub = result.maps[(result.maps["uid"].astype(str) == uid) & (result.maps["model"] == model)].sort_values("token")
+if sub.empty:
+    st.info(f"The attribution result has no map for {model} on this item.")
+    st.stop()
+grid = run.store.grid(uid, model)
+attr = np.abs(sub["attribution"].to_numpy(np.float64))  # [N] magnitude: pushing down counts as used
+att = state.item_map(run, uid, model, "t2i", layer, None, -1)
+cmp = state.compare_maps(attr, grid, att, grid)
+row = result.frame[(result.frame["uid"].astype(str) == uid) & (result.frame["model"] == model)
+                   & (result.frame["layer"] == layer)]
+if len(row):
+    c = st.columns(2)
+    c[0].metric("spearman (attribution vs attention)", f"{row['spearman'].iloc[0]:.3f}")
+    c[1].metric("top-10% IoU", f"{row['topk_iou'].iloc[0]:.3f}")
+index = state.items(run).set_index("uid")
+image, size, why = state.item_image(run, index.loc[uid, "image"]) if uid in index.index else (None, None, "not in run")
+boxes = state.item_boxes(index.loc[uid]) if uid in index.index else []
+if why:
+    st.caption(f"Maps drawn without the image: {state.md_escape(why)}.")
+left, right = st.columns(2)  # two different quantities: each panel keeps its own colour scale
+left.plotly_chart(figures.attention_overlay(cmp.teacher, grid, image, size, boxes,
+                                            title=f"{model}: |integrated gradients|"), width="stretch", key="at_attr")
+right.plotly_chart(figures.attention_overlay(cmp.student, grid, image, size, boxes,
+                                             title=f"{model}: attention, layer {layer}"), width="stretch", key="at_att")

@@ -1,0 +1,140 @@
+"""Item explorer: one item's image with the teacher's and the student's attention and their difference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app import figures, state
+from cdviz.store import StoreError
+
+FIELD_LABELS = {"t2i": "t2i: text query -> image", "i2i": "i2i: attention each image token receives",
+                "i2i_filt": "i2i_filt: same, sinks filtered", "i2i_paper": "i2i_paper: VAT vector (head mean)"}
+MATCHED = -1  # teacher layer choice: the group the analyses pair with the student layer
+
+run = state.require_run()
+store = run.store
+frame = state.items(run)
+st.title("Item explorer")
+
+c = st.columns(3)
+category = c[0].selectbox("Category", ["all", *sorted(frame["category"].astype(str).unique())], key="ie_category")
+skill = c[1].selectbox("Skill", ["all", *sorted(frame["skill"].astype(str).unique())], key="ie_skill")
+group = c[2].selectbox("Outcome", ["all", *state.GROUP_LABELS], key="ie_group",
+                       format_func=lambda g: "all items" if g == "all" else state.GROUP_LABELS[g])
+shown = state.filter_items(frame, category, skill, group)
+if shown.empty:
+    st.info("No recorded item matches these filters; widen the category, skill or outcome."
+            if len(state.filter_items(frame)) else "Every item of this run was skipped during recording; the "
+            "Overview lists why.")
+    st.stop()
+uids = shown["uid"].astype(str).tolist()
+
+if st.session_state.get("ie_uid") not in uids:
+    st.session_state["ie_uid"] = uids[0]
+
+
+def step(delta: int) -> None:
+    # Runs before the next script run, so the selectbox below is drawn with the new value.
+    st.session_state["ie_uid"] = uids[(uids.index(st.session_state["ie_uid"]) + delta) % len(uids)]
+
+
+nav = st.columns([1, 8, 1], vertical_alignment="bottom")
+nav[0].button("Previous", key="ie_prev", on_click=step, args=(-1,), width="stretch")
+uid = nav[1].selectbox(f"Item ({len(uids):,} match)", uids, key="ie_uid")
+nav[2].button("Next", key="ie_next", on_click=step, args=(1,), width="stretch")
+row = shown[shown["uid"].astype(str) == uid].iloc[0]
+st.caption(f"item {uids.index(uid) + 1} of {len(uids)} · outcome: {state.GROUP_LABELS[row['group']]}")
+
+s_layers, t_layers = store.layers("student"), store.layers("teacher")
+groups = state.layer_groups(run)
+c = st.columns(6)
+field = c[0].selectbox("Field", list(FIELD_LABELS), format_func=FIELD_LABELS.get, key="ie_field")
+s_layer = c[1].selectbox("Student layer", s_layers, index=len(s_layers) // 2, key="ie_student_layer")
+t_choices = ([MATCHED] if groups else []) + t_layers
+t_layer = c[2].selectbox(
+    "Teacher layer", t_choices, key="ie_teacher_layer",
+    index=0 if groups else min(len(t_layers) - 1, round(s_layers.index(s_layer) * len(t_layers) / len(s_layers))),
+    format_func=lambda t: f"matched: {','.join(map(str, groups[s_layer]))}" if t == MATCHED else str(t),
+    help="'matched' averages the teacher layers the analyses compare with this student layer")
+head_choices = {m: [None, *range(store.n_heads(m))] for m in ("student", "teacher")}
+per_head = field != "i2i_paper"
+s_head = c[3].selectbox("Student head", head_choices["student"], key="ie_student_head", disabled=not per_head,
+                        format_func=lambda h: "mean" if h is None else str(h))
+t_head = c[4].selectbox("Teacher head", head_choices["teacher"], key="ie_teacher_head", disabled=not per_head,
+                        format_func=lambda h: "mean" if h is None else str(h))
+# Query rows are counted back from the answer position, which both models recorded last; the two
+# tokenizers may split the prompt differently, so only the rows both have are offered.
+tokens = {m: state.json_list(row.get(f"{m}_query_tokens")) for m in ("student", "teacher")}
+n_rows = max(1, min(len(tokens["student"]), len(tokens["teacher"])))
+
+
+def token_label(q: int) -> str:
+    names = {repr(tokens[m][q]) if len(tokens[m]) >= -q else "?" for m in ("student", "teacher")}
+    return " / ".join(sorted(names)) + (" (answer)" if q == -1 else "")
+
+
+query = c[5].selectbox("Query token", list(range(-1, -n_rows - 1, -1)), key="ie_query", format_func=token_label,
+                       disabled=field != "t2i", help="Text query row of t2i; the last row is the answer position")
+if not per_head:
+    s_head = t_head = None
+t_group = groups[s_layer] if t_layer == MATCHED else [t_layer]
+
+try:
+    s_map = state.item_map(run, uid, "student", field, s_layer, s_head, query)
+    t_map = np.mean([state.item_map(run, uid, "teacher", field, t, t_head, query) for t in t_group], axis=0)
+except StoreError as e:
+    st.warning(f"This item's maps cannot be read: {state.md_escape(e)}")
+    st.stop()
+t_grid, s_grid = store.grid(uid, "teacher"), store.grid(uid, "student")
+cmp = state.compare_maps(t_map, t_grid, s_map, s_grid)
+image, size, why = state.item_image(run, row["image"])
+boxes = state.item_boxes(row)
+if why:
+    st.caption(f"Maps drawn without the image: {state.md_escape(why)}.")
+
+opacity = st.slider("Map opacity over the image", 0.0, 1.0, 0.55, 0.05, key="ie_opacity", disabled=image is None)
+zmax = float(max(cmp.teacher.max(), cmp.student.max()))
+t_label = ",".join(map(str, t_group))
+panels = st.columns(3)
+panels[0].plotly_chart(figures.attention_overlay(cmp.teacher, t_grid, image, size, boxes, zmax=zmax, opacity=opacity,
+                                                 title=f"teacher, layer {t_label}"), width="stretch",
+                       key="ie_fig_teacher")
+panels[1].plotly_chart(figures.attention_overlay(cmp.student, s_grid, image, size, boxes, zmax=zmax, opacity=opacity,
+                                                 title=f"student, layer {s_layer}"), width="stretch",
+                       key="ie_fig_student")
+panels[2].plotly_chart(figures.difference_overlay(cmp.diff, cmp.grid, image, size, boxes, opacity=opacity,
+                                                  title=f"student - teacher ({cmp.grid[0]}x{cmp.grid[1]} grid)"),
+                       width="stretch", key="ie_fig_diff")
+st.caption("Each map is normalised over the image tokens and shown relative to a uniform map (1 = uniform), "
+           "so grids of different sizes share one colour scale.")
+
+c = st.columns([1, 3])
+metric = c[0].selectbox("Metric", list(state.PAIR_METRICS), key="ie_metric",
+                        help="Computed on the common grid; see cdviz/metrics.py")
+c[0].metric(metric, f"{cmp.metrics[metric]:.4f}", help=state.metric_direction(metric))
+if field == "t2i":
+    for model, layer, head in (("teacher", t_group[0], t_head), ("student", s_layer, s_head)):
+        sc = state.item_scalars(run, uid, model, layer, head, query)
+        c[0].text(f"{model}: {sc['mass']:.1%} of the query's attention on the image, entropy {sc['entropy']:.2f} nats")
+c[1].dataframe(pd.DataFrame({"metric": list(cmp.metrics), "value": list(cmp.metrics.values()),
+                             "direction": [state.metric_direction(m) for m in cmp.metrics]}),
+               hide_index=True, width="stretch", key="ie_metrics_table")
+
+st.subheader("Question and answers")
+st.text(str(row.get("question", "")))
+options = state.json_list(row.get("options"))
+st.dataframe(pd.DataFrame({"option": [chr(65 + i) for i in range(len(options))], "text": [str(o) for o in options],
+                           "correct": [i == int(row.get("correct_option", -1)) for i in range(len(options))]}),
+             hide_index=True, width="stretch", key="ie_options")
+out = state.item_outcomes(run, uid)
+if len(out):
+    out = out.assign(chosen_text=[str(options[i]) if 0 <= int(i) < len(options) else "" for i in out["chosen"]])
+    st.dataframe(out[["model", "order", "chosen", "chosen_text", "correct", "margin"]], hide_index=True,
+                 width="stretch", key="ie_outcomes",
+                 column_config={"margin": st.column_config.NumberColumn(format="%.3f",
+                                help="logit of the correct letter minus the best other letter")})
+summary = {m: (row.get(f"{m}_correct"), row.get(f"{m}_margin")) for m in ("teacher", "student")}
+st.text("  ".join(f"{m}: {'right' if ok else 'wrong' if ok is not None else 'unknown'}, mean margin {mg:+.3f}"
+                  for m, (ok, mg) in summary.items()))

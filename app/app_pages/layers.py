@@ -1,0 +1,66 @@
+"""Layers and heads: where (student layer x head) the student looks away from its teacher, and which
+teacher layer each student layer corresponds to."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import state
+from cdviz.report import figures as rfig
+
+run = state.require_run()
+st.title("Layers and heads")
+state.require_usable(run)
+results = state.compute_with_progress(run, ("misalignment", "layer_correspondence"))
+
+st.subheader("Misalignment by student layer and head")
+mis = results["misalignment"]
+if isinstance(mis, state.Unavailable):
+    st.warning(f"Misalignment is not available: {mis.reason}")
+else:
+    items = mis.items
+    c = st.columns(4)
+    measure = c[0].selectbox("Measure", mis.measures, key="lh_measure",
+                             help="field:metric; every value is a misalignment (larger = further apart)")
+    category = c[1].selectbox("Category", ["all", *sorted(items["category"].unique())], key="lh_category")
+    skill = c[2].selectbox("Skill", ["all", *sorted(items["skill"].unique())], key="lh_skill")
+    group = c[3].selectbox("Outcome", ["all", *state.OUTCOMES], key="lh_group",
+                           format_func=lambda g: "all items" if g == "all" else state.GROUP_LABELS[g])
+    frame = state.layer_head_frame(mis, measure, category, skill, group)
+    if frame.empty:
+        st.info("No item matches these filters; widen the category, skill or outcome.")
+    else:
+        worst = frame[frame["head"] >= 0].sort_values("mean", ascending=False).iloc[0]
+        c = st.columns(3)
+        c[0].metric("items", f"{int(frame['n'].iloc[0]):,}")
+        c[1].metric("most misaligned head", f"layer {int(worst.student_layer)}, head {int(worst['head'])}")
+        c[2].metric("its misalignment", f"{worst['mean']:.4f}")
+        st.plotly_chart(rfig.fig_layer_head_heatmap(frame, value="mean", measure=measure), width="stretch",
+                        key="lh_heatmap")
+        groups = dict(zip(mis.student_layers, mis.teacher_groups))
+        table = frame.pivot_table(index="student_layer", columns="head", values="mean")
+        table = table[[h for h in table.columns if h != -1] + [-1]]  # heads, then their mean
+        table.columns = ["mean" if h == -1 else f"head {h}" for h in table.columns]
+        table.insert(0, "teacher layers", [",".join(map(str, groups[s])) for s in table.index])
+        st.dataframe(table, width="stretch", key="lh_table")
+    st.plotly_chart(rfig.fig_misalignment_by_layer(mis), width="stretch", key="lh_by_layer")
+
+st.subheader("Layer correspondence")
+lc = results["layer_correspondence"]
+if isinstance(lc, state.Unavailable):
+    st.warning(f"Layer correspondence is not available: {lc.reason}")
+else:
+    st.caption(f"Mean {lc.field} {lc.metric} between every teacher and student layer over {lc.n_items:,} items; "
+               "the line is the best monotone layer map.")
+    st.plotly_chart(rfig.fig_layer_similarity(lc), width="stretch", key="lh_similarity")
+    grouped = state.layer_groups(run) or {}
+    st.dataframe(pd.DataFrame({
+        "student layer": list(lc.layer_map),
+        "teacher layer (most alike)": list(lc.layer_map.values()),
+        "teacher layers (group matching, used for misalignment)": [",".join(map(str, grouped.get(s, [])))
+                                                                    for s in lc.layer_map],
+    }), hide_index=True, width="stretch", key="lh_layer_map")
+    if len(lc.heads):
+        s_layer = st.selectbox("Head matching for student layer", list(lc.layer_map), key="lh_head_layer")
+        st.plotly_chart(rfig.fig_head_matching(lc, s_layer), width="stretch", key="lh_heads")

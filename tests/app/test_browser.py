@@ -1,0 +1,115 @@
+"""The dashboard in a real browser: `streamlit run app/main.py` on a synthetic run, every page opened
+in headless Chromium (Playwright), no error element, one screenshot per page in
+test-artifacts/screenshots/<page>.png.
+
+Needs Debian's Chromium at /usr/bin/chromium (`apt-get install -y chromium`); skipped without it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = REPO / "test-artifacts" / "screenshots"
+PAGES = {"overview": "", "layers": "layers", "item_explorer": "item_explorer", "error_link": "error_link",
+         "before_after": "before_after", "attribution": "attribution"}  # page -> url path
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium "
+                                                              "(apt-get install -y chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
+                if r.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"streamlit did not answer at {url} within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def server(browser_root):
+    """`streamlit run app/main.py` on the browser fixture runs root; stopped after the module."""
+    port = _free_port()
+    streamlit = Path(sys.executable).with_name("streamlit")
+    cmd = [str(streamlit)] if streamlit.exists() else [sys.executable, "-m", "streamlit"]
+    proc = subprocess.Popen(
+        [*cmd, "run", "app/main.py", "--server.headless", "true", "--server.port", str(port),
+         "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env={**os.environ, "CDVIZ_RUNS_ROOT": str(browser_root)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _settle(page) -> None:
+    """Wait until the script run is over and the charts and tables are drawn."""
+    page.wait_for_selector('[data-testid="stMain"] h1', timeout=30_000)
+    page.wait_for_function("""() => !document.querySelector('[data-testid="stStatusWidget"]')
+        && !document.querySelector('[data-testid="stSkeleton"]')""", timeout=60_000)
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(1500)  # plotly and the table canvas draw after the last message
+
+
+def test_every_page_in_chromium(server):
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    timings = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            for name, path in PAGES.items():
+                t0 = time.perf_counter()
+                page.goto(f"{server}/{path}")
+                _settle(page)
+                timings[name] = time.perf_counter() - t0
+                errors = page.locator('[data-testid="stException"]')
+                assert errors.count() == 0, f"{name}: {errors.first.inner_text()}"
+                # Streamlit scrolls inside its own container, so the viewport is grown to the page.
+                height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+                page.set_viewport_size({"width": 1600, "height": max(1000, int(height) + 40)})
+                page.wait_for_timeout(500)
+                page.screenshot(path=str(SHOTS / f"{name}.png"))
+                page.set_viewport_size({"width": 1600, "height": 1000})
+                if name == "item_explorer":
+                    assert page.locator(".js-plotly-plot").count() >= 3  # teacher, student, difference
+                    shown = page.get_by_text("item 1 of 40").count()
+                    page.get_by_role("button", name="Next").click()
+                    page.get_by_text("item 2 of 40").wait_for(timeout=30_000)
+                    assert shown == 1 and page.locator('[data-testid="stException"]').count() == 0
+        finally:
+            browser.close()
+    print("seconds to render per page in Chromium:", {k: round(v, 2) for k, v in timings.items()})
+    assert all((SHOTS / f"{name}.png").stat().st_size > 10_000 for name in PAGES)

@@ -1,0 +1,241 @@
+"""Every dashboard page through Streamlit's AppTest on fixture runs: renders without an exception,
+its widgets exist, and changing a selector changes what is shown."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+PAGES = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "app" / "app_pages").glob("*.py"))
+
+
+def metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def table(at, *columns: str):
+    """The first dataframe shown that has all ``columns`` (AppTest does not expose dataframe keys)."""
+    for frame in at.dataframe:
+        value = frame.value
+        if all(c in value.columns for c in columns):
+            return value
+    raise AssertionError(f"no dataframe with columns {columns}")
+
+
+def texts(at) -> str:
+    return "\n".join(str(e.value) for kind in ("markdown", "text", "caption", "info", "warning", "error")
+                     for e in getattr(at, kind))
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_on_a_plain_run(runs_root, open_app, page):
+    at = open_app(runs_root, page)
+    assert at.selectbox(key="run").value == "demo"
+    assert not at.error
+
+
+def test_overview(runs_root, open_app):
+    at = open_app(runs_root)
+    m = metrics(at)
+    assert m["items recorded"] == "60" and m["categories"] == "6"
+    acc = table(at, "category", "delta")
+    assert "replace_att" in set(acc["category"])
+    at.radio(key="ov_by").set_value("skill").run()
+    assert set(table(at, "skill", "delta")["skill"]) == {"perception", "recognition", "all"}
+    assert "not been computed" in texts(at)
+    at.button(key="ov_compute").click().run()
+    assert not at.exception
+    lines = texts(at)
+    assert "furthest apart at student layer" in lines and "Recommended VAT targets" in lines
+
+
+def test_overview_headline_comes_from_the_report(reported_root, open_app):
+    at = open_app(reported_root)
+    assert "from the run's report" in texts(at)
+    assert not [b for b in at.button if b.key == "ov_compute"]
+    summary = json.loads((reported_root / "demo" / "report" / "summary.json").read_text())
+    layers = [r for r in summary["misalignment"]["by_layer"] if r["measure"] == "i2i:vat_cosine"]
+    worst = max(layers, key=lambda r: r["mean"])
+    auroc = [r for r in summary["error_link"]["auroc"] if r["measure"] == "i2i:vat_cosine"]
+    best = max(auroc, key=lambda r: r["auroc"])
+    lines = [m.value for m in at.markdown]
+    assert f"student layer **{worst['student_layer']}**" in lines[0] and f"**{worst['mean']:.3f}**" in lines[0]
+    assert f"layer **{best['student_layer']}**: AUROC **{best['auroc']:.2f}**" in lines[1]
+    targets = summary["recommended_targets"]
+    assert all(f"{s} <- " in lines[2] for s in targets["student_layers"])
+
+
+def test_run_picker_switches_runs(runs_root, open_app):
+    at = open_app(runs_root, "item_explorer")
+    first = at.metric[0].value
+    at.selectbox(key="run").set_value("after").run()
+    assert not at.exception
+    assert at.selectbox(key="ie_uid").value == "syn-00000" and at.metric[0].value != first
+
+
+def test_layers_measure_and_filters(runs_root, open_app):
+    at = open_app(runs_root, "layers")
+    for key in ("lh_measure", "lh_category", "lh_skill", "lh_group", "lh_head_layer"):
+        assert at.selectbox(key=key) is not None
+    before = metrics(at)
+    assert before["items"] == "60"
+    assert before["most misaligned head"].startswith(("layer 1", "layer 2"))  # the planted layers
+    at.selectbox(key="lh_measure").set_value("t2i:js").run()
+    assert metrics(at)["its misalignment"] != before["its misalignment"]
+    at.selectbox(key="lh_category").set_value("swap_att").run()
+    assert metrics(at)["items"] == "10"
+    assert list(table(at, "student layer")["student layer"]) == [0, 1, 2, 3]
+
+
+def test_layers_empty_filter_says_so(runs_root, open_app):
+    at = open_app(runs_root, "layers")
+    at.selectbox(key="lh_category").set_value("swap_att").run()
+    at.selectbox(key="lh_group").set_value("TW/SW").run()
+    if metrics(at).get("items") is None:  # no teacher-wrong, student-wrong swap_att item in this seed
+        assert "No item matches" in texts(at)
+
+
+def test_item_explorer_navigation_and_selectors(runs_root, open_app):
+    at = open_app(runs_root, "item_explorer")
+    keys = {w.key for w in at.selectbox}
+    assert {"ie_category", "ie_skill", "ie_group", "ie_uid", "ie_field", "ie_student_layer", "ie_teacher_layer",
+            "ie_student_head", "ie_teacher_head", "ie_query", "ie_metric"} <= keys
+    assert at.selectbox(key="ie_uid").value == "syn-00000"
+    first = at.metric[0].value
+    at.button(key="ie_next").click().run()
+    assert at.selectbox(key="ie_uid").value == "syn-00001" and at.metric[0].value != first
+    at.button(key="ie_prev").click().run()
+    at.button(key="ie_prev").click().run()
+    assert at.selectbox(key="ie_uid").value == "syn-00059"  # wraps around
+    at.selectbox(key="ie_uid").set_value("syn-00000").run()
+    for key, value in (("ie_field", "i2i"), ("ie_student_layer", 0), ("ie_student_head", 2), ("ie_metric", "js")):
+        shown = at.metric[0].value
+        at.selectbox(key=key).set_value(value).run()
+        assert not at.exception
+        assert at.metric[0].value != shown, key
+    assert at.metric[0].label == "js"
+    options = table(at, "option", "text")
+    assert list(options["text"]) == ["option 0 true", "option 0 false"] and options["correct"].tolist() == [True, False]
+    outcomes = table(at, "chosen_text")
+    assert set(outcomes["model"]) == {"teacher", "student"} and len(outcomes) == 4
+
+
+def test_item_explorer_teacher_right_student_wrong_filter(runs_root, open_app):
+    at = open_app(runs_root, "item_explorer")
+    at.selectbox(key="ie_group").set_value("TR/SW").run()
+    uids = at.selectbox(key="ie_uid").options
+    from app import state
+
+    frame = state.items(state.open_named(runs_root, "demo")).set_index("uid")
+    assert uids and all(frame.loc[u, "group"] == "TR/SW" for u in uids)
+    assert "teacher right, student wrong" in texts(at)
+
+
+def test_item_explorer_empty_filter_message(runs_root, open_app):
+    at = open_app(runs_root, "item_explorer")
+    at.selectbox(key="ie_category").set_value("existence").run()
+    at.selectbox(key="ie_skill").set_value("perception").run()  # existence is a recognition category
+    assert not at.exception
+    assert "No recorded item matches" in texts(at)
+
+
+def test_error_link_selectors(runs_root, open_app):
+    at = open_app(runs_root, "error_link")
+    m = metrics(at)
+    assert m["strongest layer"] in {"1", "2"}
+    groups = table(at, "group", "share")
+    assert groups["n"].sum() == 60
+    at.selectbox(key="el_measure").set_value("t2i:spearman").run()
+    assert metrics(at)["AUROC"] != m["AUROC"]
+    auroc = table(at, "auroc", "n_pos")
+    assert list(auroc["student_layer"]) == [0, 1, 2, 3]
+    at.selectbox(key="el_category").set_value("replace_att").run()
+    assert not at.exception
+    assert table(at, "auroc", "n_pos")["n_pos"].sum() != auroc["n_pos"].sum()
+
+
+def test_error_link_from_report(reported_root, open_app):
+    at = open_app(reported_root, "error_link")
+    assert metrics(at)["AUROC"]
+    assert at.selectbox(key="el_layer") is not None
+
+
+def test_before_after(runs_root, open_app):
+    at = open_app(runs_root, "before_after")
+    assert at.selectbox(key="ba_after").value == "after"
+    layers = table(at, "measure", "delta", "ci_low_before")
+    assert list(layers["student_layer"]) == [0, 1, 2, 3]
+    # The after run has no planted misalignment: the planted layers get closer to the teacher.
+    assert (layers.set_index("student_layer").loc[[1, 2], "delta"] < 0).all()
+    at.selectbox(key="ba_measure").set_value("t2i:js").run()
+    assert table(at, "measure", "delta", "ci_low_before")["measure"].unique().tolist() == ["t2i:js"]
+    acc = table(at, "student_delta")
+    assert "all" in set(acc["category"])
+
+
+def test_before_after_shows_paired_intervals_from_cdviz_compare(runs_root, tmp_path, open_app):
+    import shutil
+
+    from cdviz.report import compare_runs
+
+    for name in ("demo", "after"):
+        shutil.copytree(runs_root / name, tmp_path / name)
+    compare_runs(tmp_path / "demo", tmp_path / "after", tmp_path / "after" / "compare", n_boot=50)
+    at = open_app(tmp_path, "before_after")
+    assert "from `cdviz compare`" in texts(at)
+    paired = table(at, "measure", "delta", "paired")
+    assert set(paired["measure"]) == {"i2i:vat_cosine"} and paired["paired"].all()
+    assert (paired["ci_high"] < 0).sum() >= 2  # the planted layers got closer, with intervals below 0
+
+
+def test_before_after_needs_two_runs(reported_root, open_app):
+    at = open_app(reported_root, "before_after")
+    assert "needs a second run" in texts(at)
+
+
+def test_attribution_without_result_says_how(runs_root, open_app):
+    at = open_app(runs_root, "attribution")
+    assert "attribution" in texts(at) and "cdviz report" in texts(at)
+
+
+def test_attribution_from_report(reported_root, open_app):
+    at = open_app(reported_root, "attribution")
+    assert at.selectbox(key="at_uid").options == ["syn-00003", "syn-00007"]
+    assert metrics(at)["spearman (attribution vs attention)"] == "0.400"  # teacher, middle layer 4 of 8
+    at.selectbox(key="at_layer").set_value(3).run()
+    assert metrics(at)["spearman (attribution vs attention)"] == "0.300"
+    at.selectbox(key="at_model").set_value("student").run()
+    assert not at.exception and metrics(at)["top-10% IoU"] == "0.150"  # student, layer 3 kept
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_no_runs_message(tmp_path, open_app, page):
+    at = open_app(tmp_path / "empty", page)
+    assert "No runs yet" in texts(at) and "make demo" in texts(at)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_corrupt_and_old_runs_message(tmp_path, open_app, page):
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "manifest.json").write_text("{broken")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "manifest.json").write_text(json.dumps({"format": "cdviz-run", "version": 0}))
+    at = open_app(tmp_path, page)
+    assert "corrupt manifest" in at.error[0].value
+    at.selectbox(key="run").set_value("old").run()
+    assert not at.exception and "store version 0" in at.error[0].value
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_run_with_every_item_skipped_says_so(runs_root, tmp_path, open_app, page):
+    import shutil
+
+    import pandas as pd
+
+    shutil.copytree(runs_root / "demo", tmp_path / "demo")
+    index = pd.read_parquet(tmp_path / "demo" / "index.parquet")
+    index.assign(status="skipped", skip_reason="image missing").to_parquet(tmp_path / "demo" / "index.parquet")
+    at = open_app(tmp_path, page)
+    assert at.info or at.warning, "a page with nothing to show must say why"
