@@ -25,9 +25,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
-import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from cdviz import __version__
 from cdviz.io import atomic_path, write_parquet_atomic
@@ -144,7 +142,10 @@ class RunStore:
         row = self.row(uid)
         if row.get("status", "ok") != "ok":
             raise StoreError(f"item {uid!r} was skipped during recording: {row.get('skip_reason')}")
-        handle = _open_shard(str(self.root / "shards" / model / f"{shard_name(int(row['shard']))}.safetensors"))
+        path = self.root / "shards" / model / f"{shard_name(int(row['shard']))}.safetensors"
+        if not path.is_file():
+            raise StoreError(f"{path}: shard missing; re-run `cdviz record` with the same command to restore it")
+        handle = _open_shard(str(path), path.stat().st_mtime_ns)
         key = tensor_key(uid, field)
         if key not in handle.keys():
             raise StoreError(f"item {uid!r} has no {field!r} for {model} (record with the option that stores it)")
@@ -170,9 +171,8 @@ class RunStore:
 
 
 @lru_cache(maxsize=64)
-def _open_shard(path: str):
-    if not Path(path).is_file():
-        raise StoreError(f"{path}: shard missing; re-run `cdviz record` with the same command to restore it")
+def _open_shard(path: str, mtime_ns: int):
+    """A memory-mapped shard; keyed by modification time too, so a re-recorded shard is reread."""
     return safe_open(path, framework="np")
 
 
@@ -185,8 +185,12 @@ def part_path(root: Path, k: int) -> Path:
     return Path(root) / "parts" / f"{shard_name(k)}.parquet"
 
 
-def write_shard(root: Path, model: str, k: int, tensors: dict[str, torch.Tensor]) -> None:
-    """Atomically write one model's tensors for shard ``k`` (fp16, contiguous)."""
+def write_shard(root: Path, model: str, k: int, tensors: dict) -> None:
+    """Atomically write one model's tensors (torch) for shard ``k`` (fp16, contiguous)."""
+    # torch is imported here, not at module level: readers (dashboard, analyses) start faster.
+    import torch
+    from safetensors.torch import save_file
+
     path = Path(root) / "shards" / model / f"{shard_name(k)}.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {key: t.to(torch.float16).contiguous() for key, t in tensors.items()}

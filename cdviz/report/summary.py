@@ -64,7 +64,8 @@ def accuracy_tables(usable: pd.DataFrame) -> dict[str, pd.DataFrame]:
                 row[f"{m}_consistent"] = float(sub[f"{m}_correct"].astype(float).mean())
             row["delta"] = row["student"] - row["teacher"]
             rows.append(row)
-        out[key or "overall"] = pd.DataFrame(rows)
+        columns = [key or "scope", "n", "teacher", "teacher_consistent", "student", "student_consistent", "delta"]
+        out[key or "overall"] = pd.DataFrame(rows, columns=columns)  # columns kept when nothing is usable
     skills = usable.groupby("category", sort=True)["skill"].first()
     out["category"].insert(1, "skill", [str(skills.get(c, "")) for c in out["category"]["category"]])
     return out
