@@ -53,6 +53,7 @@ class ZooSpec:
     shapes_scenes: int = 3000
     heldout_items: int = 600       # held-out probe set (test-split scenes, never trained on)
     record_items: int = 300        # items recorded for the misalignment report
+    check_items: int = 120         # the first items of the held-out set, re-evaluated by the tests
 
 
 def heldout_probes(out: Path, spec: ZooSpec) -> Path:
@@ -143,7 +144,7 @@ def build_zoo(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), log: C
     built = {"teacher": teacher, "student-sft": sft, "student-kd": kd, "student-compodistill": cd}
     for name, src in built.items():
         _export(src, out / name)
-    metrics = {name: _evaluate(out / name, heldout) for name in MODELS}
+    metrics = {name: _evaluate(out / name, heldout, spec.check_items) for name in MODELS}
     misalignment = {"student-kd": _layer_misalignment(run_kd), "student-compodistill": _layer_misalignment(run_cd)}
     manifest = _manifest(out, spec, metrics, misalignment, run_kd)
     write_json_atomic(out / "manifest.json", manifest)
@@ -174,13 +175,18 @@ def _export(src: Path, dst: Path) -> None:
             shutil.copy2(f, dst / f.name)
 
 
-def _evaluate(model_dir: Path, probes: Path) -> dict:
+def _evaluate(model_dir: Path, probes: Path, check_items: int) -> dict:
+    """Held-out summary, plus the query accuracy on the first ``check_items`` items (the test's subset)."""
     from cdviz.evaluate import evaluate, summarize
     from cdviz.models import load_model
     from cdviz.probes.probeset import load_probeset
 
-    frame, _ = evaluate(load_model(model_dir), load_probeset(probes), batch_size=32)
-    return summarize(frame)
+    ps = load_probeset(probes)
+    frame, _ = evaluate(load_model(model_dir), ps, batch_size=32)
+    summary = summarize(frame)
+    subset = {i.uid for i in ps.items[:check_items]}
+    summary["check"] = {"n_items": check_items, "accuracy": 100 * float(frame[frame.uid.isin(subset)].correct.mean())}
+    return summary
 
 
 def _layer_misalignment(run: Path) -> list[dict]:

@@ -126,6 +126,12 @@ def load_model(
     model.to(device).eval()
     adapter = ADAPTERS[arch](model, processor)
     adapter.source = str(path)
+    if (Path(path) / "taf.safetensors").is_file():
+        # A cdviz-trained student whose TAF connector could not be folded into a standard projector
+        # (teacher hidden > student hidden) keeps it there; cdviz/train/taf.py re-attaches it.
+        from cdviz.train.taf import attach_saved_taf
+
+        attach_saved_taf(adapter, path)
     return adapter
 
 

@@ -1,0 +1,237 @@
+"""Fine-tuning configuration: one dataclass for the run, one per stage, and recipe files.
+
+    cdviz finetune --recipe cdviz/train/recipes/compodistill_shapes.toml [--resume]
+    cdviz finetune --teacher T --student S --data shapes --stages dpt,dft,sft --from-report RUN --out OUT
+    accelerate launch [--config_file ACC.yaml] -m cdviz.train RECIPE.toml      (DDP / FSDP / DeepSpeed)
+
+A recipe is TOML, YAML or JSON with the TrainConfig fields at the top level, ``stages`` as a list
+of names, and optional per-stage tables of StageConfig fields:
+
+    stages = ["dpt", "dft", "sft"]
+    [stage.dft]
+    steps = 500
+    vat = 1.0
+
+Stage defaults (PAPER.md, "Training stages"; None in a StageConfig means "the stage's default"):
+
+    stage  trainable      losses            teacher
+    dpt    taf            ce + kd           yes
+    dft    lora + taf     ce + kd + vat     yes
+    sft    lora + taf     ce                no (fresh LoRA on the merged DFT model)
+    ce     all            ce                no (plain training of one model, e.g. from random init)
+
+``trainable`` is a "+"-joined set of: all, llm, connector, vision, lora, taf. Optimiser: AdamW,
+lr 2e-4, no weight decay, cosine schedule with 3% warmup. LoRA r defaults to hidden/16 clamped to
+[4, 128] (the paper's 128 at hidden 2048), alpha 2r, dropout 0.05.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STAGES = ("dpt", "dft", "sft", "ce")
+TRAINABLE_PARTS = ("all", "llm", "connector", "vision", "lora", "taf")
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dpt": {"trainable": "taf", "ce": 1.0, "kd": 1.0, "vat": 0.0, "t2i": 0.0},
+    "dft": {"trainable": "lora+taf", "ce": 1.0, "kd": 1.0, "vat": 1.0, "t2i": 0.0},
+    "sft": {"trainable": "lora+taf", "ce": 1.0, "kd": 0.0, "vat": 0.0, "t2i": 0.0},
+    "ce": {"trainable": "all", "ce": 1.0, "kd": 0.0, "vat": 0.0, "t2i": 0.0},
+}
+
+
+class ConfigError(ValueError):
+    """A configuration or recipe that cannot run; the message says which field to fix."""
+
+
+@dataclass
+class StageConfig:
+    """One stage; every None takes the stage default (STAGE_DEFAULTS) or the run-wide value."""
+
+    name: str
+    steps: int | None = None          # optimizer steps; None: ``epochs`` passes over the data
+    epochs: float = 1.0
+    lr: float = 2e-4
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    trainable: str | None = None
+    ce: float | None = None           # loss weights
+    kd: float | None = None
+    vat: float | None = None
+    t2i: float | None = None
+    lora_r: int | None = None
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.05
+    batch_size: int | None = None     # per-device micro-batch; None: TrainConfig.batch_size
+    grad_accum: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in STAGES:
+            raise ConfigError(f"unknown stage {self.name!r}; choose from {', '.join(STAGES)}")
+        for key, value in STAGE_DEFAULTS[self.name].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        parts = self.parts
+        bad = parts - set(TRAINABLE_PARTS)
+        if bad or not parts:
+            raise ConfigError(f"stage {self.name}: trainable={self.trainable!r}; join some of "
+                              f"{', '.join(TRAINABLE_PARTS)} with '+'")
+
+    @property
+    def parts(self) -> set[str]:
+        return {p.strip() for p in str(self.trainable).split("+") if p.strip()}
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any((self.kd, self.vat, self.t2i))
+
+
+@dataclass
+class TrainConfig:
+    """A whole fine-tuning run: models, data, stages and the engine settings."""
+
+    student: str
+    out: str
+    teacher: str | None = None
+    data: str = "shapes"                   # "shapes" or a JSONL of LLaVA conversations
+    image_root: str | None = None          # JSONL images are relative to this (default: the file's folder)
+    shapes_scenes: int = 1000
+    shapes_seed: int = 0
+    shapes_image_size: int = 64
+    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig(s) for s in ("dpt", "dft", "sft")])
+    # VAT layers: explicit > report > the paper's band (cdviz/train/layer_map.py)
+    from_report: str | None = None
+    student_layers: list[int] | None = None
+    teacher_groups: list[list[int]] | None = None
+    paper_compat: bool = False             # reference-code KD mask and overlapping teacher windows
+    temperature: float = 1.0
+    vat_filter: bool = True
+    t2i_metric: str = "js"
+    kd_chunk: int = 1024                   # answer rows per LM-head chunk
+    taf: bool = True
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_seq_len: int | None = None
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    precision: str = "bf16"                # bf16 autocast on CUDA; CPU always runs fp32
+    gradient_checkpointing: bool = False
+    num_workers: int = 0
+    checkpoint_every: int = 0              # optimizer steps between resumable checkpoints; 0: none
+    keep_checkpoints: int = 2
+    resume: bool = False
+    log_every: int = 1
+    tensorboard: bool = False
+    save_adapter: bool = False             # also save the LoRA adapter (peft format) next to the merged model
+    progress: bool = True
+    eval_probes: str | None = None         # after training: evaluate the final student on this probe set
+    record_probes: str | None = None       # after training: record teacher + final student into OUT/record
+    record_layers: list[int] | None = None
+    device: str = "auto"                   # auto: CUDA when available (one GPU per process); cpu: force CPU
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        self.stages = [s if isinstance(s, StageConfig) else StageConfig(**s) if isinstance(s, dict)
+                       else StageConfig(str(s)) for s in self.stages]
+        if not self.stages:
+            raise ConfigError("no stages; give e.g. stages = ['dpt', 'dft', 'sft']")
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"stages {names} repeat a stage")
+        if self.teacher is None and any(s.needs_teacher for s in self.stages):
+            need = [s.name for s in self.stages if s.needs_teacher]
+            raise ConfigError(f"stages {need} distil from a teacher; pass --teacher DIR")
+        if self.device not in ("auto", "cpu"):
+            raise ConfigError(f"device={self.device!r}; use auto (the accelerate launcher places processes) or cpu")
+        if self.precision not in ("bf16", "fp32"):
+            raise ConfigError(f"precision={self.precision!r}; use bf16 or fp32")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def parse_stages(stages: str | list | None, overrides: dict[str, dict] | None = None) -> list[StageConfig]:
+    """"dpt,dft,sft" or ["dpt", ...] (+ {"dft": {"steps": 10}}) -> [StageConfig, ...]."""
+    items = [s.strip() for s in stages.split(",")] if isinstance(stages, str) else list(stages or [])
+    names = [n if isinstance(n, str) else n.get("name") for n in items]
+    overrides = overrides or {}
+    unknown = set(overrides) - set(names)
+    if unknown:
+        raise ConfigError(f"settings for stage(s) {sorted(unknown)} that are not in stages={names}")
+    try:
+        return [StageConfig(name=n, **overrides.get(n, {})) if isinstance(n, str) else StageConfig(**n) for n in items]
+    except TypeError as e:
+        raise ConfigError(f"stage settings: {e}; see StageConfig for the known keys") from e
+
+
+def config_from_dict(d: dict[str, Any], where: str = "config") -> TrainConfig:
+    """A recipe's mapping -> TrainConfig, with an error naming unknown keys."""
+    d = dict(d)
+    stage_tables = d.pop("stage", {}) or {}
+    stages = parse_stages(d.pop("stages", ["dpt", "dft", "sft"]), stage_tables)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {unknown}; known: {', '.join(sorted(known))}")
+    try:
+        return TrainConfig(**d, stages=stages)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}") from e
+
+
+def load_recipe(path: str | Path, **overrides: Any) -> TrainConfig:
+    """Read a TOML / YAML / JSON recipe; keyword overrides (not None) replace its values."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such recipe file")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".toml":
+        d = tomllib.loads(text)
+    elif path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        d = yaml.safe_load(text) or {}
+    elif path.suffix == ".json":
+        d = json.loads(text)
+    else:
+        raise ConfigError(f"{path}: unknown recipe format; use .toml, .yaml or .json")
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    return config_from_dict(d, str(path))
+
+
+def finetune_cli_args_to_config(*, recipe: str | Path | None = None, teacher: str | None = None,
+                                student: str | None = None, data: str | None = None, stages: str | None = None,
+                                from_report: str | None = None, out: str | None = None, resume: bool = False,
+                                steps: int | None = None, **settings: Any) -> TrainConfig:
+    """What ``cdviz finetune`` passes, as a TrainConfig: a recipe (optional) overridden by flags.
+
+    ``steps`` sets every stage's step count; other keyword settings are TrainConfig fields
+    (``batch_size=8``, ``paper_compat=True``, ...), None meaning "not given".
+    """
+    given = {"teacher": teacher, "student": student, "data": data, "from_report": from_report, "out": out,
+             **settings}
+    given = {k: v for k, v in given.items() if v is not None}
+    if resume:
+        given["resume"] = True
+    if recipe is not None:
+        cfg = load_recipe(recipe)
+        base = cfg.to_dict()
+        base["stages"] = [dataclasses.asdict(s) for s in cfg.stages]
+        base.update(given)
+    else:
+        base = given
+    missing = [k for k in ("student", "out") if not base.get(k)]
+    if missing:
+        raise ConfigError(f"missing {', '.join('--' + m for m in missing)} (or give them in the recipe)")
+    if stages is not None:  # the flag picks the stages; recipe settings for those stages still apply
+        from_recipe = {s["name"]: s for s in base.get("stages", []) if isinstance(s, dict)}
+        base["stages"] = [from_recipe.get(n.strip(), n.strip()) for n in stages.split(",")]
+    cfg = config_from_dict(base, str(recipe) if recipe else "command line")
+    if steps is not None:
+        for s in cfg.stages:
+            s.steps = steps
+    return cfg

@@ -1,0 +1,87 @@
+"""Training data: answer-only labels, LLaVA JSONL parsing, deterministic order per rank and epoch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from cdviz.models import load_model
+from cdviz.train.data import (
+    Collator, DataError, JsonlConversations, ShapesInstructions, Stream, encode, make_source,
+)
+from cdviz.train.losses import IGNORE
+
+
+@pytest.fixture(scope="module")
+def student(pair_dirs):
+    return load_model(pair_dirs[1])
+
+
+def _answer_text(adapter, enc, b):
+    ids = enc.inputs["input_ids"][b]
+    return adapter.tokenizer.decode(ids[enc.labels[b] != IGNORE])
+
+
+def test_labels_cover_exactly_the_answers(student):
+    source = ShapesInstructions(n_scenes=3, seed=0, image_size=32)
+    examples = [source[i] for i in range(6)]
+    enc = encode(student, examples)
+    for b, ex in enumerate(examples):
+        answer = ex.messages[1]["content"][0]["text"]
+        assert _answer_text(student, enc, b).split() == [*student.tokenizer.tokenize(answer), "</s>"]
+        ids = enc.inputs["input_ids"][b]
+        assert student.tokenizer.convert_ids_to_tokens(int(ids[enc.prompt_end[b]])) == ":"  # "ASSISTANT:"
+        start, end = enc.spans[b]
+        assert end - start == 16 and enc.grids[b] == (4, 4)
+    assert enc.inputs["attention_mask"][:, 0].all()  # right padded
+
+
+def _write_jsonl(tmp_path, records):
+    Image.new("RGB", (40, 40), (0, 128, 255)).save(tmp_path / "img.png")
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_jsonl_multi_turn_and_text_only(student, tmp_path):
+    path = _write_jsonl(tmp_path, [
+        {"id": "a", "image": "img.png", "conversations": [
+            {"from": "human", "value": "<image>\nWhat colour is the square?"}, {"from": "gpt", "value": "blue"},
+            {"from": "human", "value": "How many squares are there?"}, {"from": "gpt", "value": "one"}]},
+        {"id": "b", "conversations": [{"from": "human", "value": "Is there a red circle?"},
+                                      {"from": "gpt", "value": "no"}]},
+    ])
+    source = make_source(str(path))
+    assert isinstance(source, JsonlConversations) and len(source) == 2
+    enc = Collator(student)([source[0], source[1]]).student
+    assert _answer_text(student, enc, 0).split() == ["blue", "</s>", "one", "</s>"]
+    assert _answer_text(student, enc, 1).split() == ["no", "</s>"]
+    assert enc.spans[0] is not None and enc.spans[1] is None and enc.grids[1] is None
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"image": "missing.png", "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "x"}]},
+     "cannot be read"),
+    ({"conversations": [{"from": "human", "value": "<image>\nhi"}, {"from": "gpt", "value": "x"}]}, "no image"),
+    ({"conversations": [{"from": "robot", "value": "hi"}]}, "role"),
+    ({"conversations": [{"from": "human", "value": "hi"}]}, "no assistant turn"),
+])
+def test_bad_records_name_the_problem(tmp_path, record, message):
+    source = JsonlConversations(_write_jsonl(tmp_path, [record]))
+    with pytest.raises(DataError, match=message):
+        source[0]
+
+
+def test_stream_is_deterministic_and_ranks_are_disjoint():
+    source = ShapesInstructions(n_scenes=2, seed=0, image_size=32)
+    n = len(source)
+    uids = lambda stream, m: [ex.uid for ex in stream.examples(m)]  # noqa: E731
+    a, b = Stream(source, 3, seed=7, rank=0, world=2), Stream(source, 3, seed=7, rank=1, world=2)
+    assert uids(a, 0) == uids(Stream(source, 3, seed=7, rank=0, world=2), 0)
+    assert not set(uids(a, 0)) & set(uids(b, 0))
+    single = Stream(source, 1, seed=7)
+    epoch0 = [single.examples(m)[0].uid for m in range(n)]
+    epoch1 = [single.examples(m)[0].uid for m in range(n, 2 * n)]
+    assert sorted(epoch0) == sorted(epoch1) and len(set(epoch0)) == n and epoch0 != epoch1
