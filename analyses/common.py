@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from cdviz.layer_map import proportional_groups
 from cdviz.store import RunStore
 
 GROUPS = ("TR/SR", "TR/SW", "TW/SR", "TW/SW")
@@ -75,7 +76,7 @@ def default_layer_map(teacher_layers: Sequence[int], student_layers: Sequence[in
     """Student layer -> the group of consecutive teacher layers it is compared with.
 
     The paper's group matching generalised to any depth, the same default the trainer uses
-    (cdviz/train/layer_map.py, proportional groups): student layer s of S covers the slice
+    (cdviz/layer_map.py, proportional groups): student layer s of S covers the slice
     [s, s + 1) of a normalised depth axis, and its group is the teacher layers in that slice,
     [floor(s T / S), floor((s + 1) T / S)) (at least one layer), so 8 -> 4 layers pairs (0, 1),
     (2, 3), ... and groups do not overlap. ``group_size`` instead takes that many consecutive
@@ -91,8 +92,9 @@ def default_layer_map(teacher_layers: Sequence[int], student_layers: Sequence[in
     recorded = sorted(teacher_layers)
     out = {}
     for s in student_layers:
-        lo = min(s * teacher_n_layers // student_n_layers, teacher_n_layers - 1)  # integer floor
-        hi = lo + group_size if group_size else max(lo + 1, (s + 1) * teacher_n_layers // student_n_layers)
+        span = proportional_groups([int(s)], student_n_layers, teacher_n_layers)[0]
+        lo = span[0]
+        hi = lo + group_size if group_size else span[-1] + 1
         group = [t for t in recorded if lo <= t < hi]
         out[int(s)] = group or [min(recorded, key=lambda t: (abs(t - lo), t))]
     return out

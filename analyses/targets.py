@@ -45,6 +45,7 @@ import pandas as pd
 from analyses.common import Progress
 from analyses.error_link import ALL, ErrorLinkResult, error_link as compute_error_link
 from analyses.misalignment import MisalignmentResult, misalignment as compute_misalignment
+from cdviz.layer_map import middle_band
 from cdviz.store import RunStore
 
 SCHEMA_VERSION = 1
@@ -97,18 +98,6 @@ def _plain(v):
     if isinstance(v, np.bool_):
         return bool(v)
     return v
-
-
-def _round_half_up(x: float) -> int:
-    return math.floor(x + 0.5)
-
-
-def middle_band(n_layers: int) -> list[int]:
-    """The paper's VAT band generalised to any depth (see the module docstring); the same band
-    as the trainer's default (cdviz/train/layer_map.py)."""
-    width = min(7, max(1, _round_half_up(0.3 * n_layers)))
-    start = min(_round_half_up(n_layers / 3), n_layers - width)
-    return list(range(start, start + width))
 
 
 def targets(store: RunStore, *, misalignment: MisalignmentResult | None = None,

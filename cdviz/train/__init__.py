@@ -17,7 +17,7 @@ misalignment report flags.
 
 from cdviz.train.config import ConfigError, StageConfig, TrainConfig, finetune_cli_args_to_config, load_recipe
 from cdviz.train.finetune import close_loop, finetune, train_model
-from cdviz.train.layer_map import LayerMap, default_layer_map, layer_map_from_report, middle_band
+from cdviz.layer_map import LayerMap, default_layer_map, layer_map_from_report, middle_band
 
 __all__ = [
     "ConfigError", "LayerMap", "StageConfig", "TrainConfig", "close_loop", "default_layer_map", "finetune",

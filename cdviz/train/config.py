@@ -103,7 +103,7 @@ class TrainConfig:
     shapes_seed: int = 0
     shapes_image_size: int = 64
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig(s) for s in ("dpt", "dft", "sft")])
-    # VAT layers: explicit > report > the paper's band (cdviz/train/layer_map.py)
+    # VAT layers: explicit > report > the paper's band (cdviz/layer_map.py)
     from_report: str | None = None
     student_layers: list[int] | None = None
     teacher_groups: list[list[int]] | None = None

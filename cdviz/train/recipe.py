@@ -42,7 +42,7 @@ from cdviz.models import AdapterError, check_pair, load_model
 from cdviz.train import checkpoint as ckpt
 from cdviz.train.config import ConfigError, StageConfig, TrainConfig
 from cdviz.train.data import Collator, MicroBatches, Stream, identity, make_source
-from cdviz.train.layer_map import resolve_layer_map
+from cdviz.layer_map import resolve_layer_map
 from cdviz.train.tracking import MetricsLog, progress_bar
 from cdviz.train.losses import TrainCapture
 from cdviz.train.step import DistillForward, LossSettings, answer_query_rows, teacher_targets

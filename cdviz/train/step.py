@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from cdviz.train.data import Encoded
-from cdviz.train.layer_map import LayerMap
+from cdviz.layer_map import LayerMap
 from cdviz.train.losses import TrainCapture, head_losses, score_mask, shifted_targets, t2i_from_rows, vat_from_blocks
 
 

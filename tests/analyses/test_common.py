@@ -23,7 +23,7 @@ def test_default_layer_map_paper_depths_and_group_size():
 @pytest.mark.parametrize("n_s, n_t", [(4, 8), (24, 40), (24, 28), (28, 32), (5, 7), (8, 4), (3, 3)])
 def test_default_layer_map_is_the_trainers(n_s, n_t):
     """What the report measures is what the trainer aligns by default."""
-    layer_map = pytest.importorskip("cdviz.train.layer_map")
+    from cdviz import layer_map
     ours = default_layer_map(range(n_t), range(n_s), n_t, n_s)
     assert [tuple(ours[s]) for s in range(n_s)] == layer_map.proportional_groups(list(range(n_s)), n_s, n_t)
 

@@ -7,7 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from analyses.targets import TargetsResult, middle_band, targets
+from analyses.targets import TargetsResult, targets
+from cdviz.layer_map import middle_band
 from cdviz.store import open_run
 from cdviz.synthetic import make_synthetic_run
 
@@ -54,13 +55,3 @@ def test_no_link_falls_back_to_middle_band(tmp_path):
     assert not t.evidence.selected.any()
 
 
-@pytest.mark.parametrize("depth, band", [(24, range(8, 15)), (28, range(9, 16)), (32, range(11, 18)),
-                                         (40, range(13, 20)), (2, [1]), (1, [0])])
-def test_middle_band_reproduces_the_paper_table(depth, band):
-    assert middle_band(depth) == list(band)
-
-
-@pytest.mark.parametrize("depth", range(1, 49))
-def test_middle_band_is_the_trainers(depth):
-    layer_map = pytest.importorskip("cdviz.train.layer_map")
-    assert middle_band(depth) == layer_map.middle_band(depth)

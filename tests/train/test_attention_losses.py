@@ -9,7 +9,7 @@ from cdviz.metrics import js_divergence
 from cdviz.models import load_model
 from cdviz.record import Capture, CapturePlan, SamplePlan
 from cdviz.train.data import ShapesInstructions, encode
-from cdviz.train.layer_map import LayerMap, default_layer_map
+from cdviz.layer_map import LayerMap, default_layer_map
 from cdviz.train.losses import TrainCapture, t2i_from_rows, vat_from_blocks
 from cdviz.train.step import answer_query_rows, backbone
 from cdviz.vat import vat_loss

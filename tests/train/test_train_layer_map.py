@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cdviz.train.layer_map import (
+from cdviz.layer_map import (
     LayerMap, LayerMapError, default_layer_map, layer_map_from_report, middle_band, overlapping_groups,
     paper_group_size, proportional_groups, resolve_layer_map,
 )
