@@ -5,7 +5,6 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CDVIZ := $(VENV)/bin/cdviz
-DEMO_STUDENT ?= student-kd
 PORT ?= 8501
 
 .PHONY: setup demo demo-data test zoo clean-demo
@@ -20,11 +19,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# The held-out set is the zoo's (test-split scenes of the training seed, see checkpoints/README.md).
 demo-data: setup
-	$(CDVIZ) probes make shapes --n 600 --seed 1 --split test --image-size 64 --out demo/probes
-	$(CDVIZ) record --teacher checkpoints/teacher --student checkpoints/$(DEMO_STUDENT) \
+	$(CDVIZ) probes make shapes --n 600 --seed 0 --split test --image-size 48 --out demo/probes
+	$(CDVIZ) record --teacher checkpoints/teacher --student checkpoints/student-kd \
 		--probes demo/probes --out runs/demo --queries prompt
+	$(CDVIZ) record --teacher checkpoints/teacher --student checkpoints/student-compodistill \
+		--probes demo/probes --out runs/demo-compodistill --queries prompt
 	$(CDVIZ) report runs/demo
+	$(CDVIZ) report runs/demo-compodistill
+	$(CDVIZ) compare runs/demo runs/demo-compodistill
 
 demo: demo-data
 	$(VENV)/bin/streamlit run app/main.py --server.port $(PORT) -- --runs-root runs --run demo

@@ -16,8 +16,7 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-LETTERS = "ABCDEFGH"
-ANSWER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+from cdviz.prompts import ANSWER_INSTRUCTION, LETTERS, format_choice_prompt  # noqa: F401 (re-exported)
 
 
 class AdapterError(ValueError):
@@ -48,14 +47,6 @@ class Batch:
                     v = v.to(dtype)
             moved[k] = v
         return Batch(moved, self.answer_pos.to(device), self.image_spans, self.grids)
-
-
-def format_choice_prompt(question: str, options: Sequence[str]) -> str:
-    """The paper's two-choice wording, generalised to N options: "Q (A) x (B) y Answer with ..."."""
-    if len(options) > len(LETTERS):
-        raise AdapterError(f"{len(options)} options; at most {len(LETTERS)} are supported")
-    opts = " ".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(options))
-    return f"{question} {opts} {ANSWER_INSTRUCTION}"
 
 
 def find_runs(ids: torch.Tensor, token_id: int) -> list[tuple[int, int]]:

@@ -23,6 +23,8 @@ from typing import Any, Iterator, Sequence
 
 from PIL import Image, ImageDraw
 
+from cdviz.prompts import ANSWER_INSTRUCTION, format_choice_prompt
+from cdviz.prompts import LETTERS as PROMPT_LETTERS
 from cdviz.types import DEFAULT_QUESTION
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -224,8 +226,7 @@ POSITIONS = {  # (row, col) -> name
     (2, 0): "bottom left", (2, 1): "bottom", (2, 2): "bottom right",
 }  # fmt: skip
 DESCRIBE_PROMPT = "Describe the image."
-CHOICE_INSTRUCTION = "Answer with the option's letter from the given choices directly."
-LETTERS = ("A", "B")
+LETTERS = PROMPT_LETTERS[:2]
 WORD_PATTERN = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9\s]")
 
 
@@ -244,7 +245,7 @@ def _dedupe(seq: Sequence[str]) -> list[str]:
 _TEMPLATE_WORDS = "a an and the at of ( ) . , ? Is there in image What colour is How many are Where relative yes no"
 VOCABULARY: list[str] = _dedupe(
     [*LETTERS, *COLOURS, *SHAPES, *PLURALS.values(), *SIZES, "object", "objects", *NUMBER_WORDS]
-    + words(" ".join([_TEMPLATE_WORDS, DEFAULT_QUESTION, DESCRIBE_PROMPT, CHOICE_INSTRUCTION]))
+    + words(" ".join([_TEMPLATE_WORDS, DEFAULT_QUESTION, DESCRIBE_PROMPT, ANSWER_INSTRUCTION]))
     + words(" ".join([*REL_TEXT.values(), *REL_ANSWER.values(), *POSITIONS.values()]))
 )
 
@@ -286,9 +287,8 @@ def _enumerate(parts: Sequence[str]) -> str:
 
 
 def choice_prompt(question: str, options: Sequence[str]) -> str:
-    """The two-choice instruction format: question, "(A) ..." and "(B) ..." lines, the letter request."""
-    lines = [f"({letter}) {option}" for letter, option in zip(LETTERS, options)]
-    return "\n".join([question, *lines, CHOICE_INSTRUCTION])
+    """The two-choice instruction, worded exactly as cdviz evaluation asks it (cdviz.prompts)."""
+    return format_choice_prompt(question, options)
 
 
 # --- the truth checker --------------------------------------------------------------------------

@@ -221,7 +221,8 @@ def test_instruction_samples_ask_both_orders():
     assert samples[0]["answer"].count(" at the ") == 4
     choices = [s for s in samples if s["kind"] == "choice"]
     for first, second in zip(choices[::2], choices[1::2]):
-        a, b = (re.findall(r"^\((A|B)\) (.*)$", s["prompt"], flags=re.M) for s in (first, second))
+        a, b = (re.findall(r"\((A|B)\) (.*?) (?=\(B\)|Answer with)", s["prompt"]) for s in (first, second))
+        assert len(a) == len(b) == 2
         assert [t for _, t in a] == [t for _, t in reversed(b)]
         assert dict(a)[first["answer"]] == dict(b)[second["answer"]]
         assert first["answer"] != second["answer"]
