@@ -6,8 +6,9 @@
     student-compodistill  smaller decoder, DPT -> DFT -> SFT with TAF, KD and VAT on the layers a
                           misalignment report of student-kd flags
 
-The students start from one initialisation and share the teacher's trained vision tower, frozen
-(the paper's students share the teacher's pretrained SigLIP). student-kd and
+The vision tower is pretrained first (cdviz/zoo_vision.py: naming each patch's colour, shape and
+size) and then frozen; teacher and students share it, as the paper's share a pretrained SigLIP.
+The students start from one initialisation. student-kd and
 student-compodistill get the same number of optimizer steps, so the comparison isolates the
 CompoDistill ingredients. Every stage resumes: rerunning the command skips finished models and
 continues unfinished ones from their last checkpoint.
@@ -44,10 +45,11 @@ class ZooSpec:
     hidden: int = 96              # equal widths let TAF fold into a standard LLaVA projector
     teacher_mlp: int = 384
     student_mlp: int = 192
-    teacher_steps: int = 1200
-    student_steps: int = 600
-    dpt_steps: int = 60
-    sft_steps: int = 60
+    vision_steps: int = 300        # patch-attribute pretraining of the shared vision tower
+    teacher_steps: int = 2400
+    student_steps: int = 1200
+    dpt_steps: int = 100
+    sft_steps: int = 100
     batch_size: int = 32
     lr: float = 1e-3
     shapes_scenes: int = 3000
@@ -72,13 +74,29 @@ def _init_models(work: Path, spec: ZooSpec) -> tuple[Path, Path]:
                   vision_layers=spec.vision_layers, hidden=spec.hidden)
     teacher = work / "init-teacher"
     if not (teacher / "model.safetensors").is_file():
-        build_tiny("llava", teacher, n_layers=spec.teacher_layers, n_heads=spec.teacher_heads,
-                   n_kv_heads=spec.teacher_heads, intermediate=spec.teacher_mlp, seed=spec.seed, **common)
+        raw = build_tiny("llava", work / "init-teacher-raw", n_layers=spec.teacher_layers, n_heads=spec.teacher_heads,
+                         n_kv_heads=spec.teacher_heads, intermediate=spec.teacher_mlp, seed=spec.seed, **common)
+        _pretrain_vision(raw, teacher, spec)
     student = work / "init-student"
     if not (student / "model.safetensors").is_file():
         build_tiny("llava", student, n_layers=spec.student_layers, n_heads=spec.student_heads,
                    n_kv_heads=spec.student_heads, intermediate=spec.student_mlp, seed=spec.seed + 1, **common)
     return teacher, student
+
+
+def _pretrain_vision(src: Path, out: Path, spec: ZooSpec) -> None:
+    """``src`` with its vision tower pretrained on patch attributes (cdviz/zoo_vision.py), saved to ``out``."""
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    from cdviz.zoo_vision import pretrain_vision_tower
+
+    model = LlavaForConditionalGeneration.from_pretrained(src)
+    processor = AutoProcessor.from_pretrained(src)
+    acc = pretrain_vision_tower(model.model.vision_tower, processor.image_processor, image_size=spec.image_size,
+                                patch_size=spec.patch_size, steps=spec.vision_steps, seed=spec.seed)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    write_json_atomic(out / "vision_pretraining.json", {"steps": spec.vision_steps, "heldout_patch_accuracy": acc})
 
 
 def _share_vision_tower(teacher_dir: Path, student_init: Path, out: Path) -> Path:
@@ -111,9 +129,9 @@ def build_zoo(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), log: C
                   shapes_image_size=spec.image_size, seed=spec.seed, checkpoint_every=50, resume=True, progress=True)
     init_teacher, init_student = _init_models(work, spec)
 
-    log("1/6 teacher: CE on shapes-world instructions, every parameter trainable")
-    teacher = train_model(init_teacher, work / "teacher", steps=spec.teacher_steps, lr=spec.lr, trainable="all",
-                          **common)
+    log("1/6 teacher: CE on shapes-world instructions (vision tower pretrained and frozen)")
+    teacher = train_model(init_teacher, work / "teacher", steps=spec.teacher_steps, lr=spec.lr,
+                          trainable="llm+connector", **common)
     student_init = _share_vision_tower(teacher, init_student, work / "init-student-shared")
 
     log("2/6 student-sft: CE only, no teacher")
