@@ -275,5 +275,27 @@ def render_readme(manifest: dict) -> str:
         for r in rows:
             lines.append(f"| {student} | {r['measure']} | {r['student_layer']} | {r['teacher_layers']} | "
                          f"{r['mean']:.4f} | {r.get('ci_low', float('nan')):.4f} .. {r.get('ci_high', float('nan')):.4f} |")
-    lines += ["", f"CompoDistill VAT targets (from the student-kd report): `{manifest['compodistill_targets']}`", ""]
+    t = manifest["compodistill_targets"] or {}
+    lines += ["", f"CompoDistill VAT targets (from the student-kd report, source `{t.get('source')}`): student layers "
+              f"{t.get('student_layers')} aligned to teacher groups {t.get('teacher_groups')}.", ""]
+    lines += ["## Design goals, checked", ""] + [f"- {g}" for g in design_goals(manifest)] + [""]
     return "\n".join(lines)
+
+
+def design_goals(manifest: dict) -> list[str]:
+    """The issue's design goals, each stated with the measured numbers and whether it holds."""
+    def cr(name):
+        return manifest["models"][name]["metrics"].get("consistent_mean_over_categories") or float("nan")
+
+    def rec(name):
+        return manifest["models"][name]["metrics"].get("by_skill", {}).get("recognition", {}).get("consistent", float("nan"))
+
+    t, kd, cd = cr("teacher"), cr("student-kd"), cr("student-compodistill")
+    verdict = lambda ok: "holds" if ok else "does NOT hold"  # noqa: E731
+    return [
+        f"teacher strong on both skills (consistent CR >= 90%): CR mean {t:.1f}, recognition {rec('teacher'):.1f} "
+        f"-> {verdict(t >= 90 and rec('teacher') >= 90)}",
+        f"student-kd close to the teacher on recognition ({rec('student-kd'):.1f} vs {rec('teacher'):.1f}) but clearly "
+        f"weaker on perception ({kd:.1f} vs {t:.1f}) -> {verdict(kd <= t - 5 and abs(rec('student-kd') - rec('teacher')) <= 5)}",
+        f"student-compodistill recovers part of that gap ({cd:.1f} vs student-kd {kd:.1f}) -> {verdict(cd > kd)}",
+    ]
