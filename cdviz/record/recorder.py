@@ -252,7 +252,7 @@ def _index_rows(k, items, probes, per_model, outcomes, skipped) -> pd.DataFrame:
         row = {
             "uid": item.uid, "source": item.source, "category": item.category, "subcategory": item.subcategory,
             "skill": item.skill, "kind": item.kind, "split": item.split, "shard": k,
-            "image": str(probes.image_path(item, 0)), "options": json.dumps(list(item.options)),
+            "image": str(probes.image_path(item, 0).resolve()), "options": json.dumps(list(item.options)),
             "correct_option": item.correct, "question": item.question,
             "boxes": json.dumps([b.to_dict() for b in item.boxes]),
             "status": "skipped" if item.uid in skipped else "ok", "skip_reason": skipped.get(item.uid, ""),

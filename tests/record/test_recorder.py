@@ -54,6 +54,7 @@ def test_store_contents_and_eval_agreement(pair, tmp_path):
     run = record(teacher, student, probes, tmp_path / "run", RecordOptions(shard_size=16, batch_size=5))
     store = open_run(run)
     assert store.complete and len(store.index) == 40
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in store.index.image)  # readable from any cwd
     assert store.layers("teacher") == [0, 1, 2, 3] and store.layers("student") == [0, 1]
     uid = store.index.uid[0]
     n = int(store.index.teacher_n_image[0])
