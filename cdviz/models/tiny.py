@@ -89,6 +89,8 @@ def llava_config(
     vision_layers: int = 1,
     pad_token_id: int = 0,
     intermediate: int | None = None,
+    bos_token_id: int | None = None,
+    eos_token_id: int | None = None,
 ) -> LlavaConfig:
     vision = dict(
         model_type="siglip_vision_model", hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
@@ -98,6 +100,8 @@ def llava_config(
         model_type="llama", hidden_size=hidden, intermediate_size=intermediate or 2 * hidden, num_hidden_layers=n_layers,
         num_attention_heads=n_heads, num_key_value_heads=n_kv_heads, vocab_size=vocab_size,
         max_position_embeddings=1024, pad_token_id=pad_token_id, tie_word_embeddings=False,
+        # Llama's defaults (1, 2) are not our tokenizer's <s>, </s>; generation must stop at </s>.
+        bos_token_id=bos_token_id, eos_token_id=eos_token_id,
     )
     return LlavaConfig(
         vision_config=vision, text_config=text, image_token_id=image_token_id,
@@ -130,7 +134,8 @@ def build_tiny(
         tok = processor.tokenizer
         cfg = llava_config(len(tok), processor.image_token_id, n_layers=n_layers, hidden=hidden, n_heads=n_heads,
                            n_kv_heads=n_kv_heads, image_size=image_size, patch_size=patch_size,
-                           intermediate=intermediate, vision_hidden=vision_hidden, vision_layers=vision_layers)
+                           intermediate=intermediate, vision_hidden=vision_hidden, vision_layers=vision_layers,
+                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
         model = LlavaForConditionalGeneration(cfg)
         processor.save_pretrained(out)
     elif arch == "qwen2vl":
