@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from transformers import LlavaForConditionalGeneration
 
-from cdviz.models.base import Adapter
+from cdviz.models.llava import LlavaAdapter
 from cdviz.models.tiny import llava_config
 from cdviz.record.capture import Capture, CapturePlan, SamplePlan
 
@@ -43,10 +43,6 @@ class BenchConfig:
     layers: tuple[int, ...] | None = None
     repeats: int = 5
     dtype: str = "float32"
-
-
-class _BenchAdapter(Adapter):
-    arch = "LlavaForConditionalGeneration"
 
 
 def _model(cfg: BenchConfig):
@@ -77,7 +73,7 @@ def _sync(device: str) -> None:
 
 def run_bench(cfg: BenchConfig) -> dict:
     model, inputs, span = _model(cfg)
-    adapter = _BenchAdapter(model, None)
+    adapter = LlavaAdapter(model, processor=None)  # capture needs the layers, not a processor
     layers = list(cfg.layers) if cfg.layers is not None else list(range(cfg.n_layers))
     plan = CapturePlan(layers, [SamplePlan(span, [cfg.seq_len - 1])])
     cuda = cfg.device.startswith("cuda")

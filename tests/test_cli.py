@@ -106,3 +106,13 @@ def test_parse_layers():
     assert parse_layers(None) is None
     with pytest.raises(ProbeError, match="not a layer number"):
         parse_layers("a-b")
+
+
+def test_bench_record_prints_ratios_and_memory():
+    result = invoke("bench", "record", "--seq-len", 80, "--image-tokens", 16, "--n-layers", 2, "--hidden", 64,
+                    "--heads", 4, "--kv-heads", 2, "--intermediate", 128, "--repeats", 1)
+    assert result.exit_code == 0, result.output
+    for line in ("ratio cdviz / sdpa  (b/a):", "ratio eager / cdviz (c/b):", "stored per sample (fp16):"):
+        assert line in result.output
+    bad = invoke("bench", "record", "--image-tokens", 15)
+    assert bad.exit_code == 2 and "must be a square" in bad.output
