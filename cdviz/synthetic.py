@@ -4,7 +4,8 @@ Written through the same store writers as ``cdviz record``, so readers cannot te
 difference, but the truth is known:
 
   - the teacher looks at the item's object box (a Gaussian bump on its patch grid) in every
-    layer, more sharply in the middle layers;
+    layer, most sharply in the middle layers (``depth_profile="middle"``) or more sharply with
+    depth (``"monotone"``, so a layer's relative depth can be read off its maps);
   - in the ``planted`` student layers the student's map is a mix of the teacher's and a bump at
     a wrong place, with per-item weight m ~ U(0, 1) (the item's misalignment); elsewhere it
     follows the teacher with small noise;
@@ -54,6 +55,7 @@ def make_synthetic_run(
     link: float = 6.0,
     shard_size: int = 50,
     image_size: int = 64,
+    depth_profile: str = "middle",
 ) -> Path:
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -95,7 +97,8 @@ def make_synthetic_run(
                 maps = []
                 for layer in range(n_layers):
                     depth = layer / max(1, n_layers - 1)
-                    width = max(0.6, 2.5 - 2.0 * math.sin(math.pi * depth)) * rows / 8
+                    sharpness = 2.0 * (math.sin(math.pi * depth) if depth_profile == "middle" else depth)
+                    width = max(0.6, 2.5 - sharpness) * rows / 8
                     base = _bump(grid, cy, cx, width)
                     if name == "student" and layer in planted:
                         base = (1 - m) * base + m * _bump(grid, wrong_y * rows, wrong_x * cols, width)
