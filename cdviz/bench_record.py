@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from transformers import LlavaForConditionalGeneration
 
+from cdviz.errors import OptionError
 from cdviz.models.llava import LlavaAdapter
 from cdviz.models.tiny import llava_config
 from cdviz.record.capture import Capture, CapturePlan, SamplePlan
@@ -48,9 +49,9 @@ class BenchConfig:
 def _model(cfg: BenchConfig):
     side = math.isqrt(cfg.image_tokens)
     if side * side != cfg.image_tokens:
-        raise ValueError(f"--image-tokens {cfg.image_tokens} must be a square (e.g. 576 = 24 x 24)")
+        raise OptionError(f"--image-tokens {cfg.image_tokens} must be a square (e.g. 576 = 24 x 24)")
     if cfg.seq_len <= cfg.image_tokens + 2:
-        raise ValueError(f"--seq-len {cfg.seq_len} must exceed --image-tokens {cfg.image_tokens} + 2")
+        raise OptionError(f"--seq-len {cfg.seq_len} must exceed --image-tokens {cfg.image_tokens} + 2")
     vocab = 512
     config = llava_config(vocab, image_token_id=5, n_layers=cfg.n_layers, hidden=cfg.hidden, n_heads=cfg.n_heads,
                           n_kv_heads=cfg.n_kv_heads, image_size=side * 4, patch_size=4, vision_hidden=64,

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cdviz.models.base import AdapterError
+from cdviz.errors import CdvizError
 from cdviz.types import ProbeError
 
 app = typer.Typer(help="cdviz: find and fix where a distilled student looks differently from its teacher.",
@@ -42,7 +42,7 @@ def user_errors() -> Iterator[None]:
     """Bad input ends the command with its message and exit code 2, not a traceback."""
     try:
         yield
-    except (ProbeError, AdapterError, KeyError, FileNotFoundError) as e:
+    except (CdvizError, KeyError, FileNotFoundError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         console.print(f"[red]error:[/red] {msg}")
         raise typer.Exit(2) from None
@@ -199,22 +199,18 @@ def record_cmd(
     from cdviz.models import load_pair
     from cdviz.probes.probeset import load_probeset
     from cdviz.record import RecordOptions, record_run
-    from cdviz.store import StoreError
 
     if device == "auto":
         device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
     with user_errors():
-        try:
-            options = RecordOptions(layers=parse_layers(layers), queries=queries, store_block=store_block,
-                                    shard_size=shard_size, batch_size=batch_size, dtype=dtype)
-            ps = load_probeset(probes, skip_bad=skip_bad)
-            t, s, report = load_pair(teacher, student, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-            for w in report.warnings:
-                console.print(f"[yellow]warning:[/yellow] {w}")
-            with progress_bar(f"record -> {out}", len(ps)) as advance:
-                record_run(t, s, ps, out, options, skip_bad=skip_bad, progress=advance)
-        except (StoreError, ValueError) as e:
-            raise ProbeError(str(e)) from e
+        options = RecordOptions(layers=parse_layers(layers), queries=queries, store_block=store_block,
+                                shard_size=shard_size, batch_size=batch_size, dtype=dtype)
+        ps = load_probeset(probes, skip_bad=skip_bad)
+        t, s, report = load_pair(teacher, student, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        for w in report.warnings:
+            console.print(f"[yellow]warning:[/yellow] {w}")
+        with progress_bar(f"record -> {out}", len(ps)) as advance:
+            record_run(t, s, ps, out, options, skip_bad=skip_bad, progress=advance)
     console.print(f"run store: {out}")
 
 
@@ -248,16 +244,12 @@ def report_cmd(
     """Misalignment report: index.html, report.md, summary.json and tables."""
     from cdviz.report import build_report
     from cdviz.report.build import report_steps
-    from cdviz.store import StoreError
 
     with user_errors():
-        try:
-            total = report_steps(run, attribution_items)
-            with progress_bar(f"report {run}", total) as advance:
-                path = build_report(run, out, advance, n_boot=n_boot, n_perm=n_perm,
-                                    attribution_items=attribution_items, device=device)
-        except StoreError as e:
-            raise ProbeError(str(e)) from e
+        total = report_steps(run, attribution_items)
+        with progress_bar(f"report {run}", total) as advance:
+            path = build_report(run, out, advance, n_boot=n_boot, n_perm=n_perm,
+                                attribution_items=attribution_items, device=device)
     console.print(f"report: {path / 'index.html'}\nsummary: {path / 'summary.json'}")
 
 
@@ -270,14 +262,10 @@ def compare_cmd(
 ) -> None:
     """Per-layer misalignment and per-category accuracy deltas, with intervals."""
     from cdviz.report import compare_runs
-    from cdviz.store import StoreError
 
     with user_errors():
-        try:
-            with progress_bar("compare", None) as advance:
-                path = compare_runs(before, after, out or after / "compare", n_boot=n_boot, progress=advance)
-        except StoreError as e:
-            raise ProbeError(str(e)) from e
+        with progress_bar("compare", None) as advance:
+            path = compare_runs(before, after, out or after / "compare", n_boot=n_boot, progress=advance)
     console.print(f"comparison: {path / 'compare.html'}\nsummary: {path / 'summary.json'}")
 
 
@@ -299,18 +287,15 @@ def finetune_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
 ) -> None:
     """CompoDistill: DPT (TAF) -> DFT (KD + VAT on the flagged layers) -> SFT."""
-    from cdviz.train.config import ConfigError, finetune_cli_args_to_config
+    from cdviz.train.config import finetune_cli_args_to_config
     from cdviz.train.finetune import finetune
 
     with user_errors():
-        try:
-            cfg = finetune_cli_args_to_config(
-                recipe=recipe, teacher=_str(teacher), student=_str(student), data=data, stages=stages,
-                from_report=_str(from_report), out=_str(out), resume=resume, steps=steps, batch_size=batch_size,
-                paper_compat=paper_compat, eval_probes=_str(eval_probes), record_probes=_str(rerecord))
-            final = finetune(cfg)
-        except (ConfigError, ValueError) as e:
-            raise ProbeError(str(e)) from e
+        cfg = finetune_cli_args_to_config(
+            recipe=recipe, teacher=_str(teacher), student=_str(student), data=data, stages=stages,
+            from_report=_str(from_report), out=_str(out), resume=resume, steps=steps, batch_size=batch_size,
+            paper_compat=paper_compat, eval_probes=_str(eval_probes), record_probes=_str(rerecord))
+        final = finetune(cfg)
     console.print(f"model: {final}")
 
 
@@ -357,13 +342,10 @@ def bench_record_cmd(
     from cdviz.bench_record import BenchConfig, run_bench
 
     with user_errors():
-        try:
-            r = run_bench(BenchConfig(device=device, seq_len=seq_len, image_tokens=image_tokens, n_layers=n_layers,
-                                      hidden=hidden, n_heads=heads, n_kv_heads=kv_heads, intermediate=intermediate,
-                                      layers=parse_layers(layers),
-                                      repeats=repeats, dtype=dtype))
-        except ValueError as e:
-            raise ProbeError(str(e)) from e
+        r = run_bench(BenchConfig(device=device, seq_len=seq_len, image_tokens=image_tokens, n_layers=n_layers,
+                                  hidden=hidden, n_heads=heads, n_kv_heads=kv_heads, intermediate=intermediate,
+                                  layers=parse_layers(layers),
+                                  repeats=repeats, dtype=dtype))
     out = Console()
     c = r["config"]
     out.print(f"model: {c['n_layers']} layers, hidden {c['hidden']}, MLP {c['intermediate']}, "

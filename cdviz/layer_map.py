@@ -36,10 +36,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from cdviz.errors import CdvizError
+
 MAX_BAND = 7  # the paper's band width for 24- to 40-layer models
 
 
-class LayerMapError(ValueError):
+class LayerMapError(CdvizError, ValueError):
     """A layer map that cannot be used; the message says what to do."""
 
 

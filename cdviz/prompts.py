@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from cdviz.errors import CdvizError
+
 LETTERS = "ABCDEFGH"
 ANSWER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 
 
-class PromptError(ValueError):
+class PromptError(CdvizError, ValueError):
     """A prompt that cannot be built (too many options)."""
 
 

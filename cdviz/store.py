@@ -28,6 +28,7 @@ import pandas as pd
 from safetensors import safe_open
 
 from cdviz import __version__
+from cdviz.errors import CdvizError
 from cdviz.io import atomic_path, write_parquet_atomic
 
 FORMAT = "cdviz-run"
@@ -36,7 +37,7 @@ MODELS = ("teacher", "student")
 FIELDS = ("t2i", "mass", "entropy", "i2i", "i2i_filt", "i2i_paper", "i2i_block")
 
 
-class StoreError(ValueError):
+class StoreError(CdvizError, ValueError):
     """A run directory that cannot be read; the message says why and what to do."""
 
 

@@ -17,12 +17,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from cdviz.errors import CdvizError
+
 SKILLS = ("recognition", "perception")
 KINDS = ("choice", "match2x2")
 DEFAULT_QUESTION = "Which caption best describes the image?"
 
 
-class ProbeError(ValueError):
+class ProbeError(CdvizError, ValueError):
     """A probe item or file that cannot be used; the message names the item and the fix."""
 
 

@@ -16,10 +16,11 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
+from cdviz.errors import CdvizError
 from cdviz.prompts import ANSWER_INSTRUCTION, LETTERS, format_choice_prompt  # noqa: F401 (re-exported)
 
 
-class AdapterError(ValueError):
+class AdapterError(CdvizError, ValueError):
     """A model or input an adapter cannot use; the message says what to change."""
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from cdviz.errors import OptionError
 from cdviz.probes.probeset import ProbeSet, save_probeset
 from cdviz.probes.shapes_scene import (
     ATTRIBUTES,
@@ -260,7 +261,7 @@ def _check_categories(categories: Sequence[str] | None) -> list[str]:
         return list(CATEGORIES)
     unknown = [c for c in categories if c not in CATEGORIES]
     if unknown or not categories:
-        raise ValueError(f"unknown or no categories {unknown}; choose from {', '.join(CATEGORIES)}")
+        raise OptionError(f"unknown or no categories {unknown}; choose from {', '.join(CATEGORIES)}")
     return list(dict.fromkeys(categories))
 
 
@@ -367,11 +368,11 @@ def make_shapes(
     """
     cats = _check_categories(categories)
     if n < 1:
-        raise ValueError(f"n={n}: ask for at least one item")
+        raise OptionError(f"n={n}: ask for at least one item")
     unknown = set(splits) - set(SPLITS)
     weight = sum(f for name, f in zip(SPLITS, fractions) if name in splits)
     if unknown or weight <= 0:
-        raise ValueError(
+        raise OptionError(
             f"splits {tuple(splits)} with fractions {tuple(fractions)} select no scene; use some of {SPLITS}"
         )
     quota = {c: n // len(cats) + (k < n % len(cats)) for k, c in enumerate(cats)}

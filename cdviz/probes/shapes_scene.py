@@ -23,6 +23,7 @@ from typing import Any, Iterator, Sequence
 
 from PIL import Image, ImageDraw
 
+from cdviz.errors import OptionError
 from cdviz.prompts import ANSWER_INSTRUCTION, format_choice_prompt
 from cdviz.prompts import LETTERS as PROMPT_LETTERS
 from cdviz.types import DEFAULT_QUESTION
@@ -133,7 +134,7 @@ class Scene:
 def scene_split(seed: int, index: int, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> str:
     """The split of scene ``index``: a hash of (seed, index), so it never depends on what else is made."""
     if len(fractions) != len(SPLITS) or any(f < 0 for f in fractions) or sum(fractions) <= 0:
-        raise ValueError(f"fractions {tuple(fractions)}: give {len(SPLITS)} non-negative numbers for {SPLITS}")
+        raise OptionError(f"fractions {tuple(fractions)}: give {len(SPLITS)} non-negative numbers for {SPLITS}")
     digest = hashlib.sha256(f"shapes-split:{seed}:{index}".encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2**64 * sum(fractions)
     for name, cumulative in zip(SPLITS, itertools.accumulate(fractions)):
@@ -145,7 +146,7 @@ def scene_split(seed: int, index: int, fractions: Sequence[float] = DEFAULT_FRAC
 def make_scene(seed: int, index: int, image_size: int = 64, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> Scene:
     """Scene ``index`` of ``seed``; the layout is drawn in cell units, so it is the same at every size."""
     if image_size < 32:
-        raise ValueError(f"image_size {image_size}: use at least 32 px so that small shapes stay drawable")
+        raise OptionError(f"image_size {image_size}: use at least 32 px so that small shapes stay drawable")
     rng = random.Random(f"shapes-scene:{seed}:{index}")  # a str seed is hashed with sha512: stable everywhere
     n = rng.choices(range(1, len(N_OBJECTS_WEIGHTS) + 1), weights=N_OBJECTS_WEIGHTS)[0]
     cells = rng.sample(range(GRID * GRID), n)
@@ -176,7 +177,7 @@ def generate_scenes(
     """Scenes ``start, start+1, ...`` of ``seed`` that fall in ``splits`` (endless when ``n`` is None)."""
     unknown = set(splits) - set(SPLITS)
     if unknown:
-        raise ValueError(f"unknown split(s) {sorted(unknown)}; use some of {SPLITS}")
+        raise OptionError(f"unknown split(s) {sorted(unknown)}; use some of {SPLITS}")
     produced = 0
     for index in itertools.count(start):
         if n is not None and produced >= n:

@@ -33,6 +33,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
+from cdviz.errors import CdvizError
+
 
 IMPLEMENTATION = "cdviz"
 _ACTIVE: ContextVar["Capture | None"] = ContextVar("cdviz_capture", default=None)
@@ -65,7 +67,7 @@ class LayerCapture:
     i2i_block: list[torch.Tensor] = field(default_factory=list)
 
 
-class CaptureError(RuntimeError):
+class CaptureError(CdvizError, RuntimeError):
     """Attention that cannot be recorded (NaN / inf, an image span outside the sequence)."""
 
 

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from cdviz import __version__
+from cdviz.errors import OptionError
 from cdviz.evaluate import Query, item_outcomes, load_image, plan_queries, score_queries
 from cdviz.io import write_json_atomic
 from cdviz.models.base import Adapter, AdapterError
@@ -61,7 +62,7 @@ def record_run(
 ) -> Path:
     """Record ``probes`` for both models into the store at ``out`` (resuming if it exists)."""
     if options.queries not in QUERY_MODES:
-        raise ValueError(f"unknown query mode {options.queries!r}; use one of {QUERY_MODES}")
+        raise OptionError(f"unknown query mode {options.queries!r}; use one of {QUERY_MODES}")
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
     out = Path(out)

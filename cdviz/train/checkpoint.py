@@ -28,12 +28,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from cdviz.errors import CdvizError
 from cdviz.io import write_text_atomic
 
 LATEST = "latest"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(CdvizError, RuntimeError):
     """A checkpoint that cannot be resumed from; the message says why and what to do."""
 
 

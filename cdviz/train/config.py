@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cdviz.errors import CdvizError
+
 STAGES = ("dpt", "dft", "sft", "ce")
 TRAINABLE_PARTS = ("all", "llm", "connector", "vision", "lora", "taf")
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -44,7 +46,7 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(CdvizError, ValueError):
     """A configuration or recipe that cannot run; the message says which field to fix."""
 
 

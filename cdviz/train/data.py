@@ -28,12 +28,13 @@ from typing import Any, Protocol, Sequence
 import torch
 from PIL import Image
 
+from cdviz.errors import CdvizError
 from cdviz.metrics import Grid
 from cdviz.models.base import find_runs
 from cdviz.train.losses import IGNORE
 
 
-class DataError(ValueError):
+class DataError(CdvizError, ValueError):
     """Training data that cannot be used; the message names the record and the fix."""
 
 

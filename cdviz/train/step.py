@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from cdviz.train.data import Encoded
+from cdviz.train.data import DataError, Encoded
 from cdviz.layer_map import LayerMap
 from cdviz.train.losses import TrainCapture, head_losses, score_mask, shifted_targets, t2i_from_rows, vat_from_blocks
 
@@ -110,7 +110,7 @@ class DistillForward(nn.Module):
         kd_on = st.on("kd") and teacher is not None and teacher.hidden is not None
         kd_rows = flat_rows(score_mask(enc.labels, st.paper_compat)) if kd_on else None
         if kd_on and kd_rows.shape[0] != teacher.hidden.shape[0]:
-            raise ValueError(f"{kd_rows.shape[0]} student answer rows but {teacher.hidden.shape[0]} teacher rows; "
+            raise DataError(f"{kd_rows.shape[0]} student answer rows but {teacher.hidden.shape[0]} teacher rows; "
                              "teacher and student must tokenise the answers identically")
         if kd_on and not st.paper_compat:  # same rows: one pass over the LM head for both losses
             sums = head_losses(hidden[ce_rows], head, targets, teacher.hidden, teacher_head,

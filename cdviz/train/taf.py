@@ -31,11 +31,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from cdviz.errors import CdvizError
+
 TAF_FILE = "taf.safetensors"
 CONFIG_KEY = "cdviz_taf"
 
 
-class TAFError(ValueError):
+class TAFError(CdvizError, ValueError):
     """A teacher / student pair TAF cannot join; the message says what to change."""
 
 
