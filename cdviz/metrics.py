@@ -125,9 +125,11 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor, base: float = math.e, eps: f
     """
     _check_pair(p, q)
     p, q = _normalise(p, eps), _normalise(q, eps)
-    m = (p + q) / 2
-    kl_pm = (torch.xlogy(p, p) - torch.xlogy(p, m)).sum(-1)
-    kl_qm = (torch.xlogy(q, q) - torch.xlogy(q, m)).sum(-1)
+    # KL(p || m) = sum p log(2p / (p + q)). The ratio form stays finite for denormal entries, where
+    # m = (p + q) / 2 underflows to 0 while p does not (found by the hypothesis tests).
+    s = p + q
+    kl_pm = torch.xlogy(p, torch.where(p > 0, 2 * p / s, 1.0)).sum(-1)
+    kl_qm = torch.xlogy(q, torch.where(q > 0, 2 * q / s, 1.0)).sum(-1)
     # Rounding can leave -1e-17 for identical maps; the divergence is never negative.
     return ((kl_pm + kl_qm) / 2).clamp_min(0) / math.log(base)
 
