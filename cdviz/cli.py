@@ -365,6 +365,55 @@ def bench_record_cmd(
     out.print(t7)
 
 
+@bench_app.command("train")
+def bench_train_cmd(
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    seq_len: int = typer.Option(1024, "--seq-len", help="Tokens per sample."),
+    image_tokens: int = typer.Option(576, "--image-tokens", help="Image tokens (a square number)."),
+    answer_tokens: int = typer.Option(64, "--answer-tokens", help="Labelled answer tokens at the end (CE / KD rows)."),
+    layers: int = typer.Option(8, "--layers", help="Student decoder layers."),
+    hidden: int = typer.Option(512, "--hidden", help="Student hidden size."),
+    heads: int = typer.Option(8, "--heads", help="Student attention heads."),
+    teacher_layers: int = typer.Option(12, "--teacher-layers"),
+    teacher_hidden: int = typer.Option(768, "--teacher-hidden"),
+    teacher_heads: int = typer.Option(12, "--teacher-heads"),
+    repeats: int = typer.Option(3, help="Interleaved timing rounds (median reported)."),
+    dtype: str = typer.Option("float32", help="float32 or bfloat16 (CUDA)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (default: torch's)."),
+) -> None:
+    """Training step time and peak memory: CE+KD vs + VAT (cdviz capture) vs + VAT (eager output_attentions)."""
+    from cdviz.bench_train import VARIANTS, TrainBenchConfig, run_bench
+
+    with user_errors():
+        r = run_bench(TrainBenchConfig(device=device, seq_len=seq_len, image_tokens=image_tokens,
+                                       answer_tokens=answer_tokens, layers=layers, hidden=hidden, heads=heads,
+                                       teacher_layers=teacher_layers, teacher_hidden=teacher_hidden,
+                                       teacher_heads=teacher_heads, repeats=repeats, dtype=dtype,
+                                       threads=threads))
+    out = Console()
+    c, lm = r["config"], r["layer_map"]
+    mlp = r["mlp"]
+    out.print(f"student: {c['layers']} layers, hidden {c['hidden']}, MLP {mlp['student']}, {c['heads']} heads; "
+              f"teacher: {c['teacher_layers']} layers, hidden {c['teacher_hidden']}, MLP {mlp['teacher']}, "
+              f"{c['teacher_heads']} heads; T={c['seq_len']} with {c['image_tokens']} image tokens and "
+              f"{c['answer_tokens']} answer tokens, batch 1, {c['device']} {c['dtype']}"
+              + (f", {c['threads']} CPU threads" if c["device"] == "cpu" else ""))
+    out.print(f"VAT layers: student {lm['student_layers']} <- teacher groups {lm['teacher_groups']}; step = forward + "
+              f"backward + AdamW on the student's language model and connector; median of {c['repeats']} rounds")
+    table = Table("step", "median s", "peak MiB above resident")
+    labels = {"ce+kd": "(a) CE+KD, SDPA", "ce+kd+vat": "(b) CE+KD+VAT, cdviz capture",
+              "eager ref.": "(c) CE+KD+VAT, eager output_attentions"}
+    for v in VARIANTS:
+        table.add_row(labels[v], f"{r['median_s'][v]:.3f}", f"{r['peak_bytes'][v] / 2**20:,.1f}")
+    out.print(table)
+    out.print(f"peak memory: {r['peak_method']}")
+    for text, key, goal, ok in (
+            ("ratio (b)/(a) step time  ", "ratio_b_over_a_time", "target <= 1.3", lambda x: x <= 1.3),
+            ("ratio (c)/(b) step time  ", "ratio_c_over_b_time", "target >= 2", lambda x: x >= 2),
+            ("ratio (c)/(b) peak memory", "ratio_c_over_b_peak", "target >= 4", lambda x: x >= 4)):
+        out.print(f"{text}: {r[key]:.2f}  ({goal}: {'met' if ok(r[key]) else 'MISSED'})")
+
+
 @bench_app.command("report")
 def bench_report_cmd(n_items: int = typer.Option(1000, "--n-items", help="Items in the synthetic store.")) -> None:
     """Time each phase of `cdviz report` on a synthetic store shaped like the demo pair."""

@@ -116,3 +116,16 @@ def test_bench_record_prints_ratios_and_memory():
         assert line in result.output
     bad = invoke("bench", "record", "--image-tokens", 15)
     assert bad.exit_code == 2 and "must be a square" in bad.output
+
+
+def test_bench_train_prints_three_steps_and_ratios():
+    result = invoke("bench", "train", "--seq-len", 64, "--image-tokens", 16, "--answer-tokens", 8, "--layers", 3,
+                    "--hidden", 64, "--heads", 4, "--teacher-layers", 5, "--teacher-hidden", 96, "--teacher-heads", 4,
+                    "--repeats", 1, "--threads", 1)
+    assert result.exit_code == 0, result.output
+    for row in ("(a) CE+KD, SDPA", "(b) CE+KD+VAT, cdviz capture", "(c) CE+KD+VAT, eager output_attentions"):
+        assert row in result.output
+    for line in ("ratio (b)/(a) step time", "ratio (c)/(b) step time", "ratio (c)/(b) peak memory", "peak memory: CPU"):
+        assert line in result.output
+    bad = invoke("bench", "train", "--seq-len", 100, "--image-tokens", 64, "--answer-tokens", 64)
+    assert bad.exit_code == 2 and "--seq-len 100 must exceed" in bad.output

@@ -44,8 +44,7 @@ from cdviz.train.config import ConfigError, StageConfig, TrainConfig
 from cdviz.train.data import Collator, MicroBatches, Stream, identity, make_source
 from cdviz.layer_map import resolve_layer_map
 from cdviz.train.tracking import MetricsLog, progress_bar
-from cdviz.train.losses import TrainCapture
-from cdviz.train.step import DistillForward, LossSettings, answer_query_rows, teacher_targets
+from cdviz.train.step import DistillForward, LossSettings, distill_forward
 from cdviz.train.taf import (
     TAFConnector, TAFError, check_taf_pair, connector, install_saved_taf, install_taf, load_taf_file, mark_unmerged,
     projector_keys, save_taf,
@@ -295,21 +294,11 @@ class Recipe:
         return self.save_model()
 
     def _micro_step(self, batch, sync: bool) -> dict[str, torch.Tensor]:
-        acc, dtype = self.accelerator, self.student.model.dtype
-        enc = batch.student.to(acc.device, dtype)
-        targets, head = None, None
-        if self.teacher is not None:
-            with acc.autocast():
-                targets = teacher_targets(self.teacher, batch.teacher.to(acc.device, self.teacher.model.dtype),
-                                          self.settings)
-            head = self.teacher.model.get_output_embeddings()
-        layers, _ = self.settings.capture_layers
-        rows = answer_query_rows(enc) if self.settings.on("t2i") else None
-        cap = TrainCapture(self.student, layers, enc.spans, rows) if layers else None
+        acc = self.accelerator
+        enc = batch.student.to(acc.device, self.student.model.dtype)
+        t_enc = batch.teacher.to(acc.device, self.teacher.model.dtype) if self.teacher is not None else None
         with (acc.no_sync(self.model) if not sync else nullcontext()):
-            with cap if cap is not None else nullcontext():
-                with acc.autocast():
-                    parts = self.model(enc, targets, head, cap)
+            parts = distill_forward(self.model, self.settings, self.student, self.teacher, enc, t_enc, acc.autocast)
             acc.backward(parts["loss"] / self.accum)
         return parts
 

@@ -6,6 +6,9 @@
         parts = DistillForward(student.model)(batch.student, targets, teacher_head, capture)
     parts = {"loss": weighted sum, "ce": ..., "kd": ..., "vat": ..., "t2i": ...}
 
+``distill_forward`` is those lines as one function: the Recipe's micro-step and
+``cdviz bench train`` both call it, so the benchmark times the trainer's own path.
+
 DistillForward is the module the Accelerator wraps (DDP / FSDP / DeepSpeed): everything that
 touches student weights, the LM head included, runs inside its forward. It runs the model's
 backbone (``model.model``) and applies the LM head only to answer rows, chunk by chunk
@@ -14,7 +17,9 @@ backbone (``model.model``) and applies the LM head only to answer rows, chunk by
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Callable, ContextManager
 
 import torch
 from torch import nn
@@ -139,3 +144,31 @@ class DistillForward(nn.Module):
                     teacher.grids, st.t2i_metric)
         total = sum(st.weights.get(k, 0.0) * v for k, v in parts.items())
         return {"loss": total, **parts}
+
+
+def distill_forward(module: nn.Module, settings: LossSettings, student, teacher, enc: Encoded,
+                    teacher_enc: Encoded | None, autocast: Callable[[], ContextManager] = nullcontext
+                    ) -> dict[str, torch.Tensor]:
+    """One micro-batch's forward as the trainer runs it: the teacher's targets without gradients,
+    then the student (``module``: a DistillForward, possibly wrapped by accelerate) with its
+    attention captured in the target layers only.
+
+    Args:
+        student, teacher: adapters (cdviz.models); ``teacher`` None for stages without one.
+        enc, teacher_enc: the batch encoded for each model (on the models' device).
+        autocast: context factory for mixed precision (``accelerator.autocast``).
+
+    Returns:
+        DistillForward's parts: {"loss": weighted sum, "ce", "kd", "vat", "t2i" as enabled}.
+    """
+    targets, head = None, None
+    if teacher is not None:
+        with autocast():
+            targets = teacher_targets(teacher, teacher_enc, settings)
+        head = teacher.model.get_output_embeddings()
+    layers, _ = settings.capture_layers
+    rows = answer_query_rows(enc) if settings.on("t2i") else None
+    cap = TrainCapture(student, layers, enc.spans, rows) if layers else None
+    with cap if cap is not None else nullcontext():
+        with autocast():
+            return module(enc, targets, head, cap)
