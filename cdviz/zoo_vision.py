@@ -7,7 +7,8 @@ is first trained on its own to name what each patch shows: for every patch of a 
 image, the colour, shape and size of the object under the patch centre (or "background"), with
 one linear head per attribute on top of the tower's last hidden state.
 
-    pretrain_vision_tower(vision_model, image_size=48, patch_size=8, steps=300) -> per-attribute accuracy
+    pretrain_vision_tower(vision_model, image_size=48, patch_size=8, steps=300) -> held-out patch accuracy per attribute
+                                                                    (all patches, and object patches only)
 """
 
 from __future__ import annotations
@@ -23,25 +24,39 @@ from cdviz.probes.shapes_scene import COLOURS, SHAPES, SIZES, generate_scenes, r
 ATTRIBUTE_CLASSES = {"colour": tuple(COLOURS), "shape": SHAPES, "size": SIZES}
 
 
+MIN_PIXELS = 3  # fewer object pixels than this in a patch count as background
+
+
+def object_map(scene, image: np.ndarray) -> np.ndarray:
+    """Per pixel: 0 for background, k + 1 where object k is drawn (objects never overlap)."""
+    ids = np.zeros(image.shape[:2], dtype=np.int64)
+    foreground = (image != np.asarray(scene.background)).any(-1)
+    for k, obj in enumerate(scene.objects):
+        bx, by, bw, bh = obj.box
+        ids[by:by + bh, bx:bx + bw][foreground[by:by + bh, bx:bx + bw]] = k + 1
+    return ids
+
+
 def patch_labels(scene, image: np.ndarray, patch_size: int) -> dict[str, np.ndarray]:
     """Per-patch class ids [rows * cols] per attribute; 0 = background, k + 1 = class k.
 
-    A patch is labelled with the object whose box contains the patch centre and whose pixel
-    there differs from the background (triangles and crosses do not fill their boxes).
+    A patch is labelled with the object that covers most of its pixels, if that is at least
+    MIN_PIXELS. Labelling by the patch centre instead left 98% of the small objects and a quarter
+    of the large ones without any labelled patch at 48 px: the tower never learned to show them,
+    and the LLM on top could not bind what it could not see.
     """
     rows = cols = scene.image_size // patch_size
+    ids = object_map(scene, image)[:rows * patch_size, :cols * patch_size]
+    per_patch = ids.reshape(rows, patch_size, cols, patch_size).transpose(0, 2, 1, 3).reshape(rows * cols, -1)
+    counts = np.stack([(per_patch == k + 1).sum(1) for k in range(len(scene.objects))], 1) \
+        if scene.objects else np.zeros((rows * cols, 0), dtype=np.int64)
     out = {name: np.zeros(rows * cols, dtype=np.int64) for name in ATTRIBUTE_CLASSES}
-    for r in range(rows):
-        for c in range(cols):
-            y, x = r * patch_size + patch_size // 2, c * patch_size + patch_size // 2
-            if (image[y, x] == scene.background).all():
-                continue
-            for obj in scene.objects:
-                bx, by, bw, bh = obj.box
-                if bx <= x < bx + bw and by <= y < by + bh:
-                    for name, classes in ATTRIBUTE_CLASSES.items():
-                        out[name][r * cols + c] = classes.index(getattr(obj, name)) + 1
-                    break
+    for patch in range(rows * cols):
+        if counts.shape[1] == 0 or counts[patch].max() < MIN_PIXELS:
+            continue
+        obj = scene.objects[int(counts[patch].argmax())]
+        for name, classes in ATTRIBUTE_CLASSES.items():
+            out[name][patch] = classes.index(getattr(obj, name)) + 1
     return out
 
 
@@ -88,4 +103,11 @@ def pretrain_vision_tower(vision_model: nn.Module, image_processor, *, image_siz
     pixels, labels = next(_batches(image_processor, seed + 1000, image_size, patch_size, 256))
     with torch.no_grad():
         feats = vision_model(pixel_values=pixels, output_hidden_states=True).hidden_states[-1]
-    return {k: float((heads[k](feats).argmax(-1) == labels[k]).float().mean()) for k in ATTRIBUTE_CLASSES}
+    # Most patches are background, so accuracy on object patches alone is the figure that matters.
+    objects = labels["colour"] > 0
+    acc = {}
+    for k in ATTRIBUTE_CLASSES:
+        right = heads[k](feats).argmax(-1) == labels[k]
+        acc[k] = float(right.float().mean())
+        acc[f"{k}_on_objects"] = float(right[objects].float().mean())
+    return acc
