@@ -129,3 +129,17 @@ def test_bench_train_prints_three_steps_and_ratios():
         assert line in result.output
     bad = invoke("bench", "train", "--seq-len", 100, "--image-tokens", 64, "--answer-tokens", 64)
     assert bad.exit_code == 2 and "--seq-len 100 must exceed" in bad.output
+
+
+def test_finetune_help_documents_the_stages_and_options():
+    result = invoke("finetune", "--help")
+    assert result.exit_code == 0, result.output
+    stage_lines = {line.split()[0]: line for line in result.output.splitlines()
+                   if line.split() and line.split()[0] in ("dpt", "dft", "sft", "ce")}
+    assert "TAF linear only" in stage_lines["dpt"] and "CE + KD" in stage_lines["dpt"]
+    assert "LoRA + TAF" in stage_lines["dft"] and "CE + KD + VAT" in stage_lines["dft"]
+    assert "fresh LoRA on the merged model" in stage_lines["sft"] and "CE only" in stage_lines["sft"]
+    assert "every weight" in stage_lines["ce"] and "CE only" in stage_lines["ce"]
+    for option in ("--teacher", "--student", "--out", "--recipe", "--data", "--stages", "--from-report", "--steps",
+                   "--batch-size", "--resume", "accelerate launch"):
+        assert option in result.output

@@ -91,6 +91,24 @@ def save_processor(processor, out: Path) -> None:
         (out / "chat_template.jinja").write_text(processor.chat_template)
 
 
+def check_engine(distributed_type: DistributedType, zero_stage: int | None, grad_accum: int, stage: str) -> None:
+    """Refuse engines the trainer cannot drive correctly, before any training time is spent.
+
+    - FSDP / DeepSpeed ZeRO-3 shard parameters; the LoRA / TAF merge at the end of each stage needs
+      them whole, and gathering them is not implemented (accelerate runs FSDP on GPUs only, so it
+      cannot be tested on CPU processes).
+    - DeepSpeed with grad_accum > 1: the trainer accumulates micro-batches itself (no_sync between
+      them, one backward each). Through accelerate, DeepSpeed's engine steps the optimizer after
+      every backward, and ZeRO-2's no_sync raises; grad_accum = 1 is the supported setting.
+    """
+    if distributed_type == DistributedType.FSDP or zero_stage == 3:
+        raise ConfigError("cdviz finetune merges LoRA and TAF into full weights at the end of each stage and does "
+                          "not gather sharded parameters: use DDP or DeepSpeed ZeRO-1/2 in the accelerate config")
+    if distributed_type == DistributedType.DEEPSPEED and grad_accum > 1:
+        raise ConfigError(f"stage {stage}: grad_accum = {grad_accum} under DeepSpeed, whose engine steps after every "
+                          "backward; set grad_accum = 1 and raise batch_size or the number of processes instead")
+
+
 class Recipe:
     """One stage of fine-tuning."""
 
@@ -176,14 +194,9 @@ class Recipe:
             ckpt.set_rng_state(*rng)  # last: nothing after this may draw from the generators
 
     def _check_engine(self) -> None:
-        """Sharded parameters (FSDP, DeepSpeed ZeRO-3) would need gathering before the LoRA / TAF
-        merge at save time, which is not implemented: say so before any training time is spent."""
         acc = self.accelerator
-        zero3 = acc.distributed_type == DistributedType.DEEPSPEED and \
-            acc.state.deepspeed_plugin.zero_stage == 3
-        if acc.distributed_type == DistributedType.FSDP or zero3:
-            raise ConfigError("cdviz finetune merges LoRA and TAF into full weights at the end of each stage and does "
-                              "not gather sharded parameters: use DDP or DeepSpeed ZeRO-1/2 in the accelerate config")
+        zero = acc.state.deepspeed_plugin.zero_stage if acc.distributed_type == DistributedType.DEEPSPEED else None
+        check_engine(acc.distributed_type, zero, self.stage.grad_accum or self.config.grad_accum, self.stage.name)
 
     def _setup_taf(self) -> TAFConnector | None:
         """The TAF connector for distillation stages: from the source's taf.safetensors or the teacher."""

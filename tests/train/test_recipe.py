@@ -12,7 +12,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 from cdviz.models.tiny import build_tiny
 from cdviz.probes.shapes import make_shapes
 from cdviz.train import ConfigError, StageConfig, TrainConfig, finetune, train_model
-from cdviz.train.recipe import Recipe
+from cdviz.train.recipe import Recipe, check_engine
 from cdviz.train.tracking import read_metrics
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # peft calls a deprecated transformers alias
@@ -145,3 +145,16 @@ def test_train_model_from_random_init_trains_everything(tmp_path):
     assert any("vision_tower" in k for k in changed) and any("language_model" in k for k in changed)
     LlavaForConditionalGeneration.from_pretrained(final)
     AutoProcessor.from_pretrained(final)
+
+
+def test_check_engine_refuses_what_the_trainer_cannot_drive():
+    from accelerate.utils import DistributedType
+
+    check_engine(DistributedType.MULTI_GPU, None, 8, "dpt")  # DDP: the trainer's own accumulation works
+    check_engine(DistributedType.MULTI_CPU, None, 2, "dft")
+    check_engine(DistributedType.DEEPSPEED, 2, 1, "dft")
+    for engine, zero in ((DistributedType.FSDP, None), (DistributedType.DEEPSPEED, 3)):
+        with pytest.raises(ConfigError, match="does not gather sharded parameters"):
+            check_engine(engine, zero, 1, "dft")
+    with pytest.raises(ConfigError, match="stage dpt: grad_accum = 8 under DeepSpeed"):
+        check_engine(DistributedType.DEEPSPEED, 2, 8, "dpt")
