@@ -341,6 +341,23 @@ def zoo_build_cmd(
     console.print(f"models and manifest in {out}")
 
 
+@zoo_app.command("variations")
+def zoo_variations_cmd(
+    out: Path = typer.Option(Path("checkpoints"), help="A folder `cdviz zoo build` has filled."),
+    seed: int = typer.Option(0, help="The seed the zoo was built with."),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="Run just these variations (repeatable)."),
+) -> None:
+    """Retrain student-compodistill with one change each (VAT on all layers, VAT weight 4, plus text-to-image
+    alignment), evaluate and record each; writes OUT/variations.json and the table in OUT/README.md."""
+    from cdviz.zoo import ZooSpec, build_variations
+
+    with user_errors():
+        results = build_variations(out, ZooSpec(seed=seed), names=tuple(only) if only else None,
+                                   log=lambda m: console.print(f"[bold]{m}[/bold]"))
+    for name, r in results.items():
+        console.print(f"{name}: CR mean {r['metrics'].get('consistent_mean_over_categories', float('nan')):.1f}")
+
+
 bench_app = typer.Typer(help="Benchmarks that print ratios measured side by side in one run.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 

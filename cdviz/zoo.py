@@ -45,14 +45,14 @@ class ZooSpec:
     hidden: int = 96              # equal widths let TAF fold into a standard LLaVA projector
     teacher_mlp: int = 384
     student_mlp: int = 192
-    vision_steps: int = 300        # patch-attribute pretraining of the shared vision tower
-    teacher_steps: int = 2400
-    student_steps: int = 1200
+    vision_steps: int = 800        # patch-attribute pretraining of the shared vision tower
+    teacher_steps: int = 6000
+    student_steps: int = 2000
     dpt_steps: int = 100
     sft_steps: int = 100
     batch_size: int = 32
     lr: float = 1e-3
-    shapes_scenes: int = 3000
+    shapes_scenes: int = 6000
     heldout_items: int = 600       # held-out probe set (test-split scenes, never trained on)
     record_items: int = 300        # items recorded for the misalignment report
     check_items: int = 120         # the first items of the held-out set, re-evaluated by the tests
@@ -125,8 +125,7 @@ def build_zoo(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), log: C
     out = Path(out)
     work = out / ".build"
     work.mkdir(parents=True, exist_ok=True)
-    common = dict(batch_size=spec.batch_size, shapes_scenes=spec.shapes_scenes, shapes_seed=spec.seed,
-                  shapes_image_size=spec.image_size, seed=spec.seed, checkpoint_every=50, resume=True, progress=True)
+    common = _common(spec)
     init_teacher, init_student = _init_models(work, spec)
 
     log("1/6 teacher: CE on shapes-world instructions (vision tower pretrained and frozen)")
@@ -148,14 +147,7 @@ def build_zoo(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), log: C
     run_kd = _record_and_report(teacher, kd, heldout, work / "run-kd", spec)
 
     log("5/6 student-compodistill: DPT (TAF) -> DFT (KD + VAT on the report's layers) -> SFT")
-    dft_steps = spec.student_steps - spec.dpt_steps - spec.sft_steps
-    cd = finetune(TrainConfig(
-        student=str(student_init), teacher=str(teacher), out=str(work / "student-compodistill"), taf=True,
-        from_report=str(run_kd),
-        stages=[StageConfig("dpt", steps=spec.dpt_steps, lr=spec.lr),
-                StageConfig("dft", steps=dft_steps, lr=spec.lr, trainable="llm+taf"),
-                StageConfig("sft", steps=spec.sft_steps, lr=spec.lr)],
-        **common))
+    cd = finetune(compodistill_config(spec, work, "student-compodistill", student_init, teacher, run_kd))
     run_cd = _record_and_report(teacher, cd, heldout, work / "run-compodistill", spec)
 
     log("6/6 evaluate on the held-out set and write the manifest")
@@ -168,6 +160,81 @@ def build_zoo(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), log: C
     write_json_atomic(out / "manifest.json", manifest)
     write_text_atomic(out / "README.md", render_readme(manifest))
     return manifest
+
+
+def _common(spec: ZooSpec) -> dict:
+    return dict(batch_size=spec.batch_size, shapes_scenes=spec.shapes_scenes, shapes_seed=spec.seed,
+                shapes_image_size=spec.image_size, seed=spec.seed, checkpoint_every=50, resume=True, progress=True)
+
+
+def compodistill_config(spec: ZooSpec, work: Path, name: str, student_init: Path, teacher: Path, run_kd: Path, *,
+                        vat: float = 1.0, t2i: float = 0.0, all_layers: bool = False):
+    """DPT -> DFT -> SFT with the student-kd report's layers; the shipped model and its variations.
+
+    The three stages together take ``spec.student_steps`` optimizer steps, as student-kd does.
+    ``all_layers`` aligns every student layer (teacher groups at proportional depth) instead.
+    """
+    from cdviz.layer_map import proportional_groups
+    from cdviz.train.config import StageConfig, TrainConfig
+
+    layers = {}
+    if all_layers:
+        student_layers = list(range(spec.student_layers))
+        groups = proportional_groups(student_layers, spec.student_layers, spec.teacher_layers)
+        layers = dict(student_layers=student_layers, teacher_groups=[list(g) for g in groups])
+    dft_steps = spec.student_steps - spec.dpt_steps - spec.sft_steps
+    return TrainConfig(
+        student=str(student_init), teacher=str(teacher), out=str(work / name), taf=True,
+        from_report=None if all_layers else str(run_kd), **layers,
+        stages=[StageConfig("dpt", steps=spec.dpt_steps, lr=spec.lr),
+                StageConfig("dft", steps=dft_steps, lr=spec.lr, trainable="llm+taf", vat=vat, t2i=t2i),
+                StageConfig("sft", steps=spec.sft_steps, lr=spec.lr)],
+        **_common(spec))
+
+
+# Principled variations of the fix, each changing one thing against the shipped student-compodistill.
+VARIATIONS: dict[str, tuple[str, dict]] = {
+    "vat-all-layers": ("VAT on every student layer, teacher groups at proportional depth", {"all_layers": True}),
+    "vat-weight-4": ("VAT loss weight 4 instead of 1 (report's layers)", {"vat": 4.0}),
+    "vat+t2i": ("plus text-to-image alignment at the answer row, weight 1 (report's layers)", {"t2i": 1.0}),
+}
+
+
+def build_variations(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), names: tuple[str, ...] | None = None,
+                     log: Callable[[str], None] = print) -> dict:
+    """Train each variation of the CompoDistill recipe on the built zoo, evaluate and record it.
+
+    Needs ``build_zoo`` first (it reuses its teacher, student initialisation and student-kd
+    report). Writes OUT/variations.json and re-renders OUT/README.md with the comparison. The
+    variants are not shipped: their weights stay in OUT/.build/variants.
+    """
+    from cdviz.train.finetune import finetune
+
+    out = Path(out)
+    work = out / ".build"
+    manifest_path = out / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{manifest_path}: build the zoo first (cdviz zoo build --out {out})")
+    manifest = json.loads(manifest_path.read_text())
+    teacher = work / "teacher" / "model"
+    student_init, run_kd, heldout = work / "init-student-shared", work / "run-kd", work / "heldout"
+    for needed in (teacher, student_init, run_kd / "report" / "summary.json", heldout):
+        if not needed.exists():
+            raise FileNotFoundError(f"{needed}: missing from the zoo's build folder; rerun cdviz zoo build --out {out}")
+    results = json.loads((out / "variations.json").read_text()) if (out / "variations.json").is_file() else {}
+    for name in names or tuple(VARIATIONS):
+        if name not in VARIATIONS:
+            raise KeyError(f"unknown variation {name!r}; choose from {', '.join(VARIATIONS)}")
+        description, changes = VARIATIONS[name]
+        log(f"variation {name}: {description}")
+        model = finetune(compodistill_config(spec, work / "variants", name, student_init, teacher, run_kd, **changes))
+        run = _record_and_report(teacher, model, heldout, work / "variants" / f"run-{name}", spec)
+        results[name] = {"description": description, "changes": changes,
+                         "metrics": _evaluate(model, heldout, spec.check_items),
+                         "misalignment_by_layer": _layer_misalignment(run)}
+        write_json_atomic(out / "variations.json", results)
+    write_text_atomic(out / "README.md", render_readme(manifest, results))
+    return results
 
 
 def _record_and_report(teacher: Path, student: Path, probes: Path, run: Path, spec: ZooSpec) -> Path:
@@ -249,8 +316,8 @@ def _manifest(out: Path, spec: ZooSpec, metrics: dict, misalignment: dict, run_k
     }
 
 
-def render_readme(manifest: dict) -> str:
-    """checkpoints/README.md: what the models are and the measured table."""
+def render_readme(manifest: dict, variations: dict | None = None) -> str:
+    """checkpoints/README.md: what the models are, the measured table and (if run) the variations."""
     cats = ["replace_att", "swap_att", "replace_obj", "swap_obj", "replace_rel", "add_obj", "add_att", "counting"]
     lines = ["# Bundled demo models", "",
              "Four LLaVA-architecture models trained by `cdviz zoo build` on the synthetic shapes world "
@@ -279,7 +346,38 @@ def render_readme(manifest: dict) -> str:
     lines += ["", f"CompoDistill VAT targets (from the student-kd report, source `{t.get('source')}`): student layers "
               f"{t.get('student_layers')} aligned to teacher groups {t.get('teacher_groups')}.", ""]
     lines += ["## Design goals, checked", ""] + [f"- {g}" for g in design_goals(manifest)] + [""]
+    if variations:
+        lines += _variations_section(manifest, variations)
     return "\n".join(lines)
+
+
+def _cr_row(metrics: dict, cats: list[str]) -> list[str]:
+    cat = metrics.get("by_category", {})
+    rec = metrics.get("by_skill", {}).get("recognition", {}).get("consistent", float("nan"))
+    mean = metrics.get("consistent_mean_over_categories")
+    return ([f"{rec:.1f}"] + [f"{cat[c]['consistent']:.1f}" if c in cat else "-" for c in cats]
+            + [f"{mean:.1f}" if mean is not None else "-"])
+
+
+def _variations_section(manifest: dict, variations: dict) -> list[str]:
+    """Each variation of the fix next to student-kd and the shipped student-compodistill."""
+    cats = ["replace_att", "swap_att", "replace_obj", "swap_obj", "replace_rel", "counting"]
+    lines = ["## Variations of the fix (`cdviz zoo variations`)", "",
+             "Each changes one thing against student-compodistill; same steps, data and seed. Not shipped.", "",
+             "| model | change | recognition | " + " | ".join(cats) + " | CR mean | i2i:vat_cosine by student layer |",
+             "|---" * (len(cats) + 5) + "|"]
+
+    def vat_by_layer(rows: list[dict]) -> str:
+        return ", ".join(f"L{r['student_layer']} {r['mean']:.4f}" for r in rows if r["measure"] == "i2i:vat_cosine")
+
+    shipped = {n: (manifest["models"][n]["metrics"], manifest["misalignment_by_layer"].get(n, []))
+               for n in ("student-kd", "student-compodistill")}
+    for name, (metrics, mis) in shipped.items():
+        lines.append(f"| {name} | (shipped) | " + " | ".join(_cr_row(metrics, cats)) + f" | {vat_by_layer(mis)} |")
+    for name, v in variations.items():
+        lines.append(f"| {name} | {v['description']} | " + " | ".join(_cr_row(v["metrics"], cats))
+                     + f" | {vat_by_layer(v['misalignment_by_layer'])} |")
+    return lines + [""]
 
 
 def design_goals(manifest: dict) -> list[str]:

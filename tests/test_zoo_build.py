@@ -1,0 +1,59 @@
+"""``cdviz zoo build`` and ``cdviz zoo variations`` end to end at toy scale (minutes of CPU at full scale)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from cdviz.zoo import MODELS, VARIATIONS, ZooSpec, build_variations, build_zoo, sha256
+
+TOY = replace(ZooSpec(), image_size=32, vision_hidden=32, hidden=32, teacher_layers=4, teacher_heads=2,
+              student_layers=2, student_heads=2, teacher_mlp=64, student_mlp=64, vision_steps=2, teacher_steps=3,
+              student_steps=6, dpt_steps=2, sft_steps=2, batch_size=2, shapes_scenes=12, heldout_items=40,
+              record_items=16, check_items=10)
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("zoo")
+    return out, build_zoo(out, TOY, log=lambda m: None)
+
+
+def test_build_writes_four_models_and_a_manifest_that_matches_them(zoo):
+    out, manifest = zoo
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    for name in MODELS:
+        entry = manifest["models"][name]
+        assert entry["sha256"]["model.safetensors"] == sha256(out / name / "model.safetensors")
+        assert entry["config"]["layers"] == (TOY.teacher_layers if name == "teacher" else TOY.student_layers)
+        assert 0 <= entry["metrics"]["check"]["accuracy"] <= 100
+    assert {"student-kd", "student-compodistill"} == set(manifest["misalignment_by_layer"])
+    assert "| teacher |" in (out / "README.md").read_text()
+
+
+def test_rebuild_resumes_without_retraining(zoo):
+    out, manifest = zoo
+    before = {n: sha256(out / n / "model.safetensors") for n in MODELS}
+    again = build_zoo(out, TOY, log=lambda m: None)
+    assert {n: again["models"][n]["sha256"]["model.safetensors"] for n in MODELS} == before
+
+
+def test_variations_change_one_thing_each_and_are_reported(zoo):
+    out, _ = zoo
+    results = build_variations(out, TOY, names=("vat-all-layers", "vat+t2i"), log=lambda m: None)
+    assert set(results) == {"vat-all-layers", "vat+t2i"}
+    recipe = json.loads((out / ".build" / "variants" / "vat-all-layers" / "recipe.json").read_text())
+    assert recipe["student_layers"] == list(range(TOY.student_layers))
+    t2i = json.loads((out / ".build" / "variants" / "vat+t2i" / "recipe.json").read_text())
+    assert [s["t2i"] for s in t2i["stages"]] == [0.0, 1.0, 0.0]
+    readme = (out / "README.md").read_text()
+    for name in results:
+        assert f"| {name} | {VARIATIONS[name][0]} |" in readme
+    assert json.loads((out / "variations.json").read_text()).keys() == results.keys()
+
+
+def test_variations_need_a_built_zoo(tmp_path):
+    with pytest.raises(FileNotFoundError, match="build the zoo first"):
+        build_variations(tmp_path, TOY)
