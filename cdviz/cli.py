@@ -153,6 +153,8 @@ def eval_cmd(
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Record bad items as skips instead of stopping."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own code."),
+    blind: bool = typer.Option(False, "--blind", help="Text-only control: each image replaced by a flat image of its "
+                               "mean colour; accuracy above chance then comes from the texts alone."),
 ) -> None:
     """Two-choice accuracy (both orders, consistent), recognition and Winoground scores."""
     from cdviz.evaluate import evaluate, summarize
@@ -164,9 +166,10 @@ def eval_cmd(
         ps = load_probeset(probes, skip_bad=skip_bad)
         adapter = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         with progress_bar(f"eval {model.name}", len(ps)) as advance:
-            frame, skipped = evaluate(adapter, ps, batch_size=batch_size, skip_bad=skip_bad, progress=advance)
+            frame, skipped = evaluate(adapter, ps, batch_size=batch_size, skip_bad=skip_bad, blind=blind,
+                                      progress=advance)
     summary = summarize(frame)
-    summary.update(model=str(model), probes=str(probes),
+    summary.update(model=str(model), probes=str(probes), blind=blind,
                    skipped=[s.to_dict() for s in (*ps.skipped, *skipped)])
     write_parquet_atomic(out, frame)
     summary_path = out.with_suffix(".summary.json")

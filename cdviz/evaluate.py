@@ -116,6 +116,13 @@ def _order_name(order: tuple[int, ...]) -> str:
 
 
 @torch.no_grad()
+def flat_image(image: Image.Image) -> Image.Image:
+    """An image of ``image``'s size filled with its mean colour."""
+    rgb = image.convert("RGB")
+    mean = tuple(int(round(sum(v) / len(v))) for v in zip(*rgb.getdata())) if rgb.width * rgb.height else (0, 0, 0)
+    return Image.new("RGB", rgb.size, mean)
+
+
 def answer_logits(adapter: Adapter, images: list[Image.Image], texts: list[str], uids: list[str]) -> torch.Tensor:
     """[B, V] logits at each sample's answer position from one SDPA forward."""
     batch = adapter.build_batch(images, texts, uids).to(adapter.model.device, adapter.model.dtype)
@@ -130,9 +137,15 @@ def evaluate(
     *,
     batch_size: int = 8,
     skip_bad: bool = False,
+    blind: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[pd.DataFrame, list[Skip]]:
-    """Outcome rows (one per query) for every item, and the items skipped with their reasons."""
+    """Outcome rows (one per query) for every item, and the items skipped with their reasons.
+
+    ``blind`` is the text-only control: every image becomes a flat image of its own mean colour
+    (same size, no objects), so any accuracy above chance comes from the texts alone, e.g. a
+    negative caption that is always the longer one.
+    """
     rows: list[dict] = []
     skipped: list[Skip] = []
     pending: list[tuple[Query, Image.Image]] = []
@@ -160,6 +173,8 @@ def evaluate(
     for item in probes:
         try:
             images = [load_image(probes, item, k) for k in range(len(item.images))]
+            if blind:
+                images = [flat_image(img) for img in images]
         except ProbeError as e:
             if not skip_bad:
                 raise

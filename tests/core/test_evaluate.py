@@ -87,3 +87,37 @@ def test_eval_end_to_end_every_arch(tiny_model_dir, arch, shapes_probes):
     pd.testing.assert_series_equal(frame.margin, frame1.margin, atol=1e-4, rtol=1e-4)
     summary = summarize(frame)
     assert set(summary["by_skill"]) == {"recognition", "perception"}
+
+
+def test_flat_image_keeps_size_and_mean_colour():
+    from PIL import Image
+
+    from cdviz.evaluate import flat_image
+
+    img = Image.new("RGB", (4, 2), (0, 0, 0))
+    img.paste((200, 100, 40), (0, 0, 2, 2))  # left half coloured
+    flat = flat_image(img)
+    assert flat.size == (4, 2)
+    assert set(flat.getdata()) == {(100, 50, 20)}
+
+
+def test_blind_eval_sees_no_image_content(tiny_model_dir, shapes_probes):
+    """Blind scores differ from seeing ones, and depend on nothing but the text and the mean colour:
+    flattening the images beforehand changes no margin."""
+    adapter = load_model(tiny_model_dir("llava"))
+    frame, _ = evaluate(adapter, shapes_probes, batch_size=8, blind=True)
+    seeing, _ = evaluate(adapter, shapes_probes, batch_size=8)
+    assert len(frame) == len(seeing)
+    assert not frame.margin.equals(seeing.margin)
+    # Blind: the score depends on the text and the image's mean colour only. Re-running with each
+    # image replaced by a different picture of the same mean gives identical margins.
+    from cdviz.evaluate import flat_image
+    import cdviz.evaluate as ev
+
+    original = ev.load_image
+    ev.load_image = lambda probes, item, k: flat_image(original(probes, item, k))
+    try:
+        flattened_first, _ = evaluate(adapter, shapes_probes, batch_size=8, blind=True)
+    finally:
+        ev.load_image = original
+    pd.testing.assert_series_equal(frame.margin, flattened_first.margin, atol=1e-6, rtol=1e-6)
