@@ -271,6 +271,10 @@ def _evaluate(model_dir: Path, probes: Path, check_items: int) -> dict:
     summary = summarize(frame)
     subset = {i.uid for i in ps.items[:check_items]}
     summary["check"] = {"n_items": check_items, "accuracy": 100 * float(frame[frame.uid.isin(subset)].correct.mean())}
+    blind, _ = evaluate(load_model(model_dir), ps, batch_size=32, blind=True)
+    blind_summary = summarize(blind)
+    summary["blind"] = {"by_category": {c: v["consistent"] for c, v in blind_summary["by_category"].items()},
+                        "consistent_mean_over_categories": blind_summary.get("consistent_mean_over_categories")}
     return summary
 
 
@@ -334,7 +338,7 @@ def render_readme(manifest: dict, variations: dict | None = None) -> str:
         mean = met.get("consistent_mean_over_categories")
         c = m["config"]
         lines.append(f"| {name} | {c['layers']} | {c['heads']} | {c['hidden']} | {rec:.1f} | " + " | ".join(cells)
-                     + f" | {mean:.1f} |" if mean is not None else " | - |")
+                     + (f" | {mean:.1f} |" if mean is not None else " | - |"))
     lines += ["", "Accuracy is consistent two-choice accuracy (right in both orders), in percent.", "",
               "## Teacher-student misalignment per student layer (held-out items)", "",
               "| student | measure | student layer | teacher layers | mean | 95% CI |", "|---|---|---|---|---|---|"]
@@ -345,7 +349,17 @@ def render_readme(manifest: dict, variations: dict | None = None) -> str:
     t = manifest["compodistill_targets"] or {}
     lines += ["", f"CompoDistill VAT targets (from the student-kd report, source `{t.get('source')}`): student layers "
               f"{t.get('student_layers')} aligned to teacher groups {t.get('teacher_groups')}.", ""]
-    lines += ["## Design goals, checked", ""] + [f"- {g}" for g in design_goals(manifest)] + [""]
+    lines += ["## Text-only control (`cdviz eval --blind`)", "",
+              "The same items with every image replaced by a flat image of its mean colour: what each model gets "
+              "from the captions alone. Chance for consistent two-choice accuracy is 25%.", "",
+              "| model | " + " | ".join(cats) + " | CR mean |", "|---" * (len(cats) + 2) + "|"]
+    for name, m in manifest["models"].items():
+        blind = m["metrics"].get("blind")
+        if blind:
+            cells = [f"{blind['by_category'][c]:.1f}" if c in blind["by_category"] else "-" for c in cats]
+            mean = blind.get("consistent_mean_over_categories")
+            lines.append(f"| {name} | " + " | ".join(cells) + (f" | {mean:.1f} |" if mean is not None else " | - |"))
+    lines += ["", "## Design goals, checked", ""] + [f"- {g}" for g in design_goals(manifest)] + [""]
     if variations:
         lines += _variations_section(manifest, variations)
     return "\n".join(lines)

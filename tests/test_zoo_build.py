@@ -29,8 +29,10 @@ def test_build_writes_four_models_and_a_manifest_that_matches_them(zoo):
         assert entry["sha256"]["model.safetensors"] == sha256(out / name / "model.safetensors")
         assert entry["config"]["layers"] == (TOY.teacher_layers if name == "teacher" else TOY.student_layers)
         assert 0 <= entry["metrics"]["check"]["accuracy"] <= 100
+        assert set(entry["metrics"]["blind"]["by_category"]) == set(entry["metrics"]["by_category"])
     assert {"student-kd", "student-compodistill"} == set(manifest["misalignment_by_layer"])
-    assert "| teacher |" in (out / "README.md").read_text()
+    readme = (out / "README.md").read_text()
+    assert readme.count("| teacher |") == 2  # the main table and the text-only control
 
 
 def test_rebuild_resumes_without_retraining(zoo):
