@@ -155,6 +155,8 @@ def eval_cmd(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own code."),
     blind: bool = typer.Option(False, "--blind", help="Text-only control: each image replaced by a flat image of its "
                                "mean colour; accuracy above chance then comes from the texts alone."),
+    protocol: str = typer.Option("letters", help="letters: the option letters' logits, every order; likelihood: "
+                                 "each option's log-probability as the answer (generative scoring)."),
 ) -> None:
     """Two-choice accuracy (both orders, consistent), recognition and Winoground scores."""
     from cdviz.evaluate import evaluate, summarize
@@ -167,9 +169,9 @@ def eval_cmd(
         adapter = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         with progress_bar(f"eval {model.name}", len(ps)) as advance:
             frame, skipped = evaluate(adapter, ps, batch_size=batch_size, skip_bad=skip_bad, blind=blind,
-                                      progress=advance)
+                                      protocol=protocol, progress=advance)
     summary = summarize(frame)
-    summary.update(model=str(model), probes=str(probes), blind=blind,
+    summary.update(model=str(model), probes=str(probes), blind=blind, protocol=protocol,
                    skipped=[s.to_dict() for s in (*ps.skipped, *skipped)])
     write_parquet_atomic(out, frame)
     summary_path = out.with_suffix(".summary.json")

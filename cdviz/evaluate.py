@@ -11,6 +11,12 @@ match2x2 items: s(caption c, image i) = log P(yes) for "Does this image show '<c
                 or no."; text = s00 > s10 and s11 > s01, image = s00 > s01 and s11 > s10,
                 group = text and image (Winoground).
 
+protocol="likelihood" (generative scoring) instead scores each option of a choice item by the
+summed log-probability of its tokens as the model's answer: to "Describe the image." for caption
+items (question = DEFAULT_QUESTION), to the item's question otherwise. One query per item, no
+letters, so no order bias; it needs a chat template. Sums favour shorter options: compare with
+the ``blind`` control, which the same protocol supports.
+
 ``cdviz record`` runs the same plan and scoring on its own forward, so both agree.
 """
 
@@ -23,9 +29,13 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from cdviz.errors import OptionError
 from cdviz.models.base import Adapter, AdapterError, format_choice_prompt
 from cdviz.probes.probeset import ProbeSet, Skip
-from cdviz.types import ProbeError, ProbeItem
+from cdviz.prompts import CAPTION_PROMPT
+from cdviz.types import DEFAULT_QUESTION, ProbeError, ProbeItem
+
+PROTOCOLS = ("letters", "likelihood")
 
 MATCH_QUESTION = "Does this image show \"{caption}\"? Answer yes or no."
 
@@ -118,9 +128,11 @@ def _order_name(order: tuple[int, ...]) -> str:
 @torch.no_grad()
 def flat_image(image: Image.Image) -> Image.Image:
     """An image of ``image``'s size filled with its mean colour."""
-    rgb = image.convert("RGB")
-    mean = tuple(int(round(sum(v) / len(v))) for v in zip(*rgb.getdata())) if rgb.width * rgb.height else (0, 0, 0)
-    return Image.new("RGB", rgb.size, mean)
+    import numpy as np
+
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float64).reshape(-1, 3)
+    mean = tuple(int(round(v)) for v in pixels.mean(0)) if len(pixels) else (0, 0, 0)
+    return Image.new("RGB", image.size, mean)
 
 
 def answer_logits(adapter: Adapter, images: list[Image.Image], texts: list[str], uids: list[str]) -> torch.Tensor:
@@ -138,6 +150,7 @@ def evaluate(
     batch_size: int = 8,
     skip_bad: bool = False,
     blind: bool = False,
+    protocol: str = "letters",
     progress: Callable[[int], None] | None = None,
 ) -> tuple[pd.DataFrame, list[Skip]]:
     """Outcome rows (one per query) for every item, and the items skipped with their reasons.
@@ -146,6 +159,11 @@ def evaluate(
     (same size, no objects), so any accuracy above chance comes from the texts alone, e.g. a
     negative caption that is always the longer one.
     """
+    if protocol not in PROTOCOLS:
+        raise OptionError(f"--protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+    if protocol == "likelihood":
+        return _evaluate_likelihood(adapter, probes, batch_size=batch_size, skip_bad=skip_bad, blind=blind,
+                                    progress=progress)
     rows: list[dict] = []
     skipped: list[Skip] = []
     pending: list[tuple[Query, Image.Image]] = []
@@ -189,13 +207,102 @@ def evaluate(
         if progress:
             progress(1)
     flush()
+    return _frame(rows, probes, skipped), skipped
+
+
+def _frame(rows: list[dict], probes: ProbeSet, skipped: list[Skip]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=_COLUMNS)
     bad_uids = {s.where for s in skipped}
     frame = frame[~frame.uid.isin(bad_uids)].reset_index(drop=True)
     meta = {i.uid: i for i in probes}
     frame.insert(1, "category", [meta[u].category for u in frame.uid])
     frame.insert(2, "skill", [meta[u].skill for u in frame.uid])
-    return frame, skipped
+    return frame
+
+
+@torch.no_grad()
+def answer_loglik(adapter: Adapter, images: list[Image.Image], prompts: list[str], answers: list[str]) -> list[float]:
+    """Summed log-probability of each answer's tokens (special tokens such as EOS excluded) after
+    its image and prompt, in the model's chat format."""
+    from cdviz.train.data import DataError, Example, encode
+    from cdviz.train.losses import IGNORE
+
+    examples = [Example(f"q{k}", [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p}]},
+                                  {"role": "assistant", "content": [{"type": "text", "text": a}]}], img)
+                for k, (img, p, a) in enumerate(zip(images, prompts, answers))]
+    try:
+        enc = encode(adapter, examples).to(adapter.model.device, adapter.model.dtype)
+    except DataError as e:
+        raise AdapterError(f"the likelihood protocol cannot score this model's answers: {e}") from e
+    logits = adapter.model(**enc.inputs, use_cache=False).logits.float()
+    logp = torch.log_softmax(logits[:, :-1], -1)
+    labels = enc.labels[:, 1:].clone()
+    special = torch.tensor(sorted(adapter.tokenizer.all_special_ids), device=labels.device)
+    labels[torch.isin(labels, special)] = IGNORE
+    keep = labels != IGNORE
+    picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (picked * keep).sum(-1).cpu().tolist()
+
+
+def _evaluate_likelihood(adapter: Adapter, probes: ProbeSet, *, batch_size: int, skip_bad: bool, blind: bool,
+                         progress: Callable[[int], None] | None) -> tuple[pd.DataFrame, list[Skip]]:
+    """One outcome row per choice item: the option with the highest answer log-likelihood is chosen."""
+    rows: list[dict] = []
+    skipped: list[Skip] = []
+    pending: list[tuple[ProbeItem, Image.Image]] = []
+
+    def score(batch: list[tuple[ProbeItem, Image.Image]]) -> list[dict]:
+        images, prompts, answers = [], [], []
+        for item, img in batch:
+            prompt = CAPTION_PROMPT if item.question == DEFAULT_QUESTION else item.question
+            images += [img] * len(item.options)
+            prompts += [prompt] * len(item.options)
+            answers += list(item.options)
+        scores = answer_loglik(adapter, images, prompts, answers)
+        out, k = [], 0
+        for item, _ in batch:
+            s = torch.tensor(scores[k:k + len(item.options)])
+            k += len(item.options)
+            others = torch.cat([s[:item.correct], s[item.correct + 1:]])
+            chosen = int(s.argmax())
+            out.append({"uid": item.uid, "kind": "choice", "order": "likelihood", "chosen": chosen,
+                        "correct": chosen == item.correct, "margin": float(s[item.correct] - others.max()),
+                        "caption": -1, "image": 0, "score": float(s[item.correct])})
+        return out
+
+    def flush() -> None:
+        if not pending:
+            return
+        try:
+            rows.extend(score(pending))
+        except AdapterError:
+            if not skip_bad:
+                raise
+            for one in pending:
+                try:
+                    rows.extend(score([one]))
+                except AdapterError as e:
+                    skipped.append(Skip(where=one[0].uid, reason=str(e)))
+        pending.clear()
+
+    for item in probes:
+        if item.kind != "choice":
+            skipped.append(Skip(where=item.uid, reason=f"{item.kind} items have no likelihood protocol; "
+                                "evaluate them with --protocol letters"))
+        else:
+            try:
+                image = load_image(probes, item, 0)
+                pending.append((item, flat_image(image) if blind else image))
+            except ProbeError as e:
+                if not skip_bad:
+                    raise
+                skipped.append(Skip(where=item.uid, reason=str(e)))
+            if sum(len(i.options) for i, _ in pending) >= batch_size:
+                flush()
+        if progress:
+            progress(1)
+    flush()
+    return _frame(rows, probes, skipped), skipped
 
 
 _COLUMNS = ["uid", "kind", "order", "chosen", "correct", "margin", "caption", "image", "score"]

@@ -13,6 +13,7 @@ from cdviz.errors import CdvizError
 
 LETTERS = "ABCDEFGH"
 ANSWER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+CAPTION_PROMPT = "Describe the image."  # the caption request, in training data and likelihood scoring
 
 
 class PromptError(CdvizError, ValueError):

@@ -271,10 +271,15 @@ def _evaluate(model_dir: Path, probes: Path, check_items: int) -> dict:
     summary = summarize(frame)
     subset = {i.uid for i in ps.items[:check_items]}
     summary["check"] = {"n_items": check_items, "accuracy": 100 * float(frame[frame.uid.isin(subset)].correct.mean())}
-    blind, _ = evaluate(load_model(model_dir), ps, batch_size=32, blind=True)
-    blind_summary = summarize(blind)
-    summary["blind"] = {"by_category": {c: v["consistent"] for c, v in blind_summary["by_category"].items()},
-                        "consistent_mean_over_categories": blind_summary.get("consistent_mean_over_categories")}
+    # Controls: the text alone (blind), and generative scoring (likelihood, chance 50%), each
+    # also blind; summarised as consistent accuracy per category.
+    for key, kwargs in {"blind": dict(blind=True), "likelihood": dict(protocol="likelihood"),
+                        "likelihood_blind": dict(protocol="likelihood", blind=True)}.items():
+        frame, _ = evaluate(load_model(model_dir), ps, batch_size=32, **kwargs)
+        other = summarize(frame)
+        summary[key] = {"by_category": {c: v["consistent"] for c, v in other["by_category"].items()},
+                        "by_skill": {c: v["consistent"] for c, v in other["by_skill"].items()},
+                        "consistent_mean_over_categories": other.get("consistent_mean_over_categories")}
     return summary
 
 
@@ -349,16 +354,22 @@ def render_readme(manifest: dict, variations: dict | None = None) -> str:
     t = manifest["compodistill_targets"] or {}
     lines += ["", f"CompoDistill VAT targets (from the student-kd report, source `{t.get('source')}`): student layers "
               f"{t.get('student_layers')} aligned to teacher groups {t.get('teacher_groups')}.", ""]
-    lines += ["## Text-only control (`cdviz eval --blind`)", "",
-              "The same items with every image replaced by a flat image of its mean colour: what each model gets "
-              "from the captions alone. Chance for consistent two-choice accuracy is 25%.", "",
-              "| model | " + " | ".join(cats) + " | CR mean |", "|---" * (len(cats) + 2) + "|"]
+    lines += ["## Controls: the captions alone, and generative scoring", "",
+              "`blind` (`cdviz eval --blind`): every image replaced by a flat image of its mean colour, so what "
+              "remains comes from the texts alone. `likelihood` (`cdviz eval --protocol likelihood`): each option "
+              "scored by its log-probability as the answer, one query per item, chance 50% (letters: chance 25% "
+              "consistent). Sums of log-probabilities favour the shorter option, hence the blind column beside it.",
+              "", "| model | protocol | recognition | " + " | ".join(cats) + " | CR mean |",
+              "|---" * (len(cats) + 4) + "|"]
     for name, m in manifest["models"].items():
-        blind = m["metrics"].get("blind")
-        if blind:
-            cells = [f"{blind['by_category'][c]:.1f}" if c in blind["by_category"] else "-" for c in cats]
-            mean = blind.get("consistent_mean_over_categories")
-            lines.append(f"| {name} | " + " | ".join(cells) + (f" | {mean:.1f} |" if mean is not None else " | - |"))
+        for key in ("blind", "likelihood", "likelihood_blind"):
+            other = m["metrics"].get(key)
+            if other:
+                rec = other.get("by_skill", {}).get("recognition", float("nan"))
+                cells = [f"{other['by_category'][c]:.1f}" if c in other["by_category"] else "-" for c in cats]
+                mean = other.get("consistent_mean_over_categories")
+                lines.append(f"| {name} | {key} | {rec:.1f} | " + " | ".join(cells)
+                             + (f" | {mean:.1f} |" if mean is not None else " | - |"))
     lines += ["", "## Design goals, checked", ""] + [f"- {g}" for g in design_goals(manifest)] + [""]
     if variations:
         lines += _variations_section(manifest, variations)

@@ -29,10 +29,11 @@ def test_build_writes_four_models_and_a_manifest_that_matches_them(zoo):
         assert entry["sha256"]["model.safetensors"] == sha256(out / name / "model.safetensors")
         assert entry["config"]["layers"] == (TOY.teacher_layers if name == "teacher" else TOY.student_layers)
         assert 0 <= entry["metrics"]["check"]["accuracy"] <= 100
-        assert set(entry["metrics"]["blind"]["by_category"]) == set(entry["metrics"]["by_category"])
+        for control in ("blind", "likelihood", "likelihood_blind"):
+            assert set(entry["metrics"][control]["by_category"]) == set(entry["metrics"]["by_category"])
     assert {"student-kd", "student-compodistill"} == set(manifest["misalignment_by_layer"])
     readme = (out / "README.md").read_text()
-    assert readme.count("| teacher |") == 2  # the main table and the text-only control
+    assert readme.count("| teacher |") == 4  # the main table and three control rows
 
 
 def test_rebuild_resumes_without_retraining(zoo):

@@ -24,7 +24,7 @@ from typing import Any, Iterator, Sequence
 from PIL import Image, ImageDraw
 
 from cdviz.errors import OptionError
-from cdviz.prompts import ANSWER_INSTRUCTION, format_choice_prompt
+from cdviz.prompts import ANSWER_INSTRUCTION, CAPTION_PROMPT, format_choice_prompt
 from cdviz.prompts import LETTERS as PROMPT_LETTERS
 from cdviz.types import DEFAULT_QUESTION
 
@@ -226,7 +226,7 @@ POSITIONS = {  # (row, col) -> name
     (1, 0): "left", (1, 1): "centre", (1, 2): "right",
     (2, 0): "bottom left", (2, 1): "bottom", (2, 2): "bottom right",
 }  # fmt: skip
-DESCRIBE_PROMPT = "Describe the image."
+DESCRIBE_PROMPT = CAPTION_PROMPT
 LETTERS = PROMPT_LETTERS[:2]
 WORD_PATTERN = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9\s]")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pandas as pd
 import pytest
 import torch
@@ -98,7 +100,7 @@ def test_flat_image_keeps_size_and_mean_colour():
     img.paste((200, 100, 40), (0, 0, 2, 2))  # left half coloured
     flat = flat_image(img)
     assert flat.size == (4, 2)
-    assert set(flat.getdata()) == {(100, 50, 20)}
+    assert {tuple(px) for px in np.asarray(flat).reshape(-1, 3)} == {(100, 50, 20)}
 
 
 def test_blind_eval_sees_no_image_content(tiny_model_dir, shapes_probes):
@@ -121,3 +123,51 @@ def test_blind_eval_sees_no_image_content(tiny_model_dir, shapes_probes):
     finally:
         ev.load_image = original
     pd.testing.assert_series_equal(frame.margin, flattened_first.margin, atol=1e-6, rtol=1e-6)
+
+
+def _loglik_one_token_at_a_time(adapter, image, prompt, answer):
+    """Independent reference: the eval prompt path, extended by one answer token per forward."""
+    batch = adapter.build_batch([image], [prompt])
+    ids, mask = batch.inputs["input_ids"], batch.inputs["attention_mask"]
+    tokens = adapter.tokenizer(answer, add_special_tokens=False).input_ids
+    total = 0.0
+    for t in tokens:
+        inputs = dict(batch.inputs, input_ids=ids, attention_mask=mask)
+        with torch.no_grad():
+            logits = adapter.model(**inputs, use_cache=False).logits[0, -1].float()
+        total += float(torch.log_softmax(logits, -1)[t])
+        ids = torch.cat([ids, torch.tensor([[t]])], 1)
+        mask = torch.cat([mask, torch.ones(1, 1, dtype=mask.dtype)], 1)
+    return total
+
+
+def test_answer_loglik_equals_token_by_token_scoring(tiny_model_dir, shapes_probes):
+    from cdviz.evaluate import answer_loglik, load_image
+
+    adapter = load_model(tiny_model_dir("llava"))
+    items = [i for i in shapes_probes if i.kind == "choice"][:3]
+    images = [load_image(shapes_probes, i, 0) for i in items for _ in i.options]
+    answers = [o for i in items for o in i.options]
+    prompts = ["Describe the image."] * len(answers)
+    batched = answer_loglik(adapter, images, prompts, answers)  # padded: options differ in length
+    for img, p, a, got in zip(images, prompts, answers, batched):
+        assert got == pytest.approx(_loglik_one_token_at_a_time(adapter, img, p, a), abs=1e-4)
+
+
+def test_likelihood_protocol_one_row_per_choice_item(tiny_model_dir, shapes_probes):
+    adapter = load_model(tiny_model_dir("llava"))
+    frame, skipped = evaluate(adapter, shapes_probes, batch_size=8, protocol="likelihood")
+    choice = [i for i in shapes_probes if i.kind == "choice"]
+    assert len(frame) == len(choice) and set(frame.order) == {"likelihood"}
+    assert {s.where for s in skipped} == {i.uid for i in shapes_probes if i.kind != "choice"}
+    assert (frame.correct == (frame.margin > 0)).all()
+    summary = summarize(frame)
+    for cat in summary["by_category"].values():
+        assert cat["consistent"] == pytest.approx(cat["accuracy"])  # one query per item
+
+
+def test_unknown_protocol_is_named():
+    from cdviz.errors import OptionError
+
+    with pytest.raises(OptionError, match="--protocol 'votes'"):
+        evaluate(None, [], protocol="votes")
