@@ -305,13 +305,21 @@ def items_for_scene(
     return items
 
 
-def instruction_samples(scene: Scene, rng: random.Random) -> list[dict[str, str]]:
-    """Training texts for one scene: its description, every item in both option orders, short QA."""
+def instruction_samples(scene: Scene, rng: random.Random, probe_captions: bool = False) -> list[dict[str, str]]:
+    """Training texts for one scene: its description, every item in both option orders, short QA.
+
+    ``probe_captions`` also teaches each caption item's true option as an answer to the caption
+    prompt, so the partial captions the probes use ("a green circle to the left of a red square.")
+    are in the model's caption distribution; generative scoring (``eval --protocol likelihood``)
+    then compares options in a form the model has seen.
+    """
     samples = [{"kind": "caption", "prompt": DESCRIBE_PROMPT, "answer": describe_scene(scene)}]
     for _, build in CATEGORIES.values():
         draft = build(scene, rng)
         if draft is None:
             continue
+        if probe_captions and draft.question == DEFAULT_QUESTION:
+            samples.append({"kind": "caption", "prompt": DESCRIBE_PROMPT, "answer": draft.options[draft.correct]})
         for order in ((0, 1), (1, 0)):
             options = [draft.options[k] for k in order]
             answer = LETTERS[order.index(draft.correct)]

@@ -104,6 +104,7 @@ class TrainConfig:
     shapes_scenes: int = 1000
     shapes_seed: int = 0
     shapes_image_size: int = 64
+    shapes_probe_captions: bool = False    # also train the probes' partial captions as caption answers
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig(s) for s in ("dpt", "dft", "sft")])
     # VAT layers: explicit > report > the paper's band (cdviz/layer_map.py)
     from_report: str | None = None

@@ -60,14 +60,15 @@ def _turn(role: str, text: str, image: bool = False) -> dict[str, Any]:
 class ShapesInstructions:
     """Single-turn instruction examples from the first ``n_scenes`` training scenes of the shapes world."""
 
-    def __init__(self, n_scenes: int = 1000, seed: int = 0, image_size: int = 64, split: str = "train"):
+    def __init__(self, n_scenes: int = 1000, seed: int = 0, image_size: int = 64, split: str = "train",
+                 probe_captions: bool = False):
         from cdviz.probes.shapes import generate_scenes, instruction_samples
 
         self.scenes = list(generate_scenes(seed, image_size, splits=(split,), n=n_scenes))
         self.samples: list[tuple[int, dict[str, str]]] = []
         for k, scene in enumerate(self.scenes):
             rng = random.Random(f"cdviz-train:{seed}:{scene.index}")
-            self.samples.extend((k, s) for s in instruction_samples(scene, rng))
+            self.samples.extend((k, s) for s in instruction_samples(scene, rng, probe_captions))
         if not self.samples:
             raise DataError(f"no shapes-world training samples from {n_scenes} scenes; ask for more scenes")
 
@@ -160,10 +161,10 @@ def parse_record(rec: dict, where: str, image_root: Path) -> Example:
 
 
 def make_source(data: str, *, image_root: str | None = None, shapes_scenes: int = 1000, shapes_seed: int = 0,
-                shapes_image_size: int = 64) -> Source:
+                shapes_image_size: int = 64, shapes_probe_captions: bool = False) -> Source:
     """'shapes' -> ShapesInstructions; a path -> JsonlConversations."""
     if data == "shapes":
-        return ShapesInstructions(shapes_scenes, shapes_seed, shapes_image_size)
+        return ShapesInstructions(shapes_scenes, shapes_seed, shapes_image_size, probe_captions=shapes_probe_captions)
     return JsonlConversations(data, image_root)
 
 

@@ -22,6 +22,8 @@ captured attention needs their activations), teacher frozen in eval mode under n
 
 from __future__ import annotations
 
+import dataclasses
+
 import gc
 import json
 import math
@@ -163,7 +165,8 @@ class Recipe:
         self.micro = stage.batch_size or cfg.batch_size
         self.accum = stage.grad_accum or cfg.grad_accum
         source = make_source(cfg.data, image_root=cfg.image_root, shapes_scenes=cfg.shapes_scenes,
-                             shapes_seed=cfg.shapes_seed, shapes_image_size=cfg.shapes_image_size)
+                             shapes_seed=cfg.shapes_seed, shapes_image_size=cfg.shapes_image_size,
+                             shapes_probe_captions=cfg.shapes_probe_captions)
         self.stream = Stream(source, self.micro, cfg.seed, acc.process_index, acc.num_processes)
         self.collate = Collator(self.student, self.teacher, cfg.max_seq_len)
         per_step = self.micro * acc.num_processes * self.accum
@@ -260,7 +263,9 @@ class Recipe:
 
     def _check_resumable(self, path: Path, state: dict) -> None:
         now = fingerprint(self.config, self.stage)
-        then = state.get("settings", {})
+        # A setting added to TrainConfig after the checkpoint was written counts as its default then.
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+        then = {**{k: v for k, v in defaults.items() if k in now}, **state.get("settings", {})}
         changed = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
         if changed:
             raise ckpt.CheckpointError(f"{path} was written with other settings ({', '.join(changed)} differ); "

@@ -12,6 +12,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 from cdviz.models.tiny import build_tiny
 from cdviz.probes.shapes import make_shapes
 from cdviz.train import ConfigError, StageConfig, TrainConfig, finetune, train_model
+from cdviz.train.checkpoint import CheckpointError
 from cdviz.train.recipe import Recipe, check_engine
 from cdviz.train.tracking import read_metrics
 
@@ -158,3 +159,27 @@ def test_check_engine_refuses_what_the_trainer_cannot_drive():
             check_engine(engine, zero, 1, "dft")
     with pytest.raises(ConfigError, match="stage dpt: grad_accum = 8 under DeepSpeed"):
         check_engine(DistributedType.DEEPSPEED, 2, 8, "dpt")
+
+
+def test_checkpoint_from_before_a_new_setting_resumes(pair_dirs, tmp_path):
+    """A setting added to TrainConfig later (missing from the checkpoint) counts as its default;
+    changing a recorded setting is still refused."""
+    teacher, student = pair_dirs
+
+    def config(resume=False, **kw):
+        return TrainConfig(student=str(student), out=str(tmp_path / "run"), resume=resume,
+                           stages=[StageConfig("ce", steps=4, lr=1e-3)], checkpoint_every=2, **{**SMALL, **kw})
+
+    def kill_after_2(row):
+        if row["step"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        finetune(config(), on_step=kill_after_2)
+    state_path = tmp_path / "run" / "ce" / "checkpoints" / "step-000002" / "state.json"
+    state = json.loads(state_path.read_text())
+    del state["settings"]["shapes_probe_captions"]  # as written before the setting existed
+    state_path.write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match="shapes_probe_captions"):
+        finetune(config(resume=True, shapes_probe_captions=True))
+    assert (finetune(config(resume=True)) / "model.safetensors").is_file()
