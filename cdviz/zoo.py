@@ -215,7 +215,6 @@ def build_variations(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(),
     manifest_path = out / "manifest.json"
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{manifest_path}: build the zoo first (cdviz zoo build --out {out})")
-    manifest = json.loads(manifest_path.read_text())
     teacher = work / "teacher" / "model"
     student_init, run_kd, heldout = work / "init-student-shared", work / "run-kd", work / "heldout"
     for needed in (teacher, student_init, run_kd / "report" / "summary.json", heldout):
@@ -233,7 +232,8 @@ def build_variations(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(),
                          "metrics": _evaluate(model, heldout, spec.check_items),
                          "misalignment_by_layer": _layer_misalignment(run)}
         write_json_atomic(out / "variations.json", results)
-    write_text_atomic(out / "README.md", render_readme(manifest, results))
+    # Re-read: the zoo may have been re-evaluated while the variations trained.
+    write_text_atomic(out / "README.md", render_readme(json.loads(manifest_path.read_text()), results))
     return results
 
 
