@@ -220,10 +220,11 @@ def build_variations(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(),
     for needed in (teacher, student_init, run_kd / "report" / "summary.json", heldout):
         if not needed.exists():
             raise FileNotFoundError(f"{needed}: missing from the zoo's build folder; rerun cdviz zoo build --out {out}")
+    unknown = [n for n in names or () if n not in VARIATIONS]
+    if unknown:
+        raise KeyError(f"unknown variation {unknown[0]!r}; choose from {', '.join(VARIATIONS)}")
     results = json.loads((out / "variations.json").read_text()) if (out / "variations.json").is_file() else {}
     for name in names or tuple(VARIATIONS):
-        if name not in VARIATIONS:
-            raise KeyError(f"unknown variation {name!r}; choose from {', '.join(VARIATIONS)}")
         description, changes = VARIATIONS[name]
         log(f"variation {name}: {description}")
         model = finetune(compodistill_config(spec, work / "variants", name, student_init, teacher, run_kd, **changes))

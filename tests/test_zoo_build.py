@@ -60,3 +60,10 @@ def test_variations_change_one_thing_each_and_are_reported(zoo):
 def test_variations_need_a_built_zoo(tmp_path):
     with pytest.raises(FileNotFoundError, match="build the zoo first"):
         build_variations(tmp_path, TOY)
+
+
+def test_unknown_variation_is_named_before_any_training(zoo):
+    out, _ = zoo
+    with pytest.raises(KeyError, match="unknown variation 'vat-x9'"):
+        build_variations(out, TOY, names=("vat-weight-4", "vat-x9"), log=lambda m: None)
+    assert not (out / ".build" / "variants" / "vat-weight-4").exists()
