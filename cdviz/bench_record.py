@@ -67,7 +67,7 @@ def _model(cfg: BenchConfig):
     return model, inputs, (start, start + cfg.image_tokens)
 
 
-def _sync(device: str) -> None:
+def sync_device(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
 
@@ -104,10 +104,10 @@ def run_bench(cfg: BenchConfig) -> dict:
             for name, fn in runs.items():
                 if cuda:
                     torch.cuda.reset_peak_memory_stats()
-                _sync(cfg.device)
+                sync_device(cfg.device)
                 t0 = time.perf_counter()
                 result = fn()
-                _sync(cfg.device)
+                sync_device(cfg.device)
                 times[name].append(time.perf_counter() - t0)
                 if cuda:
                     peak[name] = torch.cuda.max_memory_allocated()

@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 from transformers import LlavaForConditionalGeneration
 
+from cdviz.bench_record import sync_device
 from cdviz.errors import OptionError
 from cdviz.layer_map import LayerMap, default_layer_map
 from cdviz.metrics import Grid
@@ -203,11 +204,6 @@ class TrainBench:
         self.optimizer.zero_grad(set_to_none=True)
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def run_bench(cfg: TrainBenchConfig) -> dict:
     """Median step time and peak step memory of each variant, and the ratios the issue asks for."""
     cfg.check()
@@ -236,10 +232,10 @@ def _run(cfg: TrainBenchConfig) -> dict:
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
                 before = torch.cuda.memory_allocated()
-            _sync(cfg.device)
+            sync_device(cfg.device)
             t0 = time.perf_counter()
             bench.step(v)
-            _sync(cfg.device)
+            sync_device(cfg.device)
             times[v].append(time.perf_counter() - t0)
             if cuda:
                 peak[v] = torch.cuda.max_memory_allocated() - before

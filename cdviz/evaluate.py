@@ -23,8 +23,9 @@ the ``blind`` control, which the same protocol supports.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
@@ -128,8 +129,6 @@ def _order_name(order: tuple[int, ...]) -> str:
 @torch.no_grad()
 def flat_image(image: Image.Image) -> Image.Image:
     """An image of ``image``'s size filled with its mean colour."""
-    import numpy as np
-
     pixels = np.asarray(image.convert("RGB"), dtype=np.float64).reshape(-1, 3)
     mean = tuple(int(round(v)) for v in pixels.mean(0)) if len(pixels) else (0, 0, 0)
     return Image.new("RGB", image.size, mean)
@@ -168,31 +167,18 @@ def evaluate(
     skipped: list[Skip] = []
     pending: list[tuple[Query, Image.Image]] = []
 
+    def score(batch: list[tuple[Query, Image.Image]]) -> list[dict]:
+        qs = [q for q, _ in batch]
+        return score_queries(adapter, qs, answer_logits(adapter, [img for _, img in batch], [q.text for q in qs],
+                                                        [q.uid for q in qs]))
+
     def flush() -> None:
-        if not pending:
-            return
-        qs = [q for q, _ in pending]
-        try:
-            logits = answer_logits(adapter, [img for _, img in pending], [q.text for q in qs], [q.uid for q in qs])
-        except AdapterError:
-            if not skip_bad:
-                raise
-            # Find the offending item(s) one by one so the rest of the batch still counts.
-            for q, img in pending:
-                try:
-                    rows.extend(score_queries(adapter, [q], answer_logits(adapter, [img], [q.text], [q.uid])))
-                except AdapterError as e:
-                    skipped.append(Skip(where=q.uid, reason=str(e)))
-            pending.clear()
-            return
-        rows.extend(score_queries(adapter, qs, logits))
+        rows.extend(_score_or_skip(score, pending, lambda one: one[0].uid, skip_bad, skipped))
         pending.clear()
 
     for item in probes:
         try:
-            images = [load_image(probes, item, k) for k in range(len(item.images))]
-            if blind:
-                images = [flat_image(img) for img in images]
+            images = _item_images(probes, item, blind)
         except ProbeError as e:
             if not skip_bad:
                 raise
@@ -208,6 +194,31 @@ def evaluate(
             progress(1)
     flush()
     return _frame(rows, probes, skipped), skipped
+
+
+def _item_images(probes: ProbeSet, item: ProbeItem, blind: bool) -> list[Image.Image]:
+    images = [load_image(probes, item, k) for k in range(len(item.images))]
+    return [flat_image(img) for img in images] if blind else images
+
+
+def _score_or_skip(score: Callable[[list], list[dict]], batch: list, uid: Callable[[Any], str], skip_bad: bool,
+                   skipped: list[Skip]) -> list[dict]:
+    """``score(batch)``; if a bad sample breaks the batch and ``skip_bad`` is set, the samples are
+    scored one by one so the rest of the batch still counts, and the bad ones become skips."""
+    if not batch:
+        return []
+    try:
+        return score(batch)
+    except AdapterError:
+        if not skip_bad:
+            raise
+    rows: list[dict] = []
+    for one in batch:
+        try:
+            rows.extend(score([one]))
+        except AdapterError as e:
+            skipped.append(Skip(where=uid(one), reason=str(e)))
+    return rows
 
 
 def _frame(rows: list[dict], probes: ProbeSet, skipped: list[Skip]) -> pd.DataFrame:
@@ -271,18 +282,7 @@ def _evaluate_likelihood(adapter: Adapter, probes: ProbeSet, *, batch_size: int,
         return out
 
     def flush() -> None:
-        if not pending:
-            return
-        try:
-            rows.extend(score(pending))
-        except AdapterError:
-            if not skip_bad:
-                raise
-            for one in pending:
-                try:
-                    rows.extend(score([one]))
-                except AdapterError as e:
-                    skipped.append(Skip(where=one[0].uid, reason=str(e)))
+        rows.extend(_score_or_skip(score, pending, lambda one: one[0].uid, skip_bad, skipped))
         pending.clear()
 
     for item in probes:
@@ -291,8 +291,7 @@ def _evaluate_likelihood(adapter: Adapter, probes: ProbeSet, *, batch_size: int,
                                 "evaluate them with --protocol letters"))
         else:
             try:
-                image = load_image(probes, item, 0)
-                pending.append((item, flat_image(image) if blind else image))
+                pending.append((item, _item_images(probes, item, blind)[0]))
             except ProbeError as e:
                 if not skip_bad:
                     raise

@@ -268,7 +268,8 @@ def _evaluate(model_dir: Path, probes: Path, check_items: int) -> dict:
     from cdviz.probes.probeset import load_probeset
 
     ps = load_probeset(probes)
-    frame, _ = evaluate(load_model(model_dir), ps, batch_size=32)
+    model = load_model(model_dir)
+    frame, _ = evaluate(model, ps, batch_size=32)
     summary = summarize(frame)
     subset = {i.uid for i in ps.items[:check_items]}
     summary["check"] = {"n_items": check_items, "accuracy": 100 * float(frame[frame.uid.isin(subset)].correct.mean())}
@@ -276,12 +277,16 @@ def _evaluate(model_dir: Path, probes: Path, check_items: int) -> dict:
     # also blind; summarised as consistent accuracy per category.
     for key, kwargs in {"blind": dict(blind=True), "likelihood": dict(protocol="likelihood"),
                         "likelihood_blind": dict(protocol="likelihood", blind=True)}.items():
-        frame, _ = evaluate(load_model(model_dir), ps, batch_size=32, **kwargs)
-        other = summarize(frame)
-        summary[key] = {"by_category": {c: v["consistent"] for c, v in other["by_category"].items()},
-                        "by_skill": {c: v["consistent"] for c, v in other["by_skill"].items()},
-                        "consistent_mean_over_categories": other.get("consistent_mean_over_categories")}
+        frame, _ = evaluate(model, ps, batch_size=32, **kwargs)
+        summary[key] = _consistent_view(summarize(frame))
     return summary
+
+
+def _consistent_view(summary: dict) -> dict:
+    """Consistent accuracy per category and per skill, and their mean: the form controls are stored in."""
+    return {"by_category": {c: v["consistent"] for c, v in summary.get("by_category", {}).items()},
+            "by_skill": {c: v["consistent"] for c, v in summary.get("by_skill", {}).items()},
+            "consistent_mean_over_categories": summary.get("consistent_mean_over_categories")}
 
 
 def _layer_misalignment(run: Path) -> list[dict]:
@@ -337,14 +342,9 @@ def render_readme(manifest: dict, variations: dict | None = None) -> str:
              "| model | layers | heads | hidden | recognition | " + " | ".join(cats) + " | CR mean |",
              "|---" * (len(cats) + 6) + "|"]
     for name, m in manifest["models"].items():
-        met = m["metrics"]
-        cat = met.get("by_category", {})
-        rec = met.get("by_skill", {}).get("recognition", {}).get("consistent", float("nan"))
-        cells = [f"{cat[c]['consistent']:.1f}" if c in cat else "-" for c in cats]
-        mean = met.get("consistent_mean_over_categories")
         c = m["config"]
-        lines.append(f"| {name} | {c['layers']} | {c['heads']} | {c['hidden']} | {rec:.1f} | " + " | ".join(cells)
-                     + (f" | {mean:.1f} |" if mean is not None else " | - |"))
+        lines.append(f"| {name} | {c['layers']} | {c['heads']} | {c['hidden']} | "
+                     + " | ".join(_cr_row(_consistent_view(m["metrics"]), cats)) + " |")
     lines += ["", "Accuracy is consistent two-choice accuracy (right in both orders), in percent.", "",
               "## Teacher-student misalignment per student layer (held-out items)", "",
               "| student | measure | student layer | teacher layers | mean | 95% CI |", "|---|---|---|---|---|---|"]
@@ -364,25 +364,20 @@ def render_readme(manifest: dict, variations: dict | None = None) -> str:
               "|---" * (len(cats) + 4) + "|"]
     for name, m in manifest["models"].items():
         for key in ("blind", "likelihood", "likelihood_blind"):
-            other = m["metrics"].get(key)
-            if other:
-                rec = other.get("by_skill", {}).get("recognition", float("nan"))
-                cells = [f"{other['by_category'][c]:.1f}" if c in other["by_category"] else "-" for c in cats]
-                mean = other.get("consistent_mean_over_categories")
-                lines.append(f"| {name} | {key} | {rec:.1f} | " + " | ".join(cells)
-                             + (f" | {mean:.1f} |" if mean is not None else " | - |"))
+            if m["metrics"].get(key):
+                lines.append(f"| {name} | {key} | " + " | ".join(_cr_row(m["metrics"][key], cats)) + " |")
     lines += ["", "## Design goals, checked", ""] + [f"- {g}" for g in design_goals(manifest)] + [""]
     if variations:
         lines += _variations_section(manifest, variations)
     return "\n".join(lines)
 
 
-def _cr_row(metrics: dict, cats: list[str]) -> list[str]:
-    cat = metrics.get("by_category", {})
-    rec = metrics.get("by_skill", {}).get("recognition", {}).get("consistent", float("nan"))
-    mean = metrics.get("consistent_mean_over_categories")
-    return ([f"{rec:.1f}"] + [f"{cat[c]['consistent']:.1f}" if c in cat else "-" for c in cats]
-            + [f"{mean:.1f}" if mean is not None else "-"])
+def _cr_row(view: dict, cats: list[str]) -> list[str]:
+    """Table cells from a ``_consistent_view``: recognition, each of ``cats``, the CR mean."""
+    cat = view["by_category"]
+    mean = view["consistent_mean_over_categories"]
+    return ([f"{view['by_skill'].get('recognition', float('nan')):.1f}"]
+            + [f"{cat[c]:.1f}" if c in cat else "-" for c in cats] + [f"{mean:.1f}" if mean is not None else "-"])
 
 
 def _variations_section(manifest: dict, variations: dict) -> list[str]:
@@ -399,9 +394,10 @@ def _variations_section(manifest: dict, variations: dict) -> list[str]:
     shipped = {n: (manifest["models"][n]["metrics"], manifest["misalignment_by_layer"].get(n, []))
                for n in ("student-kd", "student-compodistill")}
     for name, (metrics, mis) in shipped.items():
-        lines.append(f"| {name} | (shipped) | " + " | ".join(_cr_row(metrics, cats)) + f" | {vat_by_layer(mis)} |")
+        lines.append(f"| {name} | (shipped) | " + " | ".join(_cr_row(_consistent_view(metrics), cats))
+                     + f" | {vat_by_layer(mis)} |")
     for name, v in variations.items():
-        lines.append(f"| {name} | {v['description']} | " + " | ".join(_cr_row(v["metrics"], cats))
+        lines.append(f"| {name} | {v['description']} | " + " | ".join(_cr_row(_consistent_view(v["metrics"]), cats))
                      + f" | {vat_by_layer(v['misalignment_by_layer'])} |")
     return lines + [""]
 
