@@ -5,7 +5,7 @@ teacher-group correspondence, per-shard map loading, and boxes as patch-cell cov
     outcome_group(teacher_ok, student_ok) "TR/SR" | "TR/SW" | "TW/SR" | "TW/SW"
     default_layer_map(...)               student layer -> consecutive teacher layers (group matching)
     load_maps(store, rows, model, field) per-item [L, H, N] maps (answer row for t2i)
-    box_cover(boxes, image_size, grid)   [rows * cols] share of each patch cell inside the boxes
+    box_cover(boxes, image_size, grid)   [rows * cols] share of each patch cell inside the boxes (cdviz.metrics)
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pandas as pd
 from PIL import Image
 
 from cdviz.layer_map import proportional_groups
+from cdviz.metrics import box_cover  # noqa: F401  (re-exported: analyses use it from here)
 from cdviz.store import RunStore
 
 GROUPS = ("TR/SR", "TR/SW", "TW/SR", "TW/SW")
@@ -171,42 +172,3 @@ def item_boxes(row: pd.Series, image: int = 0) -> list[dict]:
     raw = row.get("boxes", "[]")
     boxes = json.loads(raw) if isinstance(raw, str) and raw else []
     return [b for b in boxes if int(b.get("image", 0)) == image]
-
-
-def box_cover(boxes: Sequence[dict], image_size: tuple[float, float], grid: tuple[int, int]) -> np.ndarray:
-    """Share of each patch cell's area inside the union of ``boxes`` (exact, by edge compression).
-
-    The processors of the supported models resize the whole image onto the patch grid, so cell
-    (r, c) covers pixels [c W / cols, (c+1) W / cols) x [r H / rows, (r+1) H / rows). The union of
-    the boxes is cut along every box and cell edge into elementary rectangles, each wholly in or
-    out of the union, whose areas are summed per cell.
-
-    Args:
-        boxes: dicts with pixel x, y (top-left), w, h.
-        image_size: (width, height) in pixels.
-        grid: (rows, cols).
-
-    Returns:
-        [rows * cols] in [0, 1], row-major.
-    """
-    rows, cols = grid
-    width, height = image_size
-    cover = np.zeros((rows, cols))
-    if not boxes:
-        return cover.reshape(-1)
-    # Work in cell units: x in [0, cols], y in [0, rows].
-    bx0 = np.clip([b["x"] / width * cols for b in boxes], 0, cols)
-    bx1 = np.clip([(b["x"] + b["w"]) / width * cols for b in boxes], 0, cols)
-    by0 = np.clip([b["y"] / height * rows for b in boxes], 0, rows)
-    by1 = np.clip([(b["y"] + b["h"]) / height * rows for b in boxes], 0, rows)
-    xs = np.unique(np.concatenate([np.arange(cols + 1), bx0, bx1]))
-    ys = np.unique(np.concatenate([np.arange(rows + 1), by0, by1]))
-    mx, my = (xs[1:] + xs[:-1]) / 2, (ys[1:] + ys[:-1]) / 2  # elementary rectangle centres
-    inside_x = (mx[None, :] > bx0[:, None]) & (mx[None, :] < bx1[:, None])  # [B, nx]
-    inside_y = (my[None, :] > by0[:, None]) & (my[None, :] < by1[:, None])  # [B, ny]
-    inside = (inside_y[:, :, None] & inside_x[:, None, :]).any(0)  # [ny, nx]
-    area = np.diff(ys)[:, None] * np.diff(xs)[None, :] * inside  # [ny, nx], cell area is 1
-    cell_r = np.minimum(my.astype(int), rows - 1)
-    cell_c = np.minimum(mx.astype(int), cols - 1)
-    np.add.at(cover, (cell_r[:, None], cell_c[None, :]), area)
-    return np.clip(cover, 0, 1).reshape(-1)

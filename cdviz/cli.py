@@ -337,12 +337,19 @@ app.add_typer(zoo_app, name="zoo")
 def zoo_build_cmd(
     out: Path = typer.Option(Path("checkpoints"), help="Where the four models go."),
     seed: int = typer.Option(0, help="Seed for data, initialisation and training."),
+    teacher_ground: float = typer.Option(0.0, "--teacher-ground",
+                                         help="Weight of the teacher's grounding loss (0: off, as shipped)."),
+    teacher_qa_steps: int = typer.Option(0, "--teacher-qa-steps",
+                                         help="Teacher steps on the short questions alone before the full mix."),
 ) -> None:
     """Train teacher, student-sft, student-kd and student-compodistill (resumable)."""
     from cdviz.zoo import ZooSpec, build_zoo
 
+    if teacher_ground < 0 or teacher_qa_steps < 0:
+        raise typer.BadParameter("--teacher-ground and --teacher-qa-steps must be >= 0")
+    spec = ZooSpec(seed=seed, teacher_ground=teacher_ground, teacher_qa_steps=teacher_qa_steps)
     with user_errors():
-        build_zoo(out, ZooSpec(seed=seed), log=lambda m: console.print(f"[bold]{m}[/bold]"))
+        build_zoo(out, spec, log=lambda m: console.print(f"[bold]{m}[/bold]"))
     console.print(f"models and manifest in {out}")
 
 

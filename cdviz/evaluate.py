@@ -134,6 +134,7 @@ def flat_image(image: Image.Image) -> Image.Image:
     return Image.new("RGB", image.size, mean)
 
 
+@torch.inference_mode()  # scoring only: no autograd graph, less memory
 def answer_logits(adapter: Adapter, images: list[Image.Image], texts: list[str], uids: list[str]) -> torch.Tensor:
     """[B, V] logits at each sample's answer position from one SDPA forward."""
     batch = adapter.build_batch(images, texts, uids).to(adapter.model.device, adapter.model.dtype)
@@ -232,6 +233,7 @@ def _frame(rows: list[dict], probes: ProbeSet, skipped: list[Skip]) -> pd.DataFr
 
 
 @torch.no_grad()
+@torch.inference_mode()  # scoring only: no autograd graph, less memory
 def answer_loglik(adapter: Adapter, images: list[Image.Image], prompts: list[str], answers: list[str]) -> list[float]:
     """Summed log-probability of each answer's tokens (special tokens such as EOS excluded) after
     its image and prompt, in the model's chat format."""

@@ -18,7 +18,7 @@ Tests: .venv/bin/pytest tests/core/test_metrics.py -q
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +36,45 @@ EPS = 1e-12
 def upcast(x: torch.Tensor) -> torch.Tensor:
     """At least float32: fp16/bf16 maps from the store or the trainer lose too much in sums."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def box_cover(boxes: Sequence[dict], image_size: tuple[float, float], grid: tuple[int, int]) -> np.ndarray:
+    """Share of each patch cell's area inside the union of ``boxes`` (exact, by edge compression).
+
+    The processors of the supported models resize the whole image onto the patch grid, so cell
+    (r, c) covers pixels [c W / cols, (c+1) W / cols) x [r H / rows, (r+1) H / rows). The union of
+    the boxes is cut along every box and cell edge into elementary rectangles, each wholly in or
+    out of the union, whose areas are summed per cell.
+
+    Args:
+        boxes: dicts with pixel x, y (top-left), w, h.
+        image_size: (width, height) in pixels.
+        grid: (rows, cols).
+
+    Returns:
+        [rows * cols] in [0, 1], row-major.
+    """
+    rows, cols = grid
+    width, height = image_size
+    cover = np.zeros((rows, cols))
+    if not boxes:
+        return cover.reshape(-1)
+    # Work in cell units: x in [0, cols], y in [0, rows].
+    bx0 = np.clip([b["x"] / width * cols for b in boxes], 0, cols)
+    bx1 = np.clip([(b["x"] + b["w"]) / width * cols for b in boxes], 0, cols)
+    by0 = np.clip([b["y"] / height * rows for b in boxes], 0, rows)
+    by1 = np.clip([(b["y"] + b["h"]) / height * rows for b in boxes], 0, rows)
+    xs = np.unique(np.concatenate([np.arange(cols + 1), bx0, bx1]))
+    ys = np.unique(np.concatenate([np.arange(rows + 1), by0, by1]))
+    mx, my = (xs[1:] + xs[:-1]) / 2, (ys[1:] + ys[:-1]) / 2  # elementary rectangle centres
+    inside_x = (mx[None, :] > bx0[:, None]) & (mx[None, :] < bx1[:, None])  # [B, nx]
+    inside_y = (my[None, :] > by0[:, None]) & (my[None, :] < by1[:, None])  # [B, ny]
+    inside = (inside_y[:, :, None] & inside_x[:, None, :]).any(0)  # [ny, nx]
+    area = np.diff(ys)[:, None] * np.diff(xs)[None, :] * inside  # [ny, nx], cell area is 1
+    cell_r = np.minimum(my.astype(int), rows - 1)
+    cell_c = np.minimum(mx.astype(int), cols - 1)
+    np.add.at(cover, (cell_r[:, None], cell_c[None, :]), area)
+    return np.clip(cover, 0, 1).reshape(-1)
 
 
 def _normalise(p: torch.Tensor, eps: float = EPS) -> torch.Tensor:

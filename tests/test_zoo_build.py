@@ -7,12 +7,13 @@ from dataclasses import replace
 
 import pytest
 
+from cdviz.train.tracking import read_metrics
 from cdviz.zoo import MODELS, VARIATIONS, ZooSpec, build_variations, build_zoo, sha256
 
 TOY = replace(ZooSpec(), image_size=32, vision_hidden=32, hidden=32, teacher_layers=4, teacher_heads=2,
               student_layers=2, student_heads=2, teacher_mlp=64, student_mlp=64, vision_steps=2, teacher_steps=3,
-              student_steps=6, dpt_steps=2, sft_steps=2, batch_size=2, shapes_scenes=12, heldout_items=40,
-              record_items=16, check_items=10)
+              teacher_ground=1.0, teacher_qa_steps=2, student_steps=6, dpt_steps=2, sft_steps=2, batch_size=2, shapes_scenes=12,
+              heldout_items=40, record_items=16, check_items=10)
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,13 @@ def test_build_writes_four_models_and_a_manifest_that_matches_them(zoo):
     assert {"student-kd", "student-compodistill"} == set(manifest["misalignment_by_layer"])
     readme = (out / "README.md").read_text()
     assert readme.count("| teacher |") == 4  # the main table and three control rows
+    # The teacher: grounded QA first, then the full mix with grounding; the students without it.
+    qa = read_metrics(out / ".build" / "teacher-qa" / "ce" / "metrics.jsonl")
+    full = read_metrics(out / ".build" / "teacher" / "ce" / "metrics.jsonl")
+    assert len(qa) == TOY.teacher_qa_steps and len(full) == TOY.teacher_steps
+    assert all("loss/ground" in r for r in qa + full)
+    assert all("loss/ground" not in r for r in read_metrics(out / ".build" / "student-kd" / "ce" / "metrics.jsonl"))
+    assert "grounding loss" in readme and "first 2 steps on the short questions alone" in readme
 
 
 def test_rebuild_resumes_without_retraining(zoo):

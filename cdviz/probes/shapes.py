@@ -59,6 +59,7 @@ __all__ = [  # the shapes world's public API, scene-level names included
     "caption",
     "claim_holds",
     "generate_scenes",
+    "SAMPLE_KINDS",
     "instruction_samples",
     "items_for_scene",
     "make_shapes",
@@ -305,6 +306,9 @@ def items_for_scene(
     return items
 
 
+SAMPLE_KINDS = ("caption", "choice", "qa")  # instruction_samples' "kind"s
+
+
 def instruction_samples(scene: Scene, rng: random.Random, probe_captions: bool = False) -> list[dict[str, str]]:
     """Training texts for one scene: its description, every item in both option orders, short QA.
 
@@ -313,44 +317,49 @@ def instruction_samples(scene: Scene, rng: random.Random, probe_captions: bool =
     are in the model's caption distribution; generative scoring (``eval --protocol likelihood``)
     then compares options in a form the model has seen.
     """
-    samples = [{"kind": "caption", "prompt": DESCRIBE_PROMPT, "answer": describe_scene(scene)}]
+    samples = [{"kind": "caption", "prompt": DESCRIBE_PROMPT, "answer": describe_scene(scene),
+                "objects": list(range(len(scene.objects)))}]
     for _, build in CATEGORIES.values():
         draft = build(scene, rng)
         if draft is None:
             continue
         if probe_captions and draft.question == DEFAULT_QUESTION:
-            samples.append({"kind": "caption", "prompt": DESCRIBE_PROMPT, "answer": draft.options[draft.correct]})
+            samples.append({"kind": "caption", "prompt": DESCRIBE_PROMPT, "answer": draft.options[draft.correct],
+                            "objects": list(draft.named)})
         for order in ((0, 1), (1, 0)):
             options = [draft.options[k] for k in order]
             answer = LETTERS[order.index(draft.correct)]
-            samples.append({"kind": "choice", "prompt": choice_prompt(draft.question, options), "answer": answer})
-    return samples + [{"kind": "qa", "prompt": q, "answer": a} for q, a in _questions(scene, rng)]
+            samples.append({"kind": "choice", "prompt": choice_prompt(draft.question, options), "answer": answer,
+                            "objects": list(draft.named)})
+    return samples + [{"kind": "qa", "prompt": q, "answer": a, "objects": named} for q, a, named in _questions(scene, rng)]
 
 
-def _questions(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
+def _questions(scene: Scene, rng: random.Random) -> list[tuple[str, str, list[int]]]:
+    """(question, answer, indices of the objects the answer is about) for one scene."""
     n = len(scene.objects)
     qa = []
     for i, o in enumerate(scene.objects):
         ref = scene.unique(i, bases=(("shape",), ("size", "shape")))
         if ref:
-            qa.append((f"What colour is {noun_phrase(ref, article='the')}?", o.colour))
+            qa.append((f"What colour is {noun_phrase(ref, article='the')}?", o.colour, [i]))
         ref = scene.unique(i)
         if ref:
-            qa.append((f"Where is {noun_phrase(ref, article='the')}?", POSITIONS[o.row, o.col]))
+            qa.append((f"Where is {noun_phrase(ref, article='the')}?", POSITIONS[o.row, o.col], [i]))
     for i in range(n):
         for j in range(n):
             rels = scene.relations(i, j) if i != j else []
             di, dj = scene.unique(i), scene.unique(j)
             if len(rels) == 1 and di and dj:
                 q = f"Where is {noun_phrase(di, article='the')} relative to {noun_phrase(dj, article='the')}?"
-                qa.append((q, REL_ANSWER[rels[0]]))
+                qa.append((q, REL_ANSWER[rels[0]], [i, j]))
     present = rng.choice(scene.objects).describe(("colour", "shape"))
     absent = rng.choice(_absent_pairs(scene))
-    qa += [(f"Is there {noun_phrase(d)} in the image?", a) for d, a in ((present, "yes"), (absent, "no"))]
+    qa += [(f"Is there {noun_phrase(d)} in the image?", a, scene.find(d))
+           for d, a in ((present, "yes"), (absent, "no"))]
     for attr in ("colour", "shape", "size"):
         desc = {attr: rng.choice(VALUES[attr])}  # absent values too: "zero" is an answer to learn
-        count = NUMBER_WORDS[len(scene.find(desc))]
-        qa.append((f"How many {noun_phrase(desc, article='', plural=True)} are there?", count))
+        found = scene.find(desc)
+        qa.append((f"How many {noun_phrase(desc, article='', plural=True)} are there?", NUMBER_WORDS[len(found)], found))
     return qa
 
 

@@ -23,6 +23,13 @@ Stage defaults (PAPER.md, "Training stages"; None in a StageConfig means "the st
 ``trainable`` is a "+"-joined set of: all, llm, connector, vision, lora, taf. Optimiser: AdamW,
 lr 2e-4, no weight decay, cosine schedule with 3% warmup. LoRA r defaults to hidden/16 clamped to
 [4, 128] (the paper's 128 at hidden 2048), alpha 2r, dropout 0.05.
+
+``ground`` (off by default, no teacher needed) supervises where the model looks: at the answer
+row, the share of the head-mean attention over the image that falls on the patches of the
+example's regions (the objects the answer is about), loss -log(share), in ``ground_layers``.
+Only data with regions uses it (the shapes world has them); other examples are skipped. The
+demo teacher is trained with it (cdviz/zoo.py), because a from-scratch teacher otherwise learns
+to read attributes off the image without binding them to objects.
 """
 
 from __future__ import annotations
@@ -39,10 +46,10 @@ from cdviz.errors import CdvizError
 STAGES = ("dpt", "dft", "sft", "ce")
 TRAINABLE_PARTS = ("all", "llm", "connector", "vision", "lora", "taf")
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dpt": {"trainable": "taf", "ce": 1.0, "kd": 1.0, "vat": 0.0, "t2i": 0.0},
-    "dft": {"trainable": "lora+taf", "ce": 1.0, "kd": 1.0, "vat": 1.0, "t2i": 0.0},
-    "sft": {"trainable": "lora+taf", "ce": 1.0, "kd": 0.0, "vat": 0.0, "t2i": 0.0},
-    "ce": {"trainable": "all", "ce": 1.0, "kd": 0.0, "vat": 0.0, "t2i": 0.0},
+    "dpt": {"trainable": "taf", "ce": 1.0, "kd": 1.0, "vat": 0.0, "t2i": 0.0, "ground": 0.0},
+    "dft": {"trainable": "lora+taf", "ce": 1.0, "kd": 1.0, "vat": 1.0, "t2i": 0.0, "ground": 0.0},
+    "sft": {"trainable": "lora+taf", "ce": 1.0, "kd": 0.0, "vat": 0.0, "t2i": 0.0, "ground": 0.0},
+    "ce": {"trainable": "all", "ce": 1.0, "kd": 0.0, "vat": 0.0, "t2i": 0.0, "ground": 0.0},
 }
 
 
@@ -65,6 +72,7 @@ class StageConfig:
     kd: float | None = None
     vat: float | None = None
     t2i: float | None = None
+    ground: float | None = None       # answer-row attention on the example's regions (needs data with regions)
     lora_r: int | None = None
     lora_alpha: float | None = None
     lora_dropout: float = 0.05
@@ -105,6 +113,8 @@ class TrainConfig:
     shapes_seed: int = 0
     shapes_image_size: int = 64
     shapes_probe_captions: bool = False    # also train the probes' partial captions as caption answers
+    shapes_kinds: list[str] | None = None  # only these sample kinds (caption, choice, qa); None: all
+    ground_layers: list[int] | None = None  # layers the grounding loss supervises (default: the middle third)
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig(s) for s in ("dpt", "dft", "sft")])
     # VAT layers: explicit > report > the paper's band (cdviz/layer_map.py)
     from_report: str | None = None
@@ -150,6 +160,10 @@ class TrainConfig:
             raise ConfigError(f"stages {need} distil from a teacher; pass --teacher DIR")
         if self.device not in ("auto", "cpu"):
             raise ConfigError(f"device={self.device!r}; use auto (the accelerate launcher places processes) or cpu")
+        from cdviz.probes.shapes import SAMPLE_KINDS
+
+        if self.shapes_kinds is not None and (not self.shapes_kinds or set(self.shapes_kinds) - set(SAMPLE_KINDS)):
+            raise ConfigError(f"shapes_kinds={self.shapes_kinds}; give some of {', '.join(SAMPLE_KINDS)}")
         if self.precision not in ("bf16", "fp32"):
             raise ConfigError(f"precision={self.precision!r}; use bf16 or fp32")
 

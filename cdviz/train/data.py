@@ -4,6 +4,8 @@
             JsonlConversations (LLaVA format, one record per line:
               {"image": "rel/path.jpg", "conversations": [{"from": "human", "value": "<image>\\n..."},
                                                         {"from": "gpt", "value": "..."}, ...]})
+              (optional "regions": [{"x", "y", "w", "h"}, ...] pixel boxes of what the answers are
+              about, for the grounding loss)
       -> Stream: example order for micro-batch m on this rank (a fresh permutation per epoch,
          a pure function of (seed, epoch), so resuming at step k needs no saved iterator)
       -> Collator: processor + chat template, right padding; labels only on answer tokens
@@ -29,7 +31,7 @@ import torch
 from PIL import Image
 
 from cdviz.errors import CdvizError
-from cdviz.metrics import Grid
+from cdviz.metrics import Grid, box_cover
 from cdviz.models.base import find_runs
 from cdviz.train.losses import IGNORE
 
@@ -45,6 +47,8 @@ class Example:
     uid: str
     messages: list[dict[str, Any]]
     image: Image.Image | None = None
+    # Pixel boxes {"x", "y", "w", "h"} of what the answer is about, for the grounding loss; None: unknown.
+    regions: list[dict[str, float]] | None = None
 
 
 class Source(Protocol):
@@ -61,14 +65,15 @@ class ShapesInstructions:
     """Single-turn instruction examples from the first ``n_scenes`` training scenes of the shapes world."""
 
     def __init__(self, n_scenes: int = 1000, seed: int = 0, image_size: int = 64, split: str = "train",
-                 probe_captions: bool = False):
+                 probe_captions: bool = False, kinds: Sequence[str] | None = None):
         from cdviz.probes.shapes import generate_scenes, instruction_samples
 
         self.scenes = list(generate_scenes(seed, image_size, splits=(split,), n=n_scenes))
         self.samples: list[tuple[int, dict[str, str]]] = []
         for k, scene in enumerate(self.scenes):
             rng = random.Random(f"cdviz-train:{seed}:{scene.index}")
-            self.samples.extend((k, s) for s in instruction_samples(scene, rng, probe_captions))
+            self.samples.extend((k, s) for s in instruction_samples(scene, rng, probe_captions)
+                                if kinds is None or s["kind"] in kinds)
         if not self.samples:
             raise DataError(f"no shapes-world training samples from {n_scenes} scenes; ask for more scenes")
 
@@ -81,7 +86,8 @@ class ShapesInstructions:
         k, s = self.samples[i]
         scene = self.scenes[k]
         messages = [_turn("user", s["prompt"], image=True), _turn("assistant", s["answer"])]
-        return Example(f"shapes-{scene.seed}-{scene.index}-{i}", messages, render_scene(scene))
+        regions = [dict(zip("xywh", map(float, scene.objects[j].box))) for j in s.get("objects", [])]
+        return Example(f"shapes-{scene.seed}-{scene.index}-{i}", messages, render_scene(scene), regions)
 
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -157,14 +163,37 @@ def parse_record(rec: dict, where: str, image_root: Path) -> Example:
         first["content"].insert(0, {"type": "image"})
     if not any(m["role"] == "assistant" for m in messages):
         raise DataError(f"{where}: no assistant turn, nothing to learn")
-    return Example(str(rec.get("id", where)), messages, image)
+    return Example(str(rec.get("id", where)), messages, image, _parse_regions(rec.get("regions"), where, image))
+
+
+def _parse_regions(raw: Any, where: str, image: Image.Image | None) -> list[dict[str, float]] | None:
+    """Optional "regions": [{"x", "y", "w", "h"}, ...] in image pixels, what the answers are about."""
+    if raw is None:
+        return None
+    if image is None:
+        raise DataError(f"{where}: 'regions' given but no image; drop them or add the image")
+    if not isinstance(raw, list):
+        raise DataError(f"{where}: 'regions' must be a list of boxes {{\"x\", \"y\", \"w\", \"h\"}} in pixels")
+    boxes = []
+    for k, box in enumerate(raw):
+        try:
+            x, y, w, h = (float(box[c]) for c in "xywh")
+        except (TypeError, KeyError, ValueError) as e:
+            raise DataError(f"{where}: region {k} is {box!r}; give numbers x, y, w, h in pixels") from e
+        if w <= 0 or h <= 0 or x + w <= 0 or y + h <= 0 or x >= image.width or y >= image.height:
+            raise DataError(f"{where}: region {k} {box!r} lies outside the {image.width}x{image.height} image "
+                            "or is empty; fix or drop it")
+        boxes.append({"x": x, "y": y, "w": w, "h": h})
+    return boxes
 
 
 def make_source(data: str, *, image_root: str | None = None, shapes_scenes: int = 1000, shapes_seed: int = 0,
-                shapes_image_size: int = 64, shapes_probe_captions: bool = False) -> Source:
+                shapes_image_size: int = 64, shapes_probe_captions: bool = False,
+                shapes_kinds: Sequence[str] | None = None) -> Source:
     """'shapes' -> ShapesInstructions; a path -> JsonlConversations."""
     if data == "shapes":
-        return ShapesInstructions(shapes_scenes, shapes_seed, shapes_image_size, probe_captions=shapes_probe_captions)
+        return ShapesInstructions(shapes_scenes, shapes_seed, shapes_image_size, probe_captions=shapes_probe_captions,
+                                  kinds=shapes_kinds)
     return JsonlConversations(data, image_root)
 
 
@@ -202,6 +231,7 @@ class Encoded:
     spans:      per sample the image token span (start, end) or None (no image)
     grids:      per sample the image's (rows, cols) or None
     prompt_end: per sample the row whose logits predict the first answer token
+    regions:    per sample [N] share of each image patch inside the example's regions, or None
     """
 
     inputs: dict[str, Any]
@@ -209,11 +239,13 @@ class Encoded:
     spans: list[tuple[int, int] | None]
     grids: list[Grid | None]
     prompt_end: list[int] = field(default_factory=list)
+    regions: list[torch.Tensor | None] = field(default_factory=list)
 
     def to(self, device, dtype: torch.dtype | None = None) -> Encoded:
         moved = {k: (v.to(device, dtype) if dtype is not None and v.is_floating_point() else v.to(device))
                  if isinstance(v, torch.Tensor) else v for k, v in self.inputs.items()}
-        return Encoded(moved, self.labels.to(device), self.spans, self.grids, self.prompt_end)
+        regions = [r.to(device) if r is not None else None for r in self.regions]
+        return Encoded(moved, self.labels.to(device), self.spans, self.grids, self.prompt_end, regions)
 
 
 @dataclass
@@ -298,7 +330,21 @@ def encode(adapter, examples: Sequence[Example], max_len: int | None = None) -> 
     for b in range(len(examples)):
         hits = torch.nonzero(labels[b] != IGNORE).flatten()
         prompt_end.append(int(hits[0]) - 1 if len(hits) else -1)
-    return Encoded(inputs, labels, spans, grids, prompt_end)
+    return Encoded(inputs, labels, spans, grids, prompt_end, [_region_cover(ex, g) for ex, g in zip(examples, grids)])
+
+
+def _region_cover(ex: Example, grid: Grid | None) -> torch.Tensor | None:
+    """[rows * cols] share of each patch inside the example's regions; None without regions or image.
+
+    The processors cdviz supports resize the whole image onto the patch grid, so pixel boxes map
+    to patches through the image's own size.
+    """
+    if not ex.regions or grid is None or ex.image is None:
+        return None
+    if grid[0] * grid[1] == 0:
+        return None
+    cover = box_cover(ex.regions, ex.image.size, grid)
+    return torch.from_numpy(cover).float() if cover.any() else None
 
 
 class Collator:

@@ -261,3 +261,26 @@ def t2i_from_rows(student_t2i: dict[int, list[torch.Tensor | None]], teacher_t2i
         d = js_divergence(s, t) if metric == "js" else 1 - cosine(s, t)  # [L]
         terms.append(d.sum())
     return torch.stack(terms).mean()
+
+
+def grounding_from_rows(t2i: dict[int, list[torch.Tensor | None]], layers: Sequence[int],
+                        regions: Sequence[torch.Tensor | None], samples: Sequence[int], eps: float = 1e-6
+                        ) -> torch.Tensor:
+    """Grounding loss: mean over ``samples`` and ``layers`` of -log(share of the answer row's
+    image attention that falls on the example's region patches).
+
+    Args:
+        t2i: captured answer-row maps, ``t2i[layer][b]`` [1, N] head-mean attention over the image.
+        regions: per sample [N] share of each patch inside the regions (a patch touched counts).
+
+    The share is renormalised over the image, so the model stays free to split its attention
+    between the question and the image; only where it looks within the image is supervised.
+    """
+    terms = []
+    for b in samples:
+        on = (regions[b] > 0).to(t2i[layers[0]][b].dtype)  # [N]
+        for layer in layers:
+            p = t2i[layer][b].squeeze(0)  # [N]
+            share = (p * on).sum() / p.sum().clamp_min(eps)
+            terms.append(-torch.log(share.clamp_min(eps)))
+    return torch.stack(terms).mean()

@@ -111,6 +111,16 @@ def check_engine(distributed_type: DistributedType, zero_stage: int | None, grad
                           "backward; set grad_accum = 1 and raise batch_size or the number of processes instead")
 
 
+def ground_layers(layers: list[int] | None, n_layers: int) -> list[int]:
+    """The layers the grounding loss supervises: ``layers`` checked, or the model's middle third."""
+    if layers is None:
+        return list(range(n_layers // 3, max(n_layers // 3 + 1, 2 * n_layers // 3)))
+    bad = [i for i in layers if not 0 <= i < n_layers]
+    if bad or not layers:
+        raise ConfigError(f"ground_layers={layers}: the model has layers 0..{n_layers - 1}; give some of those")
+    return sorted(set(layers))
+
+
 class Recipe:
     """One stage of fine-tuning."""
 
@@ -148,8 +158,9 @@ class Recipe:
             lm = resolve_layer_map(self.student.n_layers, self.teacher.n_layers, report=cfg.from_report,
                                    student_layers=cfg.student_layers, teacher_groups=cfg.teacher_groups,
                                    paper_compat=cfg.paper_compat)
-        self.settings = LossSettings({k: getattr(stage, k) for k in ("ce", "kd", "vat", "t2i")}, lm, cfg.temperature,
-                                     cfg.kd_chunk, cfg.vat_filter, cfg.t2i_metric, cfg.paper_compat)
+        self.settings = LossSettings({k: getattr(stage, k) for k in ("ce", "kd", "vat", "t2i", "ground")}, lm,
+                                     cfg.temperature, cfg.kd_chunk, cfg.vat_filter, cfg.t2i_metric, cfg.paper_compat,
+                                     ground_layers(cfg.ground_layers, self.student.n_layers) if stage.ground else [])
         self.peft = self._setup_trainable()
         if cfg.gradient_checkpointing:
             self.student.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -166,7 +177,7 @@ class Recipe:
         self.accum = stage.grad_accum or cfg.grad_accum
         source = make_source(cfg.data, image_root=cfg.image_root, shapes_scenes=cfg.shapes_scenes,
                              shapes_seed=cfg.shapes_seed, shapes_image_size=cfg.shapes_image_size,
-                             shapes_probe_captions=cfg.shapes_probe_captions)
+                             shapes_probe_captions=cfg.shapes_probe_captions, shapes_kinds=cfg.shapes_kinds)
         self.stream = Stream(source, self.micro, cfg.seed, acc.process_index, acc.num_processes)
         self.collate = Collator(self.student, self.teacher, cfg.max_seq_len)
         per_step = self.micro * acc.num_processes * self.accum

@@ -4,7 +4,7 @@
                                                    image blocks / answer-row maps in its group layers
     with TrainCapture(student, layer_map.student_layers, spans):
         parts = DistillForward(student.model)(batch.student, targets, teacher_head, capture)
-    parts = {"loss": weighted sum, "ce": ..., "kd": ..., "vat": ..., "t2i": ...}
+    parts = {"loss": weighted sum, "ce": ..., "kd": ..., "vat": ..., "t2i": ..., "ground": ...}
 
 ``distill_forward`` is those lines as one function: the Recipe's micro-step and
 ``cdviz bench train`` both call it, so the benchmark times the trainer's own path.
@@ -26,7 +26,8 @@ from torch import nn
 
 from cdviz.train.data import DataError, Encoded
 from cdviz.layer_map import LayerMap
-from cdviz.train.losses import TrainCapture, head_losses, score_mask, shifted_targets, t2i_from_rows, vat_from_blocks
+from cdviz.train.losses import (TrainCapture, grounding_from_rows, head_losses, score_mask, shifted_targets,
+                                t2i_from_rows, vat_from_blocks)
 
 
 @dataclass
@@ -40,16 +41,24 @@ class LossSettings:
     vat_filter: bool = True
     t2i_metric: str = "js"
     paper_compat: bool = False
+    ground_layers: list[int] = field(default_factory=list)
 
     def on(self, name: str) -> bool:
         return bool(self.weights.get(name, 0.0))
 
     @property
     def capture_layers(self) -> tuple[list[int], list[int]]:
-        """(student layers, teacher layers) whose attention VAT / T2I needs; empty when neither is on."""
-        if not (self.on("vat") or self.on("t2i")) or self.layer_map is None:
-            return [], []
-        return list(self.layer_map.student_layers), self.layer_map.teacher_layers
+        """(student layers, teacher layers) whose attention VAT / T2I / grounding needs; empty when none is on."""
+        student: set[int] = set(self.ground_layers) if self.on("ground") else set()
+        teacher: list[int] = []
+        if (self.on("vat") or self.on("t2i")) and self.layer_map is not None:
+            student |= set(self.layer_map.student_layers)
+            teacher = self.layer_map.teacher_layers
+        return sorted(student), teacher
+
+    @property
+    def needs_query_rows(self) -> bool:
+        return self.on("t2i") or self.on("ground")
 
 
 @dataclass
@@ -142,6 +151,11 @@ class DistillForward(nn.Module):
                 parts["t2i"] = zero if not t2i_samples else t2i_from_rows(
                     capture.t2i, teacher.t2i, lm.student_layers, lm.teacher_groups, t2i_samples, enc.grids,
                     teacher.grids, st.t2i_metric)
+        if st.on("ground"):
+            grounded = [b for b, r in enumerate(enc.regions) if r is not None and enc.spans[b] is not None
+                        and enc.prompt_end[b] >= 0] if capture is not None else []
+            parts["ground"] = (grounding_from_rows(capture.t2i, st.ground_layers, enc.regions, grounded)
+                               if grounded else hidden.sum() * 0)
         total = sum(st.weights.get(k, 0.0) * v for k, v in parts.items())
         return {"loss": total, **parts}
 
@@ -159,7 +173,7 @@ def distill_forward(module: nn.Module, settings: LossSettings, student, teacher,
         autocast: context factory for mixed precision (``accelerator.autocast``).
 
     Returns:
-        DistillForward's parts: {"loss": weighted sum, "ce", "kd", "vat", "t2i" as enabled}.
+        DistillForward's parts: {"loss": weighted sum, "ce", "kd", "vat", "t2i", "ground" as enabled}.
     """
     targets, head = None, None
     if teacher is not None:
@@ -167,7 +181,7 @@ def distill_forward(module: nn.Module, settings: LossSettings, student, teacher,
             targets = teacher_targets(teacher, teacher_enc, settings)
         head = teacher.model.get_output_embeddings()
     layers, _ = settings.capture_layers
-    rows = answer_query_rows(enc) if settings.on("t2i") else None
+    rows = answer_query_rows(enc) if settings.needs_query_rows else None
     cap = TrainCapture(student, layers, enc.spans, rows) if layers else None
     with cap if cap is not None else nullcontext():
         with autocast():

@@ -67,6 +67,11 @@ def test_jsonl_multi_turn_and_text_only(student, tmp_path):
     ({"conversations": [{"from": "human", "value": "<image>\nhi"}, {"from": "gpt", "value": "x"}]}, "no image"),
     ({"conversations": [{"from": "robot", "value": "hi"}]}, "role"),
     ({"conversations": [{"from": "human", "value": "hi"}]}, "no assistant turn"),
+    ({"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "x"}], "regions": []}, "no image"),
+    ({"image": "img.png", "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "x"}],
+      "regions": [{"x": 1, "y": 2, "w": 3}]}, "region 0"),
+    ({"image": "img.png", "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "x"}],
+      "regions": [{"x": 40, "y": 2, "w": 3, "h": 3}]}, "outside the 40x40 image"),
 ])
 def test_bad_records_name_the_problem(tmp_path, record, message):
     source = JsonlConversations(_write_jsonl(tmp_path, [record]))
@@ -85,3 +90,16 @@ def test_stream_is_deterministic_and_ranks_are_disjoint():
     epoch0 = [single.examples(m)[0].uid for m in range(n)]
     epoch1 = [single.examples(m)[0].uid for m in range(n, 2 * n)]
     assert sorted(epoch0) == sorted(epoch1) and len(set(epoch0)) == n and epoch0 != epoch1
+
+
+def test_jsonl_regions_give_the_grounding_target(student, tmp_path):
+    path = _write_jsonl(tmp_path, [
+        {"image": "img.png", "regions": [{"x": 0, "y": 0, "w": 20, "h": 20}],
+         "conversations": [{"from": "human", "value": "<image>\nWhat colour is the square?"},
+                           {"from": "gpt", "value": "blue"}]},
+    ])
+    enc = Collator(student)([make_source(str(path))[0]]).student
+    rows, cols = enc.grids[0]
+    cover = enc.regions[0].reshape(rows, cols)
+    # The top-left quarter of the 40 px image: exactly the top-left quarter of the patch grid.
+    assert cover[: rows // 2, : cols // 2].eq(1).all() and cover.sum() == rows * cols / 4
