@@ -341,13 +341,23 @@ def zoo_build_cmd(
                                          help="Weight of the teacher's grounding loss (0: off, as shipped)."),
     teacher_qa_steps: int = typer.Option(0, "--teacher-qa-steps",
                                          help="Teacher steps on the short questions alone before the full mix."),
+    teacher_steps: int = typer.Option(6000, "--teacher-steps", help="Teacher steps on the full mix."),
+    teacher_qa_kinds: str = typer.Option("qa", "--teacher-qa-kinds",
+                                         help="Which questions those steps use: qa, or some of qa:colour, qa:where, "
+                                              "qa:relation, qa:exists, qa:count, comma-separated."),
 ) -> None:
     """Train teacher, student-sft, student-kd and student-compodistill (resumable)."""
     from cdviz.zoo import ZooSpec, build_zoo
 
-    if teacher_ground < 0 or teacher_qa_steps < 0:
-        raise typer.BadParameter("--teacher-ground and --teacher-qa-steps must be >= 0")
-    spec = ZooSpec(seed=seed, teacher_ground=teacher_ground, teacher_qa_steps=teacher_qa_steps)
+    if teacher_ground < 0 or teacher_qa_steps < 0 or teacher_steps < 1:
+        raise typer.BadParameter("--teacher-ground and --teacher-qa-steps must be >= 0, --teacher-steps >= 1")
+    from cdviz.probes.shapes import SAMPLE_KINDS
+
+    kinds = tuple(k.strip() for k in teacher_qa_kinds.split(",") if k.strip())
+    if not kinds or set(kinds) - set(SAMPLE_KINDS):
+        raise typer.BadParameter(f"--teacher-qa-kinds {teacher_qa_kinds!r}: give some of {', '.join(SAMPLE_KINDS)}")
+    spec = ZooSpec(seed=seed, teacher_ground=teacher_ground, teacher_qa_steps=teacher_qa_steps, teacher_qa_kinds=kinds,
+                   teacher_steps=teacher_steps)
     with user_errors():
         build_zoo(out, spec, log=lambda m: console.print(f"[bold]{m}[/bold]"))
     console.print(f"models and manifest in {out}")

@@ -65,6 +65,7 @@ class ZooSpec:
     teacher_ground: float = 0.0    # grounding-loss weight for the teacher (cdviz/train/config.py); 0: off
     teacher_ground_layers: tuple[int, ...] | None = None  # None: the middle third of the teacher's layers
     teacher_qa_steps: int = 0      # steps on the short questions alone before the full mix (0: none)
+    teacher_qa_kinds: tuple[str, ...] = ("qa",)  # which questions those steps train (cdviz.probes.shapes.SAMPLE_KINDS)
     student_steps: int = 2000
     dpt_steps: int = 100
     sft_steps: int = 100
@@ -152,7 +153,7 @@ def build_zoo(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), log: C
                      ground_layers=list(spec.teacher_ground_layers) if spec.teacher_ground_layers else None)
     if spec.teacher_qa_steps:
         init_teacher = train_model(init_teacher, work / "teacher-qa", steps=spec.teacher_qa_steps, lr=spec.lr,
-                                   shapes_kinds=["qa"], **grounding, **common)
+                                   shapes_kinds=list(spec.teacher_qa_kinds), **grounding, **common)
     teacher = train_model(init_teacher, work / "teacher", steps=spec.teacher_steps, lr=spec.lr, **grounding, **common)
     student_init = _share_vision_tower(teacher, init_student, work / "init-student-shared")
 
@@ -347,8 +348,10 @@ def _manifest(out: Path, spec: ZooSpec, metrics: dict, misalignment: dict, run_k
     targets = json.loads((run_kd / "report" / "summary.json").read_text()).get("recommended_targets")
     return {
         "cdviz_version": __version__, "build_command": f"cdviz zoo build --out {out} --seed {spec.seed}"
+        + (f" --teacher-steps {spec.teacher_steps}" if spec.teacher_steps != ZooSpec.teacher_steps else "")
         + (f" --teacher-ground {spec.teacher_ground}" if spec.teacher_ground else "")
-        + (f" --teacher-qa-steps {spec.teacher_qa_steps}" if spec.teacher_qa_steps else ""),
+        + (f" --teacher-qa-steps {spec.teacher_qa_steps}" if spec.teacher_qa_steps else "")
+        + (f" --teacher-qa-kinds {','.join(spec.teacher_qa_kinds)}" if spec.teacher_qa_steps else ""),
         "spec": asdict(spec), "models": models, "misalignment_by_layer": misalignment,
         "compodistill_targets": targets,
         "heldout": {"command": f"cdviz probes make shapes --n {spec.heldout_items} --seed {spec.seed} "
@@ -406,7 +409,8 @@ def _teacher_training_lines(spec: dict) -> list[str]:
     return [f"The teacher is trained with CE plus a grounding loss (weight {spec['teacher_ground']}, teacher layers "
             f"{_ground_layer_text(spec)}): at the answer position, -log of the share of its image attention on the "
             "patches of the objects the answer is about"
-            + (f"; first {warmup} steps on the short questions alone, then the full mix." if warmup else ".")
+            + (f"; first {warmup} steps on the short questions alone ({', '.join(spec.get('teacher_qa_kinds', ['qa']))}), "
+               "then the full mix." if warmup else ".")
             + " The students get no grounding loss.", ""]
 
 

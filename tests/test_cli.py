@@ -143,3 +143,14 @@ def test_finetune_help_documents_the_stages_and_options():
     for option in ("--teacher", "--student", "--out", "--recipe", "--data", "--stages", "--from-report", "--steps",
                    "--batch-size", "--resume", "accelerate launch"):
         assert option in result.output
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--teacher-qa-kinds", "qa:colour,questions"], "--teacher-qa-kinds"),
+    (["--teacher-ground", "-1"], "must be >= 0"),
+    (["--teacher-steps", "0"], "--teacher-steps >= 1"),
+])
+def test_zoo_build_refuses_bad_teacher_options_before_training(tmp_path, flags, message):
+    result = invoke("zoo", "build", "--out", tmp_path / "zoo", *flags)
+    assert result.exit_code != 0 and message in result.output
+    assert not (tmp_path / "zoo").exists()  # nothing was built

@@ -41,7 +41,7 @@ def test_build_writes_four_models_and_a_manifest_that_matches_them(zoo):
     assert len(qa) == TOY.teacher_qa_steps and len(full) == TOY.teacher_steps
     assert all("loss/ground" in r for r in qa + full)
     assert all("loss/ground" not in r for r in read_metrics(out / ".build" / "student-kd" / "ce" / "metrics.jsonl"))
-    assert "grounding loss" in readme and "first 2 steps on the short questions alone" in readme
+    assert "grounding loss" in readme and "first 2 steps on the short questions alone (qa)" in readme
 
 
 def test_rebuild_resumes_without_retraining(zoo):

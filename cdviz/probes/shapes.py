@@ -61,6 +61,7 @@ __all__ = [  # the shapes world's public API, scene-level names included
     "generate_scenes",
     "SAMPLE_KINDS",
     "instruction_samples",
+    "sample_selected",
     "items_for_scene",
     "make_shapes",
     "render_scene",
@@ -306,7 +307,13 @@ def items_for_scene(
     return items
 
 
-SAMPLE_KINDS = ("caption", "choice", "qa")  # instruction_samples' "kind"s
+# instruction_samples' "kind"s, and "qa:TYPE" for one type of short question
+SAMPLE_KINDS = ("caption", "choice", "qa", "qa:colour", "qa:where", "qa:relation", "qa:exists", "qa:count")
+
+
+def sample_selected(sample: dict, kinds) -> bool:
+    """Whether ``sample`` is of one of ``kinds`` (SAMPLE_KINDS; None: every sample)."""
+    return kinds is None or sample["kind"] in kinds or f"qa:{sample.get('question')}" in kinds
 
 
 def instruction_samples(scene: Scene, rng: random.Random, probe_captions: bool = False) -> list[dict[str, str]]:
@@ -331,35 +338,37 @@ def instruction_samples(scene: Scene, rng: random.Random, probe_captions: bool =
             answer = LETTERS[order.index(draft.correct)]
             samples.append({"kind": "choice", "prompt": choice_prompt(draft.question, options), "answer": answer,
                             "objects": list(draft.named)})
-    return samples + [{"kind": "qa", "prompt": q, "answer": a, "objects": named} for q, a, named in _questions(scene, rng)]
+    return samples + [{"kind": "qa", "question": t, "prompt": q, "answer": a, "objects": named}
+                      for t, q, a, named in _questions(scene, rng)]
 
 
-def _questions(scene: Scene, rng: random.Random) -> list[tuple[str, str, list[int]]]:
-    """(question, answer, indices of the objects the answer is about) for one scene."""
+def _questions(scene: Scene, rng: random.Random) -> list[tuple[str, str, str, list[int]]]:
+    """(type, question, answer, indices of the objects the answer is about) for one scene."""
     n = len(scene.objects)
     qa = []
     for i, o in enumerate(scene.objects):
         ref = scene.unique(i, bases=(("shape",), ("size", "shape")))
         if ref:
-            qa.append((f"What colour is {noun_phrase(ref, article='the')}?", o.colour, [i]))
+            qa.append(("colour", f"What colour is {noun_phrase(ref, article='the')}?", o.colour, [i]))
         ref = scene.unique(i)
         if ref:
-            qa.append((f"Where is {noun_phrase(ref, article='the')}?", POSITIONS[o.row, o.col], [i]))
+            qa.append(("where", f"Where is {noun_phrase(ref, article='the')}?", POSITIONS[o.row, o.col], [i]))
     for i in range(n):
         for j in range(n):
             rels = scene.relations(i, j) if i != j else []
             di, dj = scene.unique(i), scene.unique(j)
             if len(rels) == 1 and di and dj:
                 q = f"Where is {noun_phrase(di, article='the')} relative to {noun_phrase(dj, article='the')}?"
-                qa.append((q, REL_ANSWER[rels[0]], [i, j]))
+                qa.append(("relation", q, REL_ANSWER[rels[0]], [i, j]))
     present = rng.choice(scene.objects).describe(("colour", "shape"))
     absent = rng.choice(_absent_pairs(scene))
-    qa += [(f"Is there {noun_phrase(d)} in the image?", a, scene.find(d))
+    qa += [("exists", f"Is there {noun_phrase(d)} in the image?", a, scene.find(d))
            for d, a in ((present, "yes"), (absent, "no"))]
     for attr in ("colour", "shape", "size"):
         desc = {attr: rng.choice(VALUES[attr])}  # absent values too: "zero" is an answer to learn
         found = scene.find(desc)
-        qa.append((f"How many {noun_phrase(desc, article='', plural=True)} are there?", NUMBER_WORDS[len(found)], found))
+        qa.append(("count", f"How many {noun_phrase(desc, article='', plural=True)} are there?",
+                   NUMBER_WORDS[len(found)], found))
     return qa
 
 

@@ -66,14 +66,14 @@ class ShapesInstructions:
 
     def __init__(self, n_scenes: int = 1000, seed: int = 0, image_size: int = 64, split: str = "train",
                  probe_captions: bool = False, kinds: Sequence[str] | None = None):
-        from cdviz.probes.shapes import generate_scenes, instruction_samples
+        from cdviz.probes.shapes import generate_scenes, instruction_samples, sample_selected
 
         self.scenes = list(generate_scenes(seed, image_size, splits=(split,), n=n_scenes))
         self.samples: list[tuple[int, dict[str, str]]] = []
         for k, scene in enumerate(self.scenes):
             rng = random.Random(f"cdviz-train:{seed}:{scene.index}")
             self.samples.extend((k, s) for s in instruction_samples(scene, rng, probe_captions)
-                                if kinds is None or s["kind"] in kinds)
+                                if sample_selected(s, kinds))
         if not self.samples:
             raise DataError(f"no shapes-world training samples from {n_scenes} scenes; ask for more scenes")
 

@@ -25,6 +25,13 @@ def _scenes(n=40, image_size=48):
     return list(generate_scenes(0, image_size, splits=("train",), n=n))
 
 
+def _question_type(q: str) -> str:
+    for start, kind in (("What colour is", "colour"), ("Is there", "exists"), ("How many", "count")):
+        if q.startswith(start):
+            return kind
+    return "relation" if "relative to" in q else "where"
+
+
 def test_each_question_names_the_objects_its_answer_is_about():
     seen = set()
     for scene in _scenes():
@@ -33,7 +40,10 @@ def test_each_question_names_the_objects_its_answer_is_about():
             assert all(0 <= i < len(scene.objects) for i in objs)
             if s["kind"] == "choice":  # the probe item's named objects (checked in tests/probes)
                 seen.add("choice")
-            elif q.startswith("What colour is"):
+                continue
+            if s["kind"] == "qa":
+                assert s["question"] == _question_type(q)
+            if q.startswith("What colour is"):
                 seen.add("colour")
                 assert len(objs) == 1 and scene.objects[objs[0]].colour == a
             elif q.startswith("Where is") and "relative to" in q:
@@ -126,5 +136,8 @@ def test_shapes_kinds_selects_the_samples_and_is_checked():
     every = ShapesInstructions(n_scenes=5, seed=0, image_size=32)
     assert {s["kind"] for _, s in qa.samples} == {"qa"}
     assert len(qa) + sum(s["kind"] == "caption" for _, s in every.samples) == len(both) < len(every)
+    colour = ShapesInstructions(n_scenes=5, seed=0, image_size=32, kinds=["qa:colour", "qa:exists"])
+    assert {s["question"] for _, s in colour.samples} == {"colour", "exists"}
+    assert all(s["prompt"].startswith(("What colour is", "Is there")) for _, s in colour.samples)
     with pytest.raises(ConfigError, match="shapes_kinds"):
         TrainConfig(student="s", out="o", stages=["ce"], shapes_kinds=["questions"])
