@@ -9,19 +9,20 @@
 
 The vision tower is pretrained first (cdviz/zoo_vision.py: naming each patch's colour, shape and
 size) and then frozen; teacher and students share it, as the paper's share a pretrained SigLIP.
-Why the shipped teacher is weak, and what a grounding loss did (measured in session 3, see the
-README's status section): trained with CE alone, the from-scratch teacher reads colours and
-shapes off the image without binding them to objects. Asked "what colour is the square?" on
-held-out scenes, 100% of its answers name a colour in view, but only 52% the right one: 9/9 with
-one object, 14/18 with two, 28/57 with three, 19/50 with four. Short runs on the questions alone
-(1000-4000 steps) with object-aligned 16 px patches, a connector pre-aligned to the word
-embeddings, or lr 3e-3 stayed at 52-58%. A grounding loss (``--teacher-ground W``: at the answer
-position, -log of the share of the image attention on the named objects' patches) fixed it on
-colour and existence questions alone (colour 100% after 1000 steps). In the full mix it did not
-fall in 1900 steps; after a warm-up on all short questions (``--teacher-qa-steps``) the teacher
-attended to the named objects but did not read their colour (15%), and its consistent
-two-choice accuracy fell to 12% (300 held-out items, step 4150 of 6000). So the default build
-leaves it off.
+Why the shipped teacher is weak, and what a grounding loss did (session 3; figures in
+checkpoints/experiments/grounded-teacher/README.md): trained with CE alone, the from-scratch
+teacher reads colours and shapes off the image without binding them to objects. Asked "what
+colour is the square?" on held-out scenes, all its answers name a colour in view, but only 52%
+the right one (9/9 with one object, 14/18 with two, 28/57 with three, 19/50 with four). Short
+runs on the questions alone with object-aligned 16 px patches, a connector pre-aligned to the
+word embeddings, or lr 3e-3 stayed at 52-58%. A grounding loss (``--teacher-ground W``: at the
+answer position, -log of the share of the image attention on the named objects' patches) fixes
+binding when the teacher first trains on colour and existence questions alone
+(``--teacher-qa-steps 1000 --teacher-qa-kinds qa:colour,qa:exists``; 99% after the full mix);
+warming up on all question types instead, it attended to the objects but never read their
+colour. That grounded teacher shows the paper's attention gap (34% of its answer-row image
+attention in the named boxes against at most 15% for student-kd), but its letter-format
+accuracy collapsed to 7.5%, so the default build leaves the loss off.
 
 The students start from one initialisation. student-kd and
 student-compodistill get the same number of optimizer steps, so the comparison isolates the
