@@ -353,7 +353,8 @@ def _manifest(out: Path, spec: ZooSpec, metrics: dict, misalignment: dict, run_k
         + (f" --teacher-ground {spec.teacher_ground}" if spec.teacher_ground else "")
         + (f" --teacher-qa-steps {spec.teacher_qa_steps}" if spec.teacher_qa_steps else "")
         + (f" --teacher-qa-kinds {','.join(spec.teacher_qa_kinds)}" if spec.teacher_qa_steps else ""),
-        "spec": asdict(spec), "models": models, "misalignment_by_layer": misalignment,
+        "spec": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()},  # as JSON reads back
+        "models": models, "misalignment_by_layer": misalignment,
         "compodistill_targets": targets,
         "heldout": {"command": f"cdviz probes make shapes --n {spec.heldout_items} --seed {spec.seed} "
                                f"--split test --image-size {spec.image_size} --out DIR"},
