@@ -15,7 +15,7 @@ teacher reads colours and shapes off the image without binding them to objects. 
 colour is the square?" on held-out scenes, all its answers name a colour in view, but only 52%
 the right one (9/9 with one object, 14/18 with two, 28/57 with three, 19/50 with four). Short
 runs on the questions alone with object-aligned 16 px patches, a connector pre-aligned to the
-word embeddings, or lr 3e-3 stayed at 52-58%. A grounding loss (``--teacher-ground W``: at the
+word embeddings, or lr 3e-3 stayed at 48-58%. A grounding loss (``--teacher-ground W``: at the
 answer position, -log of the share of the image attention on the named objects' patches) fixes
 binding when the teacher first trains on colour and existence questions alone
 (``--teacher-qa-steps 1000 --teacher-qa-kinds qa:colour,qa:exists``; 99% after the full mix);
