@@ -27,9 +27,9 @@ lr 2e-4, no weight decay, cosine schedule with 3% warmup. LoRA r defaults to hid
 ``ground`` (off by default, no teacher needed) supervises where the model looks: at the answer
 row, the share of the head-mean attention over the image that falls on the patches of the
 example's regions (the objects the answer is about), loss -log(share), in ``ground_layers``.
-Only data with regions uses it (the shapes world has them); other examples are skipped. The
-demo teacher is trained with it (cdviz/zoo.py), because a from-scratch teacher otherwise learns
-to read attributes off the image without binding them to objects.
+Only data with regions uses it (the shapes world has them); other examples are skipped.
+``cdviz zoo build --teacher-ground`` trains the demo teacher with it (an experiment, off by
+default: checkpoints/experiments/grounded-teacher).
 """
 
 from __future__ import annotations
