@@ -64,7 +64,7 @@ class ZooSpec:
     vision_steps: int = 800        # patch-attribute pretraining of the shared vision tower
     teacher_steps: int = 6000
     teacher_ground: float = 0.0    # grounding-loss weight for the teacher (cdviz/train/config.py); 0: off
-    teacher_ground_layers: tuple[int, ...] | None = None  # None: the middle third of the teacher's layers
+    teacher_ground_layers: tuple[int, ...] | None = None  # None: the teacher's middle band (cdviz.layer_map)
     teacher_qa_steps: int = 0      # steps on the short questions alone before the full mix (0: none)
     teacher_qa_kinds: tuple[str, ...] = ("qa",)  # which questions those steps train (cdviz.probes.shapes.SAMPLE_KINDS)
     student_steps: int = 2000
@@ -408,11 +408,11 @@ def _teacher_training_lines(spec: dict) -> list[str]:
     if not spec.get("teacher_ground"):
         return []
     warmup = spec.get("teacher_qa_steps", 0)
+    kinds = ", ".join(spec.get("teacher_qa_kinds", ["qa"]))
     return [f"The teacher is trained with CE plus a grounding loss (weight {spec['teacher_ground']}, teacher layers "
             f"{_ground_layer_text(spec)}): at the answer position, -log of the share of its image attention on the "
             "patches of the objects the answer is about"
-            + (f"; first {warmup} steps on the short questions alone ({', '.join(spec.get('teacher_qa_kinds', ['qa']))}), "
-               "then the full mix." if warmup else ".")
+            + (f"; first {warmup} steps on the short questions alone ({kinds}), then the full mix." if warmup else ".")
             + " The students get no grounding loss.", ""]
 
 
@@ -422,7 +422,7 @@ def _ground_layer_text(spec: dict) -> str:
         return ", ".join(map(str, layers))
     from cdviz.train.recipe import ground_layers
 
-    return ", ".join(map(str, ground_layers(None, spec["teacher_layers"]))) + " (the middle third)"
+    return ", ".join(map(str, ground_layers(None, spec["teacher_layers"]))) + " (the middle band)"
 
 
 def _cr_row(view: dict, cats: list[str]) -> list[str]:

@@ -12,8 +12,8 @@ from cdviz.zoo import MODELS, VARIATIONS, ZooSpec, build_variations, build_zoo, 
 
 TOY = replace(ZooSpec(), image_size=32, vision_hidden=32, hidden=32, teacher_layers=4, teacher_heads=2,
               student_layers=2, student_heads=2, teacher_mlp=64, student_mlp=64, vision_steps=2, teacher_steps=3,
-              teacher_ground=1.0, teacher_qa_steps=2, student_steps=6, dpt_steps=2, sft_steps=2, batch_size=2, shapes_scenes=12,
-              heldout_items=40, record_items=16, check_items=10)
+              teacher_ground=1.0, teacher_qa_steps=2, student_steps=6, dpt_steps=2, sft_steps=2, batch_size=2,
+              shapes_scenes=12, heldout_items=40, record_items=16, check_items=10)
 
 
 @pytest.fixture(scope="module")

@@ -114,7 +114,7 @@ class TrainConfig:
     shapes_image_size: int = 64
     shapes_probe_captions: bool = False    # also train the probes' partial captions as caption answers
     shapes_kinds: list[str] | None = None  # only these sample kinds (caption, choice, qa, qa:colour, ...); None: all
-    ground_layers: list[int] | None = None  # layers the grounding loss supervises (default: the middle third)
+    ground_layers: list[int] | None = None  # layers the grounding loss supervises (default: the middle band)
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig(s) for s in ("dpt", "dft", "sft")])
     # VAT layers: explicit > report > the paper's band (cdviz/layer_map.py)
     from_report: str | None = None

@@ -339,9 +339,7 @@ def _region_cover(ex: Example, grid: Grid | None) -> torch.Tensor | None:
     The processors cdviz supports resize the whole image onto the patch grid, so pixel boxes map
     to patches through the image's own size.
     """
-    if not ex.regions or grid is None or ex.image is None:
-        return None
-    if grid[0] * grid[1] == 0:
+    if not ex.regions or grid is None or ex.image is None or grid[0] * grid[1] == 0:
         return None
     cover = box_cover(ex.regions, ex.image.size, grid)
     return torch.from_numpy(cover).float() if cover.any() else None

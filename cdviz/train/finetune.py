@@ -86,7 +86,8 @@ def train_model(model_dir: str | Path, out: str | Path, *, data: str = "shapes",
 
     For the demo teacher and the no-teacher student baseline: ``model_dir`` may hold a random-init
     checkpoint (cdviz.models.tiny.build_tiny); ``trainable="all"`` trains every parameter.
-    ``ground`` weights the grounding loss (cdviz/train/config.py). ``settings`` are further TrainConfig fields (batch_size, seed, checkpoint_every, resume, ...).
+    ``ground`` weights the grounding loss (cdviz/train/config.py). ``settings`` are further
+    TrainConfig fields (batch_size, seed, checkpoint_every, resume, ...).
 
     Returns:
         OUT/model, an HF directory with the model and its processor.

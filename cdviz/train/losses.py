@@ -162,17 +162,21 @@ class TrainCapture(Capture):
     the head-mean attention of those rows over the image tokens (``t2i[layer][b]`` [R, N]).
 
     A sample without an image gets the empty span (0, 0) and is skipped by the losses.
+    ``block_layers`` (default: all ``layers``) limits the image blocks to the layers VAT reads:
+    a layer captured only for its answer-row maps (T2I, grounding) skips the [N, N] block.
     """
 
     def __init__(self, adapter, layers: Sequence[int], spans: Sequence[tuple[int, int] | None],
-                 query_rows: Sequence[Sequence[int]] | None = None):
+                 query_rows: Sequence[Sequence[int]] | None = None, block_layers: Sequence[int] | None = None):
         rows = query_rows or [[] for _ in spans]
         plans = [SamplePlan(span or (0, 0), list(r) if span else []) for span, r in zip(spans, rows)]
         super().__init__(adapter, CapturePlan(sorted(set(layers)), plans, with_grad=True))
+        self.block_layers = set(layers if block_layers is None else block_layers)
         self.t2i: dict[int, list[torch.Tensor | None]] = {}
 
     def observe(self, layer, module, query, key, attention_mask, scaling, softcap) -> None:
-        super().observe(layer, module, query, key, attention_mask, scaling, softcap)
+        if layer in self.block_layers:
+            super().observe(layer, module, query, key, attention_mask, scaling, softcap)
         if not any(sp.query_rows for sp in self.plan.samples):
             return
         n_heads = query.shape[1]

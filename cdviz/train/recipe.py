@@ -44,7 +44,7 @@ from cdviz.models import AdapterError, check_pair, load_model
 from cdviz.train import checkpoint as ckpt
 from cdviz.train.config import ConfigError, StageConfig, TrainConfig
 from cdviz.train.data import Collator, MicroBatches, Stream, identity, make_source
-from cdviz.layer_map import resolve_layer_map
+from cdviz.layer_map import middle_band, resolve_layer_map
 from cdviz.train.tracking import MetricsLog, progress_bar
 from cdviz.train.step import DistillForward, LossSettings, distill_forward
 from cdviz.train.taf import (
@@ -112,9 +112,9 @@ def check_engine(distributed_type: DistributedType, zero_stage: int | None, grad
 
 
 def ground_layers(layers: list[int] | None, n_layers: int) -> list[int]:
-    """The layers the grounding loss supervises: ``layers`` checked, or the model's middle third."""
+    """The layers the grounding loss supervises: ``layers`` checked, or the paper's middle band."""
     if layers is None:
-        return list(range(n_layers // 3, max(n_layers // 3 + 1, 2 * n_layers // 3)))
+        return middle_band(n_layers)
     bad = [i for i in layers if not 0 <= i < n_layers]
     if bad or not layers:
         raise ConfigError(f"ground_layers={layers}: the model has layers 0..{n_layers - 1}; give some of those")

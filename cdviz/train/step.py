@@ -57,6 +57,13 @@ class LossSettings:
         return sorted(student), teacher
 
     @property
+    def block_layers(self) -> tuple[list[int], list[int]]:
+        """(student layers, teacher layers) whose image->image blocks VAT reads; empty when VAT is off."""
+        if not self.on("vat") or self.layer_map is None:
+            return [], []
+        return list(self.layer_map.student_layers), self.layer_map.teacher_layers
+
+    @property
     def needs_query_rows(self) -> bool:
         return self.on("t2i") or self.on("ground")
 
@@ -94,7 +101,7 @@ def teacher_targets(teacher, enc: Encoded, settings: LossSettings) -> TeacherTar
     out = TeacherTargets(spans=enc.spans, grids=enc.grids)
     if layers:
         rows = answer_query_rows(enc) if settings.on("t2i") else None
-        with TrainCapture(teacher, layers, enc.spans, rows) as cap:
+        with TrainCapture(teacher, layers, enc.spans, rows, settings.block_layers[1]) as cap:
             hidden = backbone(teacher.model, enc)
         out.blocks, out.t2i = cap.blocks, cap.t2i
     else:
@@ -182,7 +189,7 @@ def distill_forward(module: nn.Module, settings: LossSettings, student, teacher,
         head = teacher.model.get_output_embeddings()
     layers, _ = settings.capture_layers
     rows = answer_query_rows(enc) if settings.needs_query_rows else None
-    cap = TrainCapture(student, layers, enc.spans, rows) if layers else None
+    cap = TrainCapture(student, layers, enc.spans, rows, settings.block_layers[0]) if layers else None
     with cap if cap is not None else nullcontext():
         with autocast():
             return module(enc, targets, head, cap)

@@ -105,7 +105,7 @@ def test_a_gradient_step_moves_attention_onto_the_regions():
     assert share() > before + 0.05
 
 
-def test_ground_layers_default_to_the_middle_third_and_are_checked():
+def test_ground_layers_default_to_the_middle_band_and_are_checked():
     assert ground_layers(None, 6) == [2, 3]
     assert ground_layers(None, 3) == [1]
     assert ground_layers(None, 1) == [0]
