@@ -363,6 +363,30 @@ def zoo_build_cmd(
     console.print(f"models and manifest in {out}")
 
 
+@zoo_app.command("binding")
+def zoo_binding_cmd(
+    model: Path = typer.Option(..., help="Model directory, e.g. checkpoints/teacher."),
+    scenes: int = typer.Option(60, help="Held-out (test-split) shapes scenes to ask about."),
+    seed: int = typer.Option(0, help="Seed of the shapes world (the zoo's)."),
+    image_size: int = typer.Option(48, "--image-size", help="Scene size in pixels (the zoo's)."),
+) -> None:
+    """Colour binding: "What colour is the SHAPE?" accuracy by objects in the scene (cdviz/binding.py)."""
+    from cdviz.binding import colour_binding
+    from cdviz.models import load_model
+
+    if scenes < 1:
+        raise typer.BadParameter("--scenes must be >= 1")
+    with user_errors():
+        adapter = load_model(model)
+        with progress_bar(f"binding {model.name}", scenes) as advance:
+            result = colour_binding(adapter, scenes=scenes, seed=seed, image_size=image_size, progress=advance)
+    n = max(1, result["n"])
+    console.print(f"{result['n']} colour questions: right {100 * result['right'] / n:.1f}%, "
+                  f"answer names a colour in view {100 * result['in_view'] / n:.1f}%")
+    for objects, (right, total) in result["by_objects"].items():
+        console.print(f"  {objects} object(s): {right}/{total}")
+
+
 @zoo_app.command("variations")
 def zoo_variations_cmd(
     out: Path = typer.Option(Path("checkpoints"), help="A folder `cdviz zoo build` has filled."),

@@ -12,8 +12,9 @@ size) and then frozen; teacher and students share it, as the paper's share a pre
 Why the shipped teacher is weak, and what a grounding loss did (session 3; figures in
 checkpoints/experiments/grounded-teacher/README.md): trained with CE alone, the from-scratch
 teacher reads colours and shapes off the image without binding them to objects. Asked "what
-colour is the square?" on held-out scenes, all its answers name a colour in view, but only 52%
-the right one (9/9 with one object, 14/18 with two, 28/57 with three, 19/50 with four). Short
+colour is the square?" on held-out scenes (``cdviz zoo binding``), all its answers name a colour
+in view, but only 52% the right one (9/9 with one object, 14/18 with two, 28/57 with three, 19/50
+with four). Short
 runs on the questions alone with object-aligned 16 px patches, a connector pre-aligned to the
 word embeddings, or lr 3e-3 stayed at 48-58%. A grounding loss (``--teacher-ground W``: at the
 answer position, -log of the share of the image attention on the named objects' patches) fixes
