@@ -15,8 +15,10 @@ Per layer and sample (H heads, N image tokens, Q text query rows):
     mass       [H, Q]     share of each text query row's attention that lands on image tokens
     entropy    [H, Q]     entropy (nats) of each text query row over all keys
     i2i        [H, N]     image->image block, attention each image token receives (mean over queries)
-    i2i_filt   [H, N]     same, keeping only entries <= mean + std of that head's block
+    i2i_filt   [H, N]     received vector of that head's block: per key, the mean over the queries
+                          that can see it (non-zero entries) of the entries <= mean + std
     i2i_paper  [N]        the paper's form: head-mean block, mean+std filter, received vector
+                          (both as `cdviz.vat.vat_vectors`; masked causal zeros are not counted)
     i2i_block  [N, N]     head-mean image->image block (only when asked for; N^2 per layer)
 
 The ``with_grad`` mode returns the head-mean image->image block with gradients, for the
@@ -133,15 +135,22 @@ def row_probabilities(query, key, mask, scaling, rows, is_causal, softcap=None, 
 
 
 def received_filtered(block: torch.Tensor) -> torch.Tensor:
-    """``vat_received(block, block <= vat_threshold(block))`` in fewer passes over the block.
+    """``vat_received(block, visible_entries(block) & (block <= vat_threshold(block)))`` in fewer
+    passes over the block: the same per-key vector as `cdviz.vat.vat_vectors` on one block.
+
+    Each key's kept sum is divided by the number of entries that exist and pass the filter. An
+    entry exists where it is non-zero (`cdviz.vat.visible_entries`): the masked zeros of a causal
+    block (query q < key k) are not counted, so late keys are not shrunk relative to early ones.
+    The threshold (mean + std) is still taken over the whole block, zeros included, as in
+    `cdviz.vat.vat_threshold`.
 
     Args:
-        block: [..., Nq, Nk]
+        block: [..., Nq, Nk] softmax attention probabilities (masked entries exactly 0)
     Returns:
-        [..., Nk]
+        [..., Nk]; a key with no entry counted receives 0
     """
     std, mean = torch.std_mean(block.flatten(-2), dim=-1)
-    keep = block <= (mean + std)[..., None, None]
+    keep = (block <= (mean + std)[..., None, None]) & (block != 0)
     kept = torch.where(keep, block, 0).sum(-2)
     return kept / keep.sum(-2).clamp_min(1)
 

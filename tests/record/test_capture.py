@@ -6,9 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from cdviz.vat import vat_received, vat_threshold
+from cdviz.vat import vat_received, vat_threshold, vat_vectors, visible_entries
 from cdviz.models import format_choice_prompt, load_model
 from cdviz.record import Capture, CapturePlan, SamplePlan
+from cdviz.record.capture import received_filtered
 
 
 def _batch(adapter):
@@ -55,8 +56,12 @@ def test_capture_matches_eager(tiny_model_dir, arch, store_block):
             torch.testing.assert_close(res.entropy[b], entropy, atol=1e-5, rtol=0)
             block = full[:, start:end, start:end]  # [H, N, N]
             torch.testing.assert_close(res.i2i[b], block.mean(1), atol=1e-5, rtol=0)
-            keep = block <= vat_threshold(block)[..., None, None]
+            # an entry counts only if it exists (non-zero: a causal block's upper triangle does not)
+            keep = visible_entries(block) & (block <= vat_threshold(block)[..., None, None])
             torch.testing.assert_close(res.i2i_filt[b], vat_received(block, keep), atol=1e-5, rtol=0)
+            mean_block = block.mean(0)
+            paper_keep = visible_entries(mean_block) & (mean_block <= vat_threshold(mean_block))
+            torch.testing.assert_close(res.i2i_paper[b], vat_received(mean_block, paper_keep), atol=1e-5, rtol=0)
             if store_block:
                 torch.testing.assert_close(res.i2i_block[b], block.mean(0), atol=1e-5, rtol=0)
 
@@ -74,3 +79,68 @@ def test_capture_with_grad_gives_differentiable_blocks(tiny_model_dir):
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
     assert not cap.results[1].t2i  # nothing else was materialised
+
+
+# ------------------------------------------------- received_filtered agrees with cdviz.vat
+
+def _softmax_block(gen: torch.Generator, shape: tuple[int, ...], n: int, causal: bool) -> torch.Tensor:
+    """Softmax attention [..., n, n] over random scores; causal: query q sees keys <= q."""
+    scores = torch.randn(*shape, n, n, generator=gen, dtype=torch.float64) * 2
+    if causal:
+        scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
+    return torch.softmax(scores, -1).float()
+
+
+def _vat_reference(block: torch.Tensor) -> torch.Tensor:
+    """cdviz.vat's received vector of one block: the same block as student and teacher."""
+    vis = visible_entries(block)
+    s_vec, t_vec = vat_vectors(block, block, filter=True, student_visible=vis, teacher_visible=vis)
+    torch.testing.assert_close(s_vec, t_vec, atol=0, rtol=0)
+    return s_vec
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("shape", [(), (3,), (2, 4)])
+def test_received_filtered_equals_vat_vectors(causal, shape):
+    gen = torch.Generator().manual_seed(7 + len(shape) + 10 * causal)
+    for n in (2, 5, 9, 16):
+        block = _softmax_block(gen, shape, n, causal)
+        assert ((block == 0).any() if causal and n > 1 else (block > 0).all())
+        got = received_filtered(block)
+        assert got.shape == (*shape, n)
+        torch.testing.assert_close(got, _vat_reference(block), atol=1e-6, rtol=0)
+
+
+def test_received_filtered_causal_counts_only_visible_queries():
+    """Hand example: a 3x3 lower-triangular block; each key averages only the queries that see it."""
+    block = torch.tensor([[1.0, 0.0, 0.0],
+                          [0.5, 0.5, 0.0],
+                          [0.2, 0.3, 0.5]])
+    # mean 1/3, sample std 0.3536 -> threshold 0.6869: only the 1.0 is dropped
+    want = torch.tensor([(0.5 + 0.2) / 2, (0.5 + 0.3) / 2, 0.5 / 1])
+    torch.testing.assert_close(received_filtered(block), want, atol=1e-6, rtol=0)
+    # the old normaliser (every kept entry, masked zeros included) shrank the late keys
+    old = torch.tensor([(0.5 + 0.2) / 2, (0.5 + 0.3) / 3, 0.5 / 3])
+    assert not torch.allclose(received_filtered(block), old)
+    # a full block with the same values is unaffected: nothing is zero
+    full = torch.tensor([[0.4, 0.3, 0.3], [0.5, 0.25, 0.25], [0.2, 0.3, 0.5]])
+    keep = full <= vat_threshold(full)
+    torch.testing.assert_close(received_filtered(full), vat_received(full, keep), atol=1e-6, rtol=0)
+
+
+def test_received_filtered_on_captured_causal_blocks(tiny_model_dir):
+    """On the tiny LLaVA's real (causal) image blocks capture's vectors equal cdviz.vat's."""
+    adapter = load_model(tiny_model_dir("llava"))
+    batch = _batch(adapter)
+    layers = list(range(adapter.n_layers))
+    plan = CapturePlan(layers, [SamplePlan(batch.image_spans[b][0], _text_rows(batch, b)) for b in range(2)],
+                       store_block=True)
+    with torch.no_grad(), Capture(adapter, plan) as cap:
+        adapter.model(**batch.inputs)
+    for layer in layers:
+        res = cap.results[layer]
+        for b in range(2):
+            block = res.i2i_block[b]
+            lower = torch.ones_like(block, dtype=torch.bool).tril()
+            assert (block[~lower] == 0).all() and (block[lower] > 0).all(), "expected a causal image block"
+            torch.testing.assert_close(res.i2i_paper[b], _vat_reference(block), atol=1e-6, rtol=0)
