@@ -52,7 +52,8 @@ PAIR_METRICS = ("vat_cosine", "js", "spearman", "topk_iou", "emd_sliced")  # exa
 OUTCOMES = ("TR/SR", "TR/SW", "TW/SR", "TW/SW")  # teacher right/wrong x student right/wrong
 GROUP_LABELS = {"TR/SR": "both right", "TR/SW": "teacher right, student wrong",
                 "TW/SR": "teacher wrong, student right", "TW/SW": "both wrong", "unknown": "outcome unknown"}
-ACCURACY_COLUMNS = ["n", "teacher", "student", "delta", "teacher_consistent", "student_consistent"]
+ACCURACY_COLUMNS = ["n", "teacher", "student", "delta", "teacher_consistent", "student_consistent", "teacher_strict",
+                    "student_strict"]
 DISPLAY_SIDE = 480  # images are downscaled to this for the browser; boxes keep original pixels
 
 
@@ -211,10 +212,11 @@ def _accuracy(path: str, stamp: float, by: str) -> pd.DataFrame:
 
     usable = usable_items(_store(path, stamp))
     if usable.empty:  # nothing scored: one "all" row with n = 0 (accuracy_tables needs rows)
-        return pd.DataFrame([{by: "all", **{c: 0 if c == "n" else np.nan for c in ACCURACY_COLUMNS}}])
+        return pd.DataFrame([{by: "all", **{c: 0 if c == "n" else np.nan for c in ACCURACY_COLUMNS[:6]}}])
     tables = accuracy_tables(usable)  # the report's definitions, so both agree
     overall = tables["overall"].rename(columns={"scope": by})
-    return pd.concat([tables[by], overall], ignore_index=True)[[by, *ACCURACY_COLUMNS]]
+    table = pd.concat([tables[by], overall], ignore_index=True)
+    return table[[by, *(c for c in ACCURACY_COLUMNS if c in table)]]  # strict only in match-protocol runs
 
 
 def accuracy_table(run: Run, by: str) -> pd.DataFrame:

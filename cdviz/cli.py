@@ -156,9 +156,10 @@ def eval_cmd(
     blind: bool = typer.Option(False, "--blind", help="Text-only control: each image replaced by a flat image of its "
                                "mean colour; accuracy above chance then comes from the texts alone."),
     protocol: str = typer.Option("letters", help="letters: the option letters' logits, every order; likelihood: "
-                                 "each option's log-probability as the answer (generative scoring)."),
+                                 "each option's log-probability as the answer (generative scoring); match: one "
+                                 "yes/no query per option, scored log P(yes) - log P(no) (pairwise and strict)."),
 ) -> None:
-    """Two-choice accuracy (both orders, consistent), recognition and Winoground scores."""
+    """Two-choice accuracy (both orders, consistent, or match pairwise / strict), recognition and Winoground scores."""
     from cdviz.evaluate import evaluate, summarize
     from cdviz.io import write_json_atomic, write_parquet_atomic
     from cdviz.models import load_model
@@ -195,6 +196,9 @@ def record_cmd(
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Record bad items as skips instead of stopping."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+    protocol: str = typer.Option("letters", help="How choice items are asked: letters (every option order; the first "
+                                 "order is captured) or match (one yes/no query per option; the true option's query "
+                                 "is captured)."),
 ) -> None:
     """Record teacher and student attention (and their answers) on a probe set into a run store."""
     import os
@@ -209,7 +213,7 @@ def record_cmd(
         device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
     with user_errors():
         options = RecordOptions(layers=parse_layers(layers), queries=queries, store_block=store_block,
-                                shard_size=shard_size, batch_size=batch_size, dtype=dtype)
+                                shard_size=shard_size, batch_size=batch_size, dtype=dtype, protocol=protocol)
         ps = load_probeset(probes, skip_bad=skip_bad)
         t, s, report = load_pair(teacher, student, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         for w in report.warnings:
@@ -337,12 +341,12 @@ app.add_typer(zoo_app, name="zoo")
 def zoo_build_cmd(
     out: Path = typer.Option(Path("checkpoints"), help="Where the four models go."),
     seed: int = typer.Option(0, help="Seed for data, initialisation and training."),
-    teacher_ground: float = typer.Option(0.0, "--teacher-ground",
-                                         help="Weight of the teacher's grounding loss (0: off, as shipped)."),
-    teacher_qa_steps: int = typer.Option(0, "--teacher-qa-steps",
+    teacher_ground: float = typer.Option(1.0, "--teacher-ground",
+                                         help="Weight of the teacher's grounding loss (0: off)."),
+    teacher_qa_steps: int = typer.Option(1000, "--teacher-qa-steps",
                                          help="Teacher steps on the short questions alone before the full mix."),
-    teacher_steps: int = typer.Option(6000, "--teacher-steps", help="Teacher steps on the full mix."),
-    teacher_qa_kinds: str = typer.Option("qa", "--teacher-qa-kinds",
+    teacher_steps: int = typer.Option(3000, "--teacher-steps", help="Teacher steps on the full mix."),
+    teacher_qa_kinds: str = typer.Option("qa:colour,qa:exists", "--teacher-qa-kinds",
                                          help="Which questions those steps use: qa, or some of qa:colour, qa:where, "
                                               "qa:relation, qa:exists, qa:count, comma-separated."),
 ) -> None:
@@ -387,6 +391,29 @@ def zoo_binding_cmd(
         console.print(f"  {objects} object(s): {right}/{total}")
 
 
+@zoo_app.command("seeds")
+def zoo_seeds_cmd(
+    out: Path = typer.Option(Path("checkpoints"), help="A folder `cdviz zoo build` has filled."),
+    seed: int = typer.Option(0, help="The seed the zoo was built with."),
+    seeds: str = typer.Option("1,2", help="Student seeds to add, comma-separated (the shipped pair is the zoo's seed)."),
+) -> None:
+    """Retrain student-kd and student-compodistill with other student seeds (resumable); writes the
+    recovered share of the KD gap per seed and its 95% interval into OUT/manifest.json and README.md."""
+    from cdviz.zoo import ZooSpec, build_seeds
+
+    try:
+        chosen = tuple(int(v) for v in seeds.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"--seeds {seeds!r}: give integers, comma-separated, e.g. 1,2") from None
+    if not chosen or seed in chosen:
+        raise typer.BadParameter(f"--seeds {seeds!r}: give seeds other than the zoo's own ({seed})")
+    with user_errors():
+        result = build_seeds(out, ZooSpec(seed=seed), chosen, log=lambda m: console.print(f"[bold]{m}[/bold]"))
+    agg = result["recovered"]
+    console.print(f"recovered share of the KD gap over {agg['n']} seeds: mean {agg['mean']}, "
+                  f"95% interval {agg['ci_low']} .. {agg['ci_high']}")
+
+
 @zoo_app.command("variations")
 def zoo_variations_cmd(
     out: Path = typer.Option(Path("checkpoints"), help="A folder `cdviz zoo build` has filled."),
@@ -395,13 +422,14 @@ def zoo_variations_cmd(
 ) -> None:
     """Retrain student-compodistill with one change each (VAT on all layers, VAT weight 4, plus text-to-image
     alignment), evaluate and record each; writes OUT/variations.json and the table in OUT/README.md."""
-    from cdviz.zoo import ZooSpec, build_variations
+    from cdviz.zoo import ZooSpec, build_variations, headline_view
 
     with user_errors():
         results = build_variations(out, ZooSpec(seed=seed), names=tuple(only) if only else None,
                                    log=lambda m: console.print(f"[bold]{m}[/bold]"))
     for name, r in results.items():
-        console.print(f"{name}: CR mean {r['metrics'].get('consistent_mean_over_categories', float('nan')):.1f}")
+        view = headline_view(r["metrics"])
+        console.print(f"{name}: perception mean {view['perception_mean']} ({view['measure']})")
 
 
 bench_app = typer.Typer(help="Benchmarks that print ratios measured side by side in one run.", no_args_is_help=True)
@@ -521,6 +549,16 @@ def _mib(n: int) -> str:
 
 def print_summary(summary: dict, title: str) -> None:
     out = Console()
+    if summary.get("protocol") == "match" and "pairwise_mean_over_categories" in summary:
+        table = Table("category", "n", "pairwise", "strict", title=f"{title} (match protocol)")
+        for group in ("by_category", "by_skill"):
+            for name, row in summary.get(group, {}).items():
+                label = f"[bold]{name}[/bold]" if group == "by_skill" else name
+                table.add_row(label, str(row["n"]), f"{row['pairwise']:.1f}", f"{row['strict']:.1f}")
+        out.print(table)
+        out.print(f"perception mean over categories: pairwise {summary['pairwise_mean_over_categories']:.1f}, "
+                  f"strict {summary['strict_mean_over_categories']:.1f}")
+        return
     table = Table("category", "n", "acc per order", "mean", "consistent", title=title)
     for cat, row in summary.get("by_category", {}).items():
         orders = " / ".join(f"{v:.1f}" for v in row["accuracy_per_order"].values())

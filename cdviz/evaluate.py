@@ -11,6 +11,15 @@ match2x2 items: s(caption c, image i) = log P(yes) for "Does this image show '<c
                 or no."; text = s00 > s10 and s11 > s01, image = s00 > s01 and s11 > s10,
                 group = text and image (Winoground).
 
+protocol="match" (image-text matching, VQAScore-style) asks one yes/no query per option
+                (cdviz.prompts.match_texts: 'Does this image show "<caption>"? Answer yes or no.';
+                a question's option as a proposed answer; a yes/no question as it stands) and
+                scores it by s = log P(yes) - log P(no) at the answer position (each summed over
+                the spellings the model has, "Yes" and "yes"). Per item: pairwise = the true
+                option's s is the highest (chance 50% with two options); strict = the true option
+                judged yes (s > 0) and every false one no. No letters, so no order bias. The
+                true option's query comes first: it is the one ``cdviz record`` captures.
+
 protocol="likelihood" (generative scoring) instead scores each option of a choice item by the
 summed log-probability of its tokens as the model's answer: to "Describe the image." for caption
 items (question = DEFAULT_QUESTION), to the item's question otherwise. One query per item, no
@@ -33,12 +42,11 @@ from PIL import Image
 from cdviz.errors import OptionError
 from cdviz.models.base import Adapter, AdapterError, format_choice_prompt
 from cdviz.probes.probeset import ProbeSet, Skip
-from cdviz.prompts import CAPTION_PROMPT
+from cdviz.prompts import CAPTION_PROMPT, MATCH_QUESTION, match_texts
 from cdviz.types import DEFAULT_QUESTION, ProbeError, ProbeItem
 
-PROTOCOLS = ("letters", "likelihood")
+PROTOCOLS = ("letters", "likelihood", "match")
 
-MATCH_QUESTION = "Does this image show \"{caption}\"? Answer yes or no."
 
 
 @dataclass(frozen=True)
@@ -53,9 +61,18 @@ class Query:
     order: tuple[int, ...] = ()
     caption: int = -1
     correct_letter: int = -1
+    expect_yes: bool = False  # match queries: whether "yes" is the right answer
 
 
-def plan_queries(item: ProbeItem) -> list[Query]:
+def plan_queries(item: ProbeItem, protocol: str = "letters") -> list[Query]:
+    """The queries one item is asked (see the module docstring); the first is the recorded one."""
+    if item.kind == "choice" and protocol == "match":
+        from cdviz.prompts import match_answer
+
+        queries = [Query(item.uid, "match", 0, text, caption=k,
+                         expect_yes=match_answer(item.question, item.options, item.correct, k) == "yes")
+                   for k, text in match_texts(item.question, item.options)]
+        return sorted(queries, key=lambda q: q.caption != item.correct)  # the true option's query first
     if item.kind == "choice":
         n = len(item.options)
         queries = []
@@ -86,22 +103,57 @@ def load_image(probes: ProbeSet, item: ProbeItem, index: int) -> Image.Image:
 
 
 def yes_token_id(adapter: Adapter) -> int:
-    """The model's "yes" answer token (capitalised or not, whichever its vocabulary knows)."""
-    unk = adapter.tokenizer.unk_token_id
-    for word in ("Yes", "yes"):
-        tid = adapter._answer_token_id(word)
-        if tid != unk:
-            return tid
-    raise AdapterError("the tokenizer has no 'Yes'/'yes' token; match2x2 items cannot be scored")
+    """The first token of the model's "Yes" answer ("yes" when it cannot write "Yes")."""
+    return adapter.answer_token_id("Yes", "yes")
+
+
+def no_token_id(adapter: Adapter) -> int:
+    """The first token of the model's "No" answer ("no" when it cannot write "No")."""
+    return adapter.answer_token_id("No", "no")
+
+
+def _spelling_ids(adapter: Adapter, words: Sequence[str]) -> list[int]:
+    """First answer tokens of the spellings of one answer the model can write (distinct ids)."""
+    ids = []
+    for w in words:
+        try:
+            ids.append(adapter.answer_token_id(w))
+        except AdapterError:
+            continue
+    if not ids:
+        raise AdapterError(f"the tokenizer can write none of {', '.join(map(repr, words))} as an answer; "
+                           "the match protocol cannot score this model (use --protocol letters)")
+    return list(dict.fromkeys(ids))
+
+
+def yes_no_log_odds(adapter: Adapter, logits: torch.Tensor) -> torch.Tensor:
+    """[Q] log P(yes) - log P(no) from answer-position logits [Q, V], each summed over spellings."""
+    yes = _spelling_ids(adapter, ("Yes", "yes"))
+    no = _spelling_ids(adapter, ("No", "no"))
+    logp = torch.log_softmax(logits.float(), -1)
+    return torch.logsumexp(logp[:, yes], -1) - torch.logsumexp(logp[:, no], -1)
 
 
 def score_queries(adapter: Adapter, queries: Sequence[Query], answer_logits: torch.Tensor) -> list[dict]:
-    """Outcome rows from the logits at each query's answer position ([Q, V])."""
+    """Outcome rows from the logits at each query's answer position ([Q, V]).
+
+    match rows: score = log-odds of yes, chosen = 1 if judged yes, correct = judged right,
+    margin = the log-odds towards the right answer, caption = the option (-1: a yes/no question).
+    """
     logits = answer_logits.float()
     rows = []
     yes_id = None
-    for q, lg in zip(queries, logits):
-        if q.kind == "choice":
+    match = [k for k, q in enumerate(queries) if q.kind == "match"]
+    odds = dict(zip(match, yes_no_log_odds(adapter, logits[match]).tolist())) if match else {}
+    for k, (q, lg) in enumerate(zip(queries, logits)):
+        if q.kind == "match":
+            s = odds[k]
+            rows.append({
+                "uid": q.uid, "kind": q.kind, "order": "match", "chosen": int(s > 0),
+                "correct": (s > 0) == q.expect_yes, "margin": s if q.expect_yes else -s,
+                "caption": q.caption, "image": q.image, "score": s,
+            })
+        elif q.kind == "choice":
             n = len(q.order)
             letter_logits = lg[adapter.letter_token_ids(n)]  # [n]
             chosen_letter = int(letter_logits.argmax())
@@ -187,7 +239,7 @@ def evaluate(
             if progress:
                 progress(1)
             continue
-        for q in plan_queries(item):
+        for q in plan_queries(item, protocol):
             pending.append((q, images[q.image]))
             if len(pending) >= batch_size:
                 flush()
@@ -310,25 +362,46 @@ _COLUMNS = ["uid", "kind", "order", "chosen", "correct", "margin", "caption", "i
 
 
 def item_outcomes(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per item: choice items get accuracy over orders and ``consistent``; match2x2 items
-    get Winoground text / image / group."""
+    """One row per item: choice items get accuracy over orders and ``consistent``; match items
+    ``pairwise`` and ``strict`` (accuracy = pairwise); match2x2 items Winoground text / image / group."""
     out = []
+    blank = {"pairwise": None, "strict": None}
     for uid, g in frame.groupby("uid", sort=False):
         first = g.iloc[0]
-        if first.kind == "choice":
+        if first.kind == "match":
+            pairwise, margin = _match_item(g)
+            out.append({"uid": uid, "category": first.category, "skill": first.skill, "kind": "match",
+                        "accuracy": float(pairwise), "consistent": None, "correct_first_order": None,
+                        "margin": margin, "text": None, "image": None, "group": None,
+                        "pairwise": pairwise, "strict": bool(g.correct.all())})
+        elif first.kind == "choice":
             first_order = g[g.order == g.order.min()].iloc[0]
             out.append({"uid": uid, "category": first.category, "skill": first.skill, "kind": "choice",
                         "accuracy": float(g.correct.mean()), "consistent": bool(g.correct.all()),
                         "correct_first_order": bool(first_order.correct), "margin": float(g.margin.mean()),
-                        "text": None, "image": None, "group": None})
+                        "text": None, "image": None, "group": None, **blank})
         else:
             s = {(int(r.caption), int(r.image)): r.score for r in g.itertuples()}
             text = s[0, 0] > s[1, 0] and s[1, 1] > s[0, 1]
             image = s[0, 0] > s[0, 1] and s[1, 1] > s[1, 0]
             out.append({"uid": uid, "category": first.category, "skill": first.skill, "kind": "match2x2",
                         "accuracy": float("nan"), "consistent": None, "correct_first_order": None,
-                        "margin": float("nan"), "text": bool(text), "image": bool(image), "group": bool(text and image)})
+                        "margin": float("nan"), "text": bool(text), "image": bool(image), "group": bool(text and image),
+                        **blank})
     return pd.DataFrame(out)
+
+
+def _match_item(g: pd.DataFrame) -> tuple[bool, float]:
+    """(pairwise, margin) of one item's match rows: the true option's log-odds against the best
+    false one's. A yes/no question has one row whose two options score s and -s."""
+    if len(g) == 1 and int(g.caption.iloc[0]) == -1:
+        return bool(g.correct.iloc[0]), float(g.margin.iloc[0])
+    expect_yes = (g.chosen == 1) == g.correct
+    true, false = g.score[expect_yes], g.score[~expect_yes]
+    if len(true) != 1 or not len(false):
+        raise ValueError(f"item {g.uid.iloc[0]}: match rows need one true and some false options")
+    margin = float(true.iloc[0] - false.max())
+    return margin > 0, margin
 
 
 def summarize(frame: pd.DataFrame) -> dict:
@@ -355,6 +428,20 @@ def summarize(frame: pd.DataFrame) -> dict:
             float(pd.Series({c: v["consistent"] for c, v in summary["by_category"].items()
                              if c in set(perception.category)}).mean()) if len(perception) else None
         )
+    matched = items[items.kind == "match"]
+    if len(matched):
+        summary["protocol"] = "match"
+        for key in ("category", "skill"):
+            summary[f"by_{key}"] = {**summary.get(f"by_{key}", {}), **{
+                name: {"n": int(len(g)), "pairwise": 100 * float(g.pairwise.astype(bool).mean()),
+                       "strict": 100 * float(g.strict.astype(bool).mean()),
+                       "accuracy": 100 * float(g.pairwise.astype(bool).mean())}
+                for name, g in matched.groupby(key)}}
+        perception = matched[matched.skill == "perception"]
+        for measure in ("pairwise", "strict"):
+            summary[f"{measure}_mean_over_categories"] = (
+                float(perception.groupby("category")[measure].apply(lambda v: 100 * v.astype(bool).mean()).mean())
+                if len(perception) else None)
     match_i = items[items.kind == "match2x2"]
     if len(match_i):
         summary["winoground"] = {

@@ -63,11 +63,15 @@ class ZooSpec:
     teacher_mlp: int = 384
     student_mlp: int = 192
     vision_steps: int = 800        # patch-attribute pretraining of the shared vision tower
-    teacher_steps: int = 6000
-    teacher_ground: float = 0.0    # grounding-loss weight for the teacher (cdviz/train/config.py); 0: off
+    teacher_steps: int = 3000
+    teacher_ground: float = 1.0    # grounding-loss weight for the teacher (cdviz/train/config.py); 0: off
     teacher_ground_layers: tuple[int, ...] | None = None  # None: the teacher's middle band (cdviz.layer_map)
-    teacher_qa_steps: int = 0      # steps on the short questions alone before the full mix (0: none)
-    teacher_qa_kinds: tuple[str, ...] = ("qa",)  # which questions those steps train (cdviz.probes.shapes.SAMPLE_KINDS)
+    teacher_qa_steps: int = 1000   # steps on the short questions alone before the full mix (0: none)
+    teacher_qa_kinds: tuple[str, ...] = ("qa:colour", "qa:exists")  # which questions those steps train
+    # The full mix every model trains on (cdviz.probes.shapes.SAMPLE_KINDS): captions, yes/no match
+    # queries of every probe category (both answers) and short questions; None: every kind.
+    shapes_kinds: tuple[str, ...] | None = ("caption", "match", "qa")
+    protocol: str = "match"        # how the held-out set is scored and recorded (cdviz.evaluate.PROTOCOLS)
     student_steps: int = 2000
     dpt_steps: int = 100
     sft_steps: int = 100
@@ -77,6 +81,7 @@ class ZooSpec:
     heldout_items: int = 600       # held-out probe set (test-split scenes, never trained on)
     record_items: int = 300        # items recorded for the misalignment report
     check_items: int = 120         # the first items of the held-out set, re-evaluated by the tests
+    text_only_items: int = 8000    # training-split items the text-only control is fitted on
 
 
 def heldout_probes(out: Path, spec: ZooSpec) -> Path:
@@ -155,7 +160,7 @@ def build_zoo(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), log: C
                      ground_layers=list(spec.teacher_ground_layers) if spec.teacher_ground_layers else None)
     if spec.teacher_qa_steps:
         init_teacher = train_model(init_teacher, work / "teacher-qa", steps=spec.teacher_qa_steps, lr=spec.lr,
-                                   shapes_kinds=list(spec.teacher_qa_kinds), **grounding, **common)
+                                   **grounding, **{**common, "shapes_kinds": list(spec.teacher_qa_kinds)})
     teacher = train_model(init_teacher, work / "teacher", steps=spec.teacher_steps, lr=spec.lr, **grounding, **common)
     student_init = _share_vision_tower(teacher, init_student, work / "init-student-shared")
 
@@ -180,21 +185,26 @@ def build_zoo(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), log: C
     built = {"teacher": teacher, "student-sft": sft, "student-kd": kd, "student-compodistill": cd}
     for name, src in built.items():
         _export(src, out / name)
-    metrics = {name: _evaluate(out / name, heldout, spec.check_items) for name in MODELS}
+    metrics = {name: _evaluate(out / name, heldout, spec) for name in MODELS}
     misalignment = {"student-kd": _layer_misalignment(run_kd), "student-compodistill": _layer_misalignment(run_cd)}
     manifest = _manifest(out, spec, metrics, misalignment, run_kd)
+    manifest["text_only"] = text_only_control(work, spec, heldout)
+    manifest["error_link"] = error_link_summary(run_kd)
     write_json_atomic(out / "manifest.json", manifest)
     write_text_atomic(out / "README.md", render_readme(manifest))
     return manifest
 
 
-def _common(spec: ZooSpec) -> dict:
+def _common(spec: ZooSpec, seed: int | None = None) -> dict:
+    """Trainer settings every model shares; ``seed`` (default: the zoo's) sets the data order only,
+    the shapes world stays the zoo's."""
     return dict(batch_size=spec.batch_size, shapes_scenes=spec.shapes_scenes, shapes_seed=spec.seed,
-                shapes_image_size=spec.image_size, seed=spec.seed, checkpoint_every=50, resume=True, progress=True)
+                shapes_image_size=spec.image_size, seed=spec.seed if seed is None else seed, checkpoint_every=50, resume=True, progress=True,
+                shapes_kinds=list(spec.shapes_kinds) if spec.shapes_kinds else None)
 
 
 def compodistill_config(spec: ZooSpec, work: Path, name: str, student_init: Path, teacher: Path, run_kd: Path, *,
-                        vat: float = 1.0, t2i: float = 0.0, all_layers: bool = False):
+                        vat: float = 1.0, t2i: float = 0.0, all_layers: bool = False, seed: int | None = None):
     """DPT -> DFT -> SFT with the student-kd report's layers; the shipped model and its variations.
 
     The three stages together take ``spec.student_steps`` optimizer steps, as student-kd does.
@@ -215,7 +225,7 @@ def compodistill_config(spec: ZooSpec, work: Path, name: str, student_init: Path
         stages=[StageConfig("dpt", steps=spec.dpt_steps, lr=spec.lr),
                 StageConfig("dft", steps=dft_steps, lr=spec.lr, trainable="llm+taf", vat=vat, t2i=t2i),
                 StageConfig("sft", steps=spec.sft_steps, lr=spec.lr)],
-        **_common(spec))
+        **_common(spec, seed))
 
 
 # Principled variations of the fix, each changing one thing against the shipped student-compodistill.
@@ -256,12 +266,120 @@ def build_variations(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(),
         model = finetune(compodistill_config(spec, work / "variants", name, student_init, teacher, run_kd, **changes))
         run = _record_and_report(teacher, model, heldout, work / "variants" / f"run-{name}", spec)
         results[name] = {"description": description, "changes": changes,
-                         "metrics": _evaluate(model, heldout, spec.check_items),
+                         "metrics": _evaluate(model, heldout, spec),
                          "misalignment_by_layer": _layer_misalignment(run)}
         write_json_atomic(out / "variations.json", results)
     # Re-read: the zoo may have been re-evaluated while the variations trained.
     write_text_atomic(out / "README.md", render_readme(json.loads(manifest_path.read_text()), results))
     return results
+
+
+def build_seeds(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), seeds: tuple[int, ...] = (1, 2),
+                log: Callable[[str], None] = print) -> dict:
+    """Retrain student-kd and student-compodistill from other initialisations and data orders.
+
+    Needs ``build_zoo`` first (its teacher, held-out set and manifest). Each seed gets its own
+    student-kd report, whose targets its student-compodistill aligns, as the shipped pair does.
+    Writes manifest["seeds"] (per seed: recognition, perception mean, the recovered share of the
+    KD gap, the target layers' i2i:vat_cosine before and after; across seeds, shipped seed
+    included: the mean share with a 95% t-interval) and re-renders README.md. Resumable.
+    """
+    from cdviz.train.config import StageConfig, TrainConfig
+    from cdviz.train.finetune import finetune
+
+    out = Path(out)
+    work = out / ".build"
+    manifest_path = out / "manifest.json"
+    teacher, heldout = work / "teacher" / "model", work / "heldout"
+    if not manifest_path.is_file() or not teacher.exists() or not heldout.exists():
+        raise FileNotFoundError(f"{out}: build the zoo first (cdviz zoo build --out {out})")
+    if spec.seed in seeds:
+        raise ValueError(f"seed {spec.seed} is the shipped pair's; choose other student seeds")
+    manifest = json.loads(manifest_path.read_text())
+    runs = {str(spec.seed): _seed_result(manifest["models"]["teacher"]["metrics"],
+                                         manifest["models"]["student-kd"]["metrics"],
+                                         manifest["models"]["student-compodistill"]["metrics"],
+                                         work / "run-kd", work / "run-compodistill")}
+    for seed in seeds:
+        home = work / f"seed-{seed}"
+        log(f"seed {seed}: student-kd (CE + KD), its report, student-compodistill")
+        init = _seed_student(home, spec, seed, teacher)
+        kd = finetune(TrainConfig(student=str(init), teacher=str(teacher), out=str(home / "student-kd"), taf=False,
+                                  stages=[StageConfig("ce", steps=spec.student_steps, lr=spec.lr, kd=1.0,
+                                                      trainable="llm+connector")], **_common(spec, seed)))
+        run_kd = _record_and_report(teacher, kd, heldout, home / "run-kd", spec)
+        cd = finetune(compodistill_config(spec, home, "student-compodistill", init, teacher, run_kd, seed=seed))
+        run_cd = _record_and_report(teacher, cd, heldout, home / "run-compodistill", spec)
+        runs[str(seed)] = _seed_result(manifest["models"]["teacher"]["metrics"], _evaluate_main(kd, heldout, spec),
+                                       _evaluate_main(cd, heldout, spec), run_kd, run_cd)
+        manifest["seeds"] = _seed_aggregate(runs)
+        write_json_atomic(manifest_path, manifest)
+    write_text_atomic(out / "README.md", render_readme(manifest, _read_variations(out)))
+    return manifest["seeds"]
+
+
+def _read_variations(out: Path) -> dict | None:
+    path = out / "variations.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _seed_student(home: Path, spec: ZooSpec, seed: int, teacher: Path) -> Path:
+    from cdviz.models.tiny import build_tiny
+
+    raw = home / "init-student"
+    if not (raw / "model.safetensors").is_file():
+        build_tiny("llava", raw, n_layers=spec.student_layers, n_heads=spec.student_heads,
+                   n_kv_heads=spec.student_heads, intermediate=spec.student_mlp, seed=seed + 1,
+                   image_size=spec.image_size, patch_size=spec.patch_size, vision_hidden=spec.vision_hidden,
+                   vision_layers=spec.vision_layers, hidden=spec.hidden)
+    return _share_vision_tower(teacher, raw, home / "init-student-shared")
+
+
+def _evaluate_main(model_dir: Path, probes: Path, spec: ZooSpec) -> dict:
+    from cdviz.evaluate import evaluate, summarize
+    from cdviz.models import load_model
+    from cdviz.probes.probeset import load_probeset
+
+    frame, _ = evaluate(load_model(model_dir), load_probeset(probes), batch_size=32, protocol=spec.protocol)
+    return summarize(frame)
+
+
+def _seed_result(teacher: dict, kd: dict, cd: dict, run_kd: Path, run_cd: Path) -> dict:
+    """One student seed: headline recognition and perception mean of kd and compodistill, the
+    share of the teacher-kd perception gap compodistill recovers, and the mean i2i:vat_cosine
+    over the kd report's target layers in both runs."""
+    views = {name: headline_view(m) for name, m in (("t", teacher), ("kd", kd), ("cd", cd))}
+    nan = float("nan")
+    short = {name: {"recognition": v["by_skill"].get("recognition", nan), "perception": v["perception_mean"]}
+             for name, v in views.items()}
+    gap = short["t"]["perception"] - short["kd"]["perception"]
+    targets = json.loads((run_kd / "report" / "summary.json").read_text()).get("recommended_targets") or {}
+    layers = set(targets.get("student_layers") or [])
+
+    def target_vat(run: Path) -> float:
+        rows = [r for r in _layer_misalignment(run) if r["measure"] == "i2i:vat_cosine" and r["student_layer"] in layers]
+        return sum(r["mean"] for r in rows) / len(rows) if rows else nan
+
+    return {"kd": short["kd"], "compodistill": short["cd"], "target_layers": sorted(layers),
+            "recovered": (short["cd"]["perception"] - short["kd"]["perception"]) / gap if gap > 0 else nan,
+            "target_vat_kd": target_vat(run_kd), "target_vat_cd": target_vat(run_cd)}
+
+
+def _seed_aggregate(runs: dict) -> dict:
+    """Per-seed results plus the mean recovered share with a 95% t-interval across seeds."""
+    import numpy as np
+    from scipy import stats
+
+    shares = np.array([r["recovered"] for r in runs.values()], dtype=float)
+    shares = shares[np.isfinite(shares)]
+    n = len(shares)
+    agg = {"n": n, "mean": float(shares.mean()) if n else None, "ci_low": None, "ci_high": None}
+    if n >= 2:
+        half = float(stats.t.ppf(0.975, n - 1) * shares.std(ddof=1) / np.sqrt(n))
+        agg.update(ci_low=agg["mean"] - half, ci_high=agg["mean"] + half)
+    rec_change = [r["compodistill"]["recognition"] - r["kd"]["recognition"] for r in runs.values()]
+    return {"runs": runs, "recovered": agg, "recognition_change": float(np.mean(rec_change)),
+            "recognition_ok": bool(np.mean(rec_change) >= -2)}
 
 
 def _record_and_report(teacher: Path, student: Path, probes: Path, run: Path, spec: ZooSpec) -> Path:
@@ -274,7 +392,7 @@ def _record_and_report(teacher: Path, student: Path, probes: Path, run: Path, sp
         ps = load_probeset(probes)
         ps.items = ps.items[:spec.record_items]
         t, s, _ = load_pair(teacher, student)
-        record_run(t, s, ps, run, RecordOptions(shard_size=50, batch_size=16))
+        record_run(t, s, ps, run, RecordOptions(shard_size=50, batch_size=16, protocol=spec.protocol))
         build_report(run)
     return run
 
@@ -287,32 +405,51 @@ def _export(src: Path, dst: Path) -> None:
             shutil.copy2(f, dst / f.name)
 
 
-def _evaluate(model_dir: Path, probes: Path, check_items: int) -> dict:
-    """Held-out summary, plus the query accuracy on the first ``check_items`` items (the test's subset)."""
+def _evaluate(model_dir: Path, probes: Path, spec: ZooSpec) -> dict:
+    """Held-out summary under ``spec.protocol``, the judged-right rate of its queries on the first
+    ``spec.check_items`` items (the test's subset), and the controls: the same protocol on flat
+    images (``blind``) and, for reference, the two-choice letter format (``letters``)."""
     from cdviz.evaluate import evaluate, summarize
     from cdviz.models import load_model
     from cdviz.probes.probeset import load_probeset
 
     ps = load_probeset(probes)
     model = load_model(model_dir)
-    frame, _ = evaluate(model, ps, batch_size=32)
+    frame, _ = evaluate(model, ps, batch_size=32, protocol=spec.protocol)
     summary = summarize(frame)
-    subset = {i.uid for i in ps.items[:check_items]}
-    summary["check"] = {"n_items": check_items, "accuracy": 100 * float(frame[frame.uid.isin(subset)].correct.mean())}
-    # Controls: the text alone (blind), and generative scoring (likelihood, chance 50%), each
-    # also blind; summarised as consistent accuracy per category.
-    for key, kwargs in {"blind": dict(blind=True), "likelihood": dict(protocol="likelihood"),
-                        "likelihood_blind": dict(protocol="likelihood", blind=True)}.items():
-        frame, _ = evaluate(model, ps, batch_size=32, **kwargs)
-        summary[key] = _consistent_view(summarize(frame))
+    subset = {i.uid for i in ps.items[:spec.check_items]}
+    summary["check"] = {"n_items": spec.check_items, "protocol": spec.protocol,
+                        "accuracy": 100 * float(frame[frame.uid.isin(subset)].correct.mean())}
+    blind, _ = evaluate(model, ps, batch_size=32, protocol=spec.protocol, blind=True)
+    summary["blind"] = headline_view(summarize(blind))
+    if spec.protocol != "letters":
+        letters, _ = evaluate(model, ps, batch_size=32)
+        summary["letters"] = headline_view(summarize(letters))
     return summary
 
 
-def _consistent_view(summary: dict) -> dict:
-    """Consistent accuracy per category and per skill, and their mean: the form controls are stored in."""
-    return {"by_category": {c: v["consistent"] for c, v in summary.get("by_category", {}).items()},
-            "by_skill": {c: v["consistent"] for c, v in summary.get("by_skill", {}).items()},
-            "consistent_mean_over_categories": summary.get("consistent_mean_over_categories")}
+def headline_view(summary: dict) -> dict:
+    """The headline accuracy per category and per skill, and its perception mean: pairwise under
+    the match protocol, consistent (right in every order) otherwise."""
+    key = "pairwise" if summary.get("protocol") == "match" else "consistent"
+    return {"measure": key,
+            "by_category": {c: v[key] for c, v in summary.get("by_category", {}).items()},
+            "by_skill": {c: v[key] for c, v in summary.get("by_skill", {}).items()},
+            "perception_mean": summary.get(f"{key}_mean_over_categories")}
+
+
+def text_only_control(work: Path, spec: ZooSpec, heldout: Path) -> dict:
+    """Pairwise accuracy per held-out category of a bag-of-words model of the option texts alone,
+    fitted on training-split items of the same world (cdviz.probes.text_baseline)."""
+    from cdviz.probes.probeset import load_probeset
+    from cdviz.probes.shapes import make_shapes
+    from cdviz.probes.text_baseline import text_only_pairwise
+
+    train_dir = work / "text-only-train"
+    if not (train_dir / "items.jsonl").is_file():
+        make_shapes(train_dir, n=spec.text_only_items, seed=spec.seed, image_size=spec.image_size, splits=("train",))
+    by_category = text_only_pairwise(load_probeset(train_dir).items, load_probeset(heldout).items)
+    return {"train_items": spec.text_only_items, "by_category": by_category}
 
 
 def _layer_misalignment(run: Path) -> list[dict]:
@@ -362,23 +499,42 @@ def _manifest(out: Path, spec: ZooSpec, metrics: dict, misalignment: dict, run_k
     }
 
 
+RECOGNITION = ["existence", "colour"]
+PERCEPTION = ["replace_att", "replace_obj", "replace_rel", "swap_att", "swap_obj", "add_att", "add_obj", "counting"]
+
+
 def render_readme(manifest: dict, variations: dict | None = None) -> str:
-    """checkpoints/README.md: what the models are, the measured table and (if run) the variations."""
-    cats = ["replace_att", "swap_att", "replace_obj", "swap_obj", "replace_rel", "add_obj", "add_att", "counting"]
+    """checkpoints/README.md: what the models are, the measured tables, the controls, the student
+    seeds (if run), the design goals checked and the variations of the fix (if run)."""
+    cats = RECOGNITION + PERCEPTION
+    protocol = manifest["spec"].get("protocol", "letters")
     lines = ["# Bundled demo models", "",
              "Four LLaVA-architecture models trained by `cdviz zoo build` on the synthetic shapes world "
              "(see `cdviz/zoo.py`). Standard HF directories: `LlavaForConditionalGeneration.from_pretrained` and "
              "`AutoProcessor.from_pretrained` work on each.", "",
              f"Build: `{manifest['build_command']}`; held-out set: `{manifest['heldout']['command']}`.", "",
              *_teacher_training_lines(manifest["spec"]),
-             "| model | layers | heads | hidden | recognition | " + " | ".join(cats) + " | CR mean |",
-             "|---" * (len(cats) + 6) + "|"]
+             *_protocol_lines(protocol),
+             "| model | layers | heads | hidden | recognition | " + " | ".join(cats) + " | perception mean | blind |",
+             "|---" * (len(cats) + 7) + "|"]
     for name, m in manifest["models"].items():
         c = m["config"]
+        blind = m["metrics"].get("blind", {}).get("perception_mean")
         lines.append(f"| {name} | {c['layers']} | {c['heads']} | {c['hidden']} | "
-                     + " | ".join(_cr_row(_consistent_view(m["metrics"]), cats)) + " |")
-    lines += ["", "Accuracy is consistent two-choice accuracy (right in both orders), in percent.", "",
-              "## Teacher-student misalignment per student layer (held-out items)", "",
+                     + " | ".join(_cr_row(headline_view(m["metrics"]), cats)) + f" | {_pct(blind)} |")
+    text_only = manifest.get("text_only")
+    if text_only:
+        t = text_only["by_category"]
+        perception = [t[c] for c in PERCEPTION if c in t]
+        lines.append("| text only (bag of words) | - | - | - | - | " + " | ".join(_pct(t.get(c)) for c in cats)
+                     + f" | {_pct(sum(perception) / len(perception) if perception else None)} | - |")
+    lines += ["", f"Per category: {_measure_text(protocol)}, in percent, on the held-out items. `blind`: the same "
+              "protocol with every image replaced by a flat image of its mean colour (the perception mean). "
+              "`text only`: a logistic regression on the bag of words of each option's query, fitted on "
+              f"{(text_only or {}).get('train_items', '?')} training-split items (`cdviz.probes.text_baseline`); "
+              "chance is 50.", ""]
+    lines += _strict_and_letters_section(manifest)
+    lines += ["## Teacher-student misalignment per student layer (held-out items)", "",
               "| student | measure | student layer | teacher layers | mean | 95% CI |", "|---|---|---|---|---|---|"]
     for student, rows in manifest["misalignment_by_layer"].items():
         for r in rows:
@@ -387,21 +543,65 @@ def render_readme(manifest: dict, variations: dict | None = None) -> str:
     t = manifest["compodistill_targets"] or {}
     lines += ["", f"CompoDistill VAT targets (from the student-kd report, source `{t.get('source')}`): student layers "
               f"{t.get('student_layers')} aligned to teacher groups {t.get('teacher_groups')}.", ""]
-    lines += ["## Controls: the captions alone, and generative scoring", "",
-              "`blind` (`cdviz eval --blind`): every image replaced by a flat image of its mean colour, so what "
-              "remains comes from the texts alone. `likelihood` (`cdviz eval --protocol likelihood`): each option "
-              "scored by its log-probability as the answer, one query per item, chance 50% (letters: chance 25% "
-              "consistent). Sums of log-probabilities favour the shorter option, hence the blind column beside it.",
-              "", "| model | protocol | recognition | " + " | ".join(cats) + " | CR mean |",
-              "|---" * (len(cats) + 4) + "|"]
-    for name, m in manifest["models"].items():
-        for key in ("blind", "likelihood", "likelihood_blind"):
-            if m["metrics"].get(key):
-                lines.append(f"| {name} | {key} | " + " | ".join(_cr_row(m["metrics"][key], cats)) + " |")
-    lines += ["", "## Design goals, checked", ""] + [f"- {g}" for g in design_goals(manifest)] + [""]
+    lines += _error_link_section(manifest.get("error_link"))
+    lines += _seeds_section(manifest)
+    lines += ["## Design goals, checked", ""] + [f"- {g}" for g in design_goals(manifest)] + [""]
     if variations:
         lines += _variations_section(manifest, variations)
     return "\n".join(lines)
+
+
+def _pct(v) -> str:
+    return "-" if v is None or v != v else f"{v:.1f}"
+
+
+def _measure_text(protocol: str) -> str:
+    if protocol == "match":
+        return "pairwise accuracy under the match protocol (the true option's yes/no log-odds beats the false one's)"
+    return "consistent two-choice accuracy (right in both orders)"
+
+
+def _protocol_lines(protocol: str) -> list[str]:
+    if protocol != "match":
+        return []
+    return ["Scored with the match protocol (`cdviz eval --protocol match`): each option is asked as one yes/no "
+            "query, 'Does this image show \"<caption>\"? Answer yes or no.' (a question's option as a proposed "
+            "answer; a yes/no question as it stands), and scored by log P(yes) - log P(no) at the answer position. "
+            "Pairwise: the true option scores highest (chance 50%). Strict: the true option is judged yes and the "
+            "false one no.", ""]
+
+
+def _strict_and_letters_section(manifest: dict) -> list[str]:
+    rows = [(name, m["metrics"]) for name, m in manifest["models"].items()]
+    if not any("strict_mean_over_categories" in m for _, m in rows):
+        return []
+    lines = ["| model | strict perception mean | strict recognition | letters (two-choice, consistent) perception mean |",
+             "|---|---|---|---|"]
+    for name, m in rows:
+        lines.append(f"| {name} | {_pct(m.get('strict_mean_over_categories'))} | "
+                     f"{_pct(m.get('by_skill', {}).get('recognition', {}).get('strict'))} | "
+                     f"{_pct(m.get('letters', {}).get('perception_mean'))} |")
+    return lines + [""]
+
+
+def _error_link_section(link: dict | None) -> list[str]:
+    if not link:
+        return []
+    groups = link.get("outcome_groups") or {}
+    lines = ["## Error link in the student-kd run", "",
+             "AUROC of each layer's misalignment for the student's errors on items the teacher gets right "
+             f"(outcome groups {', '.join(f'{k} {v}' for k, v in groups.items())}); 95% bootstrap interval, "
+             f"q after the report's multiple-testing correction. Target layers {link.get('target_layers')} "
+             f"(source `{link.get('source')}`).", "",
+             "| measure | student layer | teacher layers | AUROC | 95% CI | q |", "|---|---|---|---|---|---|"]
+    for r in link.get("auroc", []):
+        lines.append(f"| {r['measure']} | {r['student_layer']} | {r['teacher_layers']} | {_num(r.get('auroc'))} | "
+                     f"{_num(r.get('ci_low'))} .. {_num(r.get('ci_high'))} | {_num(r.get('q_value'))} |")
+    return lines + [""]
+
+
+def _num(v) -> str:
+    return "-" if v is None or v != v else f"{v:.3f}"
 
 
 def _teacher_training_lines(spec: dict) -> list[str]:
@@ -427,49 +627,117 @@ def _ground_layer_text(spec: dict) -> str:
 
 
 def _cr_row(view: dict, cats: list[str]) -> list[str]:
-    """Table cells from a ``_consistent_view``: recognition, each of ``cats``, the CR mean."""
+    """Table cells from a ``headline_view``: recognition, each of ``cats``, the perception mean."""
     cat = view["by_category"]
-    mean = view["consistent_mean_over_categories"]
-    return ([f"{view['by_skill'].get('recognition', float('nan')):.1f}"]
-            + [f"{cat[c]:.1f}" if c in cat else "-" for c in cats] + [f"{mean:.1f}" if mean is not None else "-"])
+    return ([_pct(view["by_skill"].get("recognition"))] + [_pct(cat.get(c)) for c in cats]
+            + [_pct(view["perception_mean"])])
+
+
+def _vat_by_layer(rows: list[dict]) -> str:
+    return ", ".join(f"L{r['student_layer']} {r['mean']:.4f}" for r in rows if r["measure"] == "i2i:vat_cosine")
 
 
 def _variations_section(manifest: dict, variations: dict) -> list[str]:
     """Each variation of the fix next to student-kd and the shipped student-compodistill."""
-    cats = ["replace_att", "swap_att", "replace_obj", "swap_obj", "replace_rel", "counting"]
+    cats = PERCEPTION
     lines = ["## Variations of the fix (`cdviz zoo variations`)", "",
              "Each changes one thing against student-compodistill; same steps, data and seed. Not shipped.", "",
-             "| model | change | recognition | " + " | ".join(cats) + " | CR mean | i2i:vat_cosine by student layer |",
+             "| model | change | recognition | " + " | ".join(cats) + " | perception mean | i2i:vat_cosine by student layer |",
              "|---" * (len(cats) + 5) + "|"]
-
-    def vat_by_layer(rows: list[dict]) -> str:
-        return ", ".join(f"L{r['student_layer']} {r['mean']:.4f}" for r in rows if r["measure"] == "i2i:vat_cosine")
-
     shipped = {n: (manifest["models"][n]["metrics"], manifest["misalignment_by_layer"].get(n, []))
                for n in ("student-kd", "student-compodistill")}
     for name, (metrics, mis) in shipped.items():
-        lines.append(f"| {name} | (shipped) | " + " | ".join(_cr_row(_consistent_view(metrics), cats))
-                     + f" | {vat_by_layer(mis)} |")
+        lines.append(f"| {name} | (shipped) | " + " | ".join(_cr_row(headline_view(metrics), cats))
+                     + f" | {_vat_by_layer(mis)} |")
     for name, v in variations.items():
-        lines.append(f"| {name} | {v['description']} | " + " | ".join(_cr_row(_consistent_view(v["metrics"]), cats))
-                     + f" | {vat_by_layer(v['misalignment_by_layer'])} |")
+        lines.append(f"| {name} | {v['description']} | " + " | ".join(_cr_row(headline_view(v["metrics"]), cats))
+                     + f" | {_vat_by_layer(v['misalignment_by_layer'])} |")
     return lines + [""]
 
 
+def _seeds_section(manifest: dict) -> list[str]:
+    seeds = manifest.get("seeds")
+    if not seeds:
+        return []
+    lines = ["## Student seeds (`cdviz zoo seeds`)", "",
+             "The same teacher; student-kd and student-compodistill retrained from another initialisation and data "
+             "order per seed (seed 0 is the shipped pair). Recovered share = (compodistill - kd) / (teacher - kd) "
+             "on the perception mean.", "",
+             "| seed | kd recognition | kd perception | compodistill recognition | compodistill perception | "
+             "recovered share | target-layer i2i:vat_cosine kd -> compodistill |", "|---|---|---|---|---|---|---|"]
+    for seed, r in sorted(seeds["runs"].items(), key=lambda kv: int(kv[0])):
+        lines.append(f"| {seed} | {_pct(r['kd']['recognition'])} | {_pct(r['kd']['perception'])} | "
+                     f"{_pct(r['compodistill']['recognition'])} | {_pct(r['compodistill']['perception'])} | "
+                     f"{_num(r['recovered'])} | {_num(r.get('target_vat_kd'))} -> {_num(r.get('target_vat_cd'))} |")
+    agg = seeds.get("recovered", {})
+    lines += ["", f"Recovered share over {agg.get('n')} seeds: mean {_num(agg.get('mean'))}, 95% t-interval "
+              f"{_num(agg.get('ci_low'))} .. {_num(agg.get('ci_high'))}.", ""]
+    return lines
+
+
 def design_goals(manifest: dict) -> list[str]:
-    """The issue's design goals, each stated with the measured numbers and whether it holds."""
-    def cr(name):
-        return manifest["models"][name]["metrics"].get("consistent_mean_over_categories") or float("nan")
+    """The design goals of the demo pair, each stated with the measured numbers and whether it holds."""
+    def view(name):
+        return headline_view(manifest["models"][name]["metrics"])
 
-    def rec(name):
-        return manifest["models"][name]["metrics"].get("by_skill", {}).get("recognition", {}).get("consistent", float("nan"))
-
-    t, kd, cd = cr("teacher"), cr("student-kd"), cr("student-compodistill")
+    nan = float("nan")
+    t, kd, cd = view("teacher"), view("student-kd"), view("student-compodistill")
+    rec = {n: v["by_skill"].get("recognition", nan) for n, v in (("t", t), ("kd", kd), ("cd", cd))}
+    perc = {n: (v["perception_mean"] if v["perception_mean"] is not None else nan)
+            for n, v in (("t", t), ("kd", kd), ("cd", cd))}
+    blind = manifest["models"]["teacher"]["metrics"].get("blind", {}).get("perception_mean") or nan
+    worst = min((t["by_category"].get(c, nan) for c in PERCEPTION), default=nan)
     verdict = lambda ok: "holds" if ok else "does NOT hold"  # noqa: E731
-    return [
-        f"teacher strong on both skills (consistent CR >= 90%): CR mean {t:.1f}, recognition {rec('teacher'):.1f} "
-        f"-> {verdict(t >= 90 and rec('teacher') >= 90)}",
-        f"student-kd close to the teacher on recognition ({rec('student-kd'):.1f} vs {rec('teacher'):.1f}) but clearly "
-        f"weaker on perception ({kd:.1f} vs {t:.1f}) -> {verdict(kd <= t - 5 and abs(rec('student-kd') - rec('teacher')) <= 5)}",
-        f"student-compodistill recovers part of that gap ({cd:.1f} vs student-kd {kd:.1f}) -> {verdict(cd > kd)}",
+    goals = []
+    text_only = (manifest.get("text_only") or {}).get("by_category", {})
+    if text_only:
+        far = max(abs(v - 50) for v in text_only.values())
+        goals.append(f"no text shortcut: the text-only model is within 50 +/- 5 on every category (furthest "
+                     f"{far:.1f} points from 50) -> {verdict(far <= 5)}")
+    goals += [
+        f"teacher binds: >= 90 on every perception category (lowest {worst:.1f}), >= 95 on recognition "
+        f"({rec['t']:.1f}), perception mean >= blind + 35 ({perc['t']:.1f} vs blind {blind:.1f}) "
+        f"-> {verdict(worst >= 90 and rec['t'] >= 95 and perc['t'] >= blind + 35)}",
+        f"student-kd within 5 points of the teacher on recognition ({rec['kd']:.1f} vs {rec['t']:.1f}) and >= 10 below "
+        f"it on the perception mean ({perc['kd']:.1f} vs {perc['t']:.1f}) "
+        f"-> {verdict(abs(rec['kd'] - rec['t']) <= 5 and perc['kd'] <= perc['t'] - 10)}",
     ]
+    seeds = manifest.get("seeds")
+    gap = perc["t"] - perc["kd"]
+    if seeds and seeds.get("recovered", {}).get("n"):
+        agg = seeds["recovered"]
+        ok = (agg["mean"] >= 1 / 3 and agg.get("ci_low") is not None and agg["ci_low"] > 0
+              and seeds.get("recognition_ok", False))
+        goals.append(f"student-compodistill recovers >= 1/3 of the KD student's perception gap, mean over "
+                     f"{agg['n']} seeds with a 95% interval above 0 (mean {_num(agg['mean'])}, interval "
+                     f"{_num(agg.get('ci_low'))} .. {_num(agg.get('ci_high'))}), recognition no more than 2 points worse "
+                     f"({'yes' if seeds.get('recognition_ok') else 'no'}) -> {verdict(ok)}")
+    else:
+        share = (perc["cd"] - perc["kd"]) / gap if gap > 0 else nan
+        goals.append(f"student-compodistill recovers >= 1/3 of the KD student's perception gap (one seed: "
+                     f"{perc['cd']:.1f} vs {perc['kd']:.1f}, share {share:.3f}; run `cdviz zoo seeds` for the "
+                     f"interval) -> {verdict(share >= 1 / 3 and rec['cd'] >= rec['kd'] - 2)}")
+    link = manifest.get("error_link")
+    if link:
+        targets = set(link.get("target_layers") or [])
+        hits = [r for r in link.get("auroc", []) if r["student_layer"] in targets and (r.get("ci_low") or 0) > 0.5]
+        best = max((r for r in link.get("auroc", []) if r["student_layer"] in targets),
+                   key=lambda r: r.get("auroc") or 0, default=None)
+        shown = (f"best in the target layers: {best['measure']} layer {best['student_layer']} AUROC "
+                 f"{_num(best.get('auroc'))} ({_num(best.get('ci_low'))} .. {_num(best.get('ci_high'))})"
+                 if best else "no AUROC in the target layers")
+        goals.append(f"the error link is visible: misalignment in the flagged layers predicts the KD student's errors "
+                     f"on teacher-right items with a 95% interval above 0.5 ({shown}) -> {verdict(bool(hits))}")
+    return goals
+
+
+def error_link_summary(run: Path) -> dict:
+    """The student-kd report's error link: per measure and student layer, the AUROC of misalignment
+    for the student's errors on teacher-right items, with its 95% interval, and the target layers."""
+    summary = json.loads((run / "report" / "summary.json").read_text())
+    targets = summary.get("recommended_targets") or {}
+    rows = summary.get("error_link", {}).get("auroc", [])
+    return {"target_layers": targets.get("student_layers"), "source": targets.get("source"),
+            "outcome_groups": summary.get("outcome_groups"),
+            "auroc": [{k: r.get(k) for k in ("measure", "student_layer", "teacher_layers", "auroc", "ci_low",
+                                             "ci_high", "q_value", "n_pos", "n_neg")} for r in rows]}

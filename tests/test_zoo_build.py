@@ -8,12 +8,12 @@ from dataclasses import replace
 import pytest
 
 from cdviz.train.tracking import read_metrics
-from cdviz.zoo import MODELS, VARIATIONS, ZooSpec, build_variations, build_zoo, sha256
+from cdviz.zoo import MODELS, VARIATIONS, ZooSpec, build_seeds, build_variations, build_zoo, sha256
 
 TOY = replace(ZooSpec(), image_size=32, vision_hidden=32, hidden=32, teacher_layers=4, teacher_heads=2,
               student_layers=2, student_heads=2, teacher_mlp=64, student_mlp=64, vision_steps=2, teacher_steps=3,
               teacher_ground=1.0, teacher_qa_steps=2, student_steps=6, dpt_steps=2, sft_steps=2, batch_size=2,
-              shapes_scenes=12, heldout_items=40, record_items=16, check_items=10)
+              shapes_scenes=12, heldout_items=40, record_items=16, check_items=10, text_only_items=200)
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +30,25 @@ def test_build_writes_four_models_and_a_manifest_that_matches_them(zoo):
         assert entry["sha256"]["model.safetensors"] == sha256(out / name / "model.safetensors")
         assert entry["config"]["layers"] == (TOY.teacher_layers if name == "teacher" else TOY.student_layers)
         assert 0 <= entry["metrics"]["check"]["accuracy"] <= 100
-        for control in ("blind", "likelihood", "likelihood_blind"):
+        assert entry["metrics"]["protocol"] == "match" and entry["metrics"]["check"]["protocol"] == "match"
+        for control in ("blind", "letters"):
             assert set(entry["metrics"][control]["by_category"]) == set(entry["metrics"]["by_category"])
+        assert entry["metrics"]["blind"]["measure"] == "pairwise"
+        assert entry["metrics"]["letters"]["measure"] == "consistent"
     assert {"student-kd", "student-compodistill"} == set(manifest["misalignment_by_layer"])
+    assert set(manifest["text_only"]["by_category"]) <= set(manifest["models"]["teacher"]["metrics"]["by_category"])
+    assert all(0 <= v <= 100 for v in manifest["text_only"]["by_category"].values())
+    assert manifest["error_link"]["target_layers"] == manifest["compodistill_targets"]["student_layers"]
     readme = (out / "README.md").read_text()
-    assert readme.count("| teacher |") == 4  # the main table and three control rows
+    assert readme.count("| teacher |") == 2  # the main table and the strict / letters table
+    assert "| text only (bag of words) |" in readme and "## Design goals, checked" in readme
     # The teacher: grounded QA first, then the full mix with grounding; the students without it.
     qa = read_metrics(out / ".build" / "teacher-qa" / "ce" / "metrics.jsonl")
     full = read_metrics(out / ".build" / "teacher" / "ce" / "metrics.jsonl")
     assert len(qa) == TOY.teacher_qa_steps and len(full) == TOY.teacher_steps
     assert all("loss/ground" in r for r in qa + full)
     assert all("loss/ground" not in r for r in read_metrics(out / ".build" / "student-kd" / "ce" / "metrics.jsonl"))
-    assert "grounding loss" in readme and "first 2 steps on the short questions alone (qa)" in readme
+    assert "grounding loss" in readme and "first 2 steps on the short questions alone (qa:colour, qa:exists)" in readme
 
 
 def test_rebuild_resumes_without_retraining(zoo):
@@ -63,6 +70,22 @@ def test_variations_change_one_thing_each_and_are_reported(zoo):
     for name in results:
         assert f"| {name} | {VARIATIONS[name][0]} |" in readme
     assert json.loads((out / "variations.json").read_text()).keys() == results.keys()
+
+
+def test_seeds_add_student_runs_and_an_interval_over_seeds(zoo):
+    out, _ = zoo
+    seeds = build_seeds(out, TOY, seeds=(1,), log=lambda m: None)
+    assert set(seeds["runs"]) == {"0", "1"}
+    shipped = json.loads((out / "manifest.json").read_text())["compodistill_targets"]["student_layers"]
+    assert seeds["runs"]["0"]["target_layers"] == sorted(shipped)
+    for run in seeds["runs"].values():
+        assert {"recognition", "perception"} <= set(run["kd"]) and "recovered" in run
+    assert json.loads((out / "manifest.json").read_text())["seeds"] == seeds
+    assert "## Student seeds" in (out / "README.md").read_text()
+    kd1 = out / ".build" / "seed-1" / "student-kd" / "recipe.json"
+    assert json.loads(kd1.read_text())["seed"] == 1 and json.loads(kd1.read_text())["shapes_seed"] == TOY.seed
+    with pytest.raises(ValueError, match="shipped pair"):
+        build_seeds(out, TOY, seeds=(TOY.seed,), log=lambda m: None)
 
 
 def test_variations_need_a_built_zoo(tmp_path):

@@ -52,12 +52,16 @@ st.text(f"run {run.name}  ({run.path})")
 ok = frame[frame["status"].astype(str).eq("ok")]
 overall = state.accuracy_table(run, "category").iloc[-1]  # the "all" row
 scored = overall["n"] > 0
+protocol = store.manifest.get("options", {}).get("protocol", "letters")
+acc_help = ("pairwise: the true option's yes/no log-odds beats the false one's (match protocol)"
+            if protocol == "match" else "mean over option orders")
+right_help = ("pairwise right" if protocol == "match" else "right in every option order")
 cols = st.columns(5)
 cols[0].metric("items recorded", f"{len(ok):,}", help=f"{len(frame) - len(ok)} skipped during recording")
-cols[1].metric("teacher accuracy", f"{overall['teacher']:.1%}" if scored else "n/a", help="mean over option orders")
-cols[2].metric("student accuracy", f"{overall['student']:.1%}" if scored else "n/a", help="mean over option orders")
+cols[1].metric("teacher accuracy", f"{overall['teacher']:.1%}" if scored else "n/a", help=acc_help)
+cols[2].metric("student accuracy", f"{overall['student']:.1%}" if scored else "n/a", help=acc_help)
 cols[3].metric("teacher right, student wrong", f"{int((ok['group'] == 'TR/SW').sum()):,}",
-               help="items the teacher gets right in every option order and the student does not")
+               help=f"items the teacher gets right ({right_help}) and the student does not")
 cols[4].metric("categories", f"{ok['category'].nunique()}")
 
 st.subheader("Models and probe set")
@@ -86,8 +90,13 @@ else:
     st.plotly_chart(figures.accuracy_bars(table[table[by] != "all"], by), width="stretch", key="ov_acc_chart")
     st.dataframe(table, hide_index=True, width="stretch", key="ov_acc_table",
                  column_config={c: st.column_config.NumberColumn(format="percent") for c in state.ACCURACY_COLUMNS[1:]})
-    st.caption("Accuracy is the mean over option orders (as the paper reports); consistent = right in every order; "
-               "delta = student - teacher.")
+    if protocol == "match":
+        st.caption("Match protocol: each option asked as a yes/no query ('Does this image show ...?'). Accuracy and "
+                   "consistent = pairwise (the true option scores highest, chance 50%); strict = the true option "
+                   "judged yes and the false one no; delta = student - teacher.")
+    else:
+        st.caption("Accuracy is the mean over option orders (as the paper reports); consistent = right in every "
+                   "order; delta = student - teacher.")
 
 st.subheader("Headline findings")
 found = state.headline(run)

@@ -36,6 +36,7 @@ from cdviz.probes.shapes_scene import (
     REL_ANSWER,
     RELATIONS,
     SHAPES,
+    SIZES,
     SPLITS,
     VALUES,
     VOCABULARY,
@@ -49,6 +50,7 @@ from cdviz.probes.shapes_scene import (
     render_scene,
     words,
 )
+from cdviz.prompts import match_answer, match_texts
 from cdviz.types import DEFAULT_QUESTION, Box, ProbeItem
 
 __all__ = [  # the shapes world's public API, scene-level names included
@@ -183,34 +185,65 @@ def _absent_pairs(scene: Scene) -> list[dict[str, str]]:
 
 
 def add_obj(scene: Scene, rng: random.Random) -> Draft | None:
-    """One or two true mentions against the same plus an object of a colour and shape not present."""
+    """A mention plus one more object: in the true option an object in view, in the false one a
+    colour and shape pair that is not. Both name as many objects with as many words, so neither
+    length nor word counts tell them apart (a scene of one object: that object against an absent one).
+    """
     n = len(scene.objects)
-    named = sorted(rng.sample(range(n), min(n, rng.randint(1, 2))))
-    pos = [_mention(scene, i, rng) for i in named]
-    neg = list(pos)
-    neg.insert(rng.randrange(len(neg) + 1), rng.choice(_absent_pairs(scene)))
-    return _caption_draft("object", {"objects": pos}, {"objects": neg}, named)
+    absent = rng.choice(_absent_pairs(scene))
+    if n == 1:
+        only = _mention(scene, 0, rng)
+        fake = {**absent, "size": rng.choice(SIZES)} if "size" in only else absent
+        return _caption_draft("object", {"objects": [only]}, {"objects": [fake]}, [0])
+    i, j = rng.sample(range(n), 2)
+    base, extra = _mention(scene, i, rng), _mention(scene, j, rng)
+    fake = {**absent, "size": rng.choice(SIZES)} if "size" in extra else absent
+    at = rng.randrange(2)
+    pos, neg = [base], [base]
+    pos.insert(at, extra)
+    neg = neg[:at] + [fake] + neg[at:]
+    return _caption_draft("object", {"objects": pos}, {"objects": neg}, sorted([i, j]))
 
 
 def add_att(scene: Scene, rng: random.Random) -> Draft | None:
-    """A mention without colour (or size) against the same with one it does not have."""
+    """Two mentions, one given a colour (or size): in the true option an object's own, in the
+    false one a value no object of that description has. Same words in the same number, so only
+    the image tells which attribute belongs where."""
+    n = len(scene.objects)
     for attr in _shuffled(rng, ("colour", "size")):
-        for i in _shuffled(rng, range(len(scene.objects))):
-            keys = rng.choice((("shape",), tuple(a for a in ATTRIBUTES if a != attr)))
-            desc = scene.objects[i].describe(keys)
-            free = [v for v in VALUES[attr] if not scene.find({**desc, attr: v})]
-            if free:
-                return _captions(scene, rng, attr, i, desc, {**desc, attr: rng.choice(free)})
+        keys = rng.choice((("shape",), tuple(a for a in ATTRIBUTES if a != attr)))
+        for i, j in _shuffled(rng, [(i, j) for i in range(n) for j in range(n) if i != j]):
+            bare_i, bare_j = scene.objects[i].describe(keys), scene.objects[j].describe(keys)
+            free = [v for v in VALUES[attr] if not scene.find({**bare_i, attr: v})]
+            if not free:
+                continue
+            true_j = scene.objects[j].describe((*keys, attr))
+            false_i = {**bare_i, attr: rng.choice(free)}
+            pos, neg = [bare_i, true_j], [false_i, bare_j]
+            if rng.random() < 0.5:
+                pos, neg = pos[::-1], neg[::-1]
+            return _caption_draft(attr, {"objects": pos}, {"objects": neg}, sorted([i, j]))
     return None
 
 
 def counting(scene: Scene, rng: random.Random) -> Draft | None:
-    """"two red objects" against a neighbouring count."""
-    attr = rng.choice(("colour", "shape", "size"))
-    desc = rng.choice(scene.objects).describe((attr,))
-    named = scene.find(desc)
-    wrong = rng.choice([k for k in (len(named) - 1, len(named) + 1) if 1 <= k < len(NUMBER_WORDS)])
-    return _caption_draft(attr, {"counts": [[desc, len(named)]]}, {"counts": [[desc, wrong]]}, named)
+    """"two red objects" against a neighbouring count. The pair of counts (k, k + 1) is drawn
+    first and the true one is either with equal chance, so the number words alone say nothing;
+    a scene needs descriptions with both counts."""
+    by_count: dict[int, list[dict[str, str]]] = {}
+    for attr in ("colour", "shape", "size"):
+        for value in VALUES[attr]:
+            k = len(scene.find({attr: value}))
+            if 1 <= k < len(NUMBER_WORDS):
+                by_count.setdefault(k, []).append({attr: value})
+    lows = sorted(k for k in by_count if k + 1 in by_count)
+    if not lows:
+        return None
+    low = rng.choice(lows)
+    true = low + rng.randrange(2)
+    desc = rng.choice(by_count[true])
+    wrong = 2 * low + 1 - true
+    return _caption_draft(next(iter(desc)), {"counts": [[desc, true]]}, {"counts": [[desc, wrong]]}, scene.find(desc))
 
 
 def existence(scene: Scene, rng: random.Random) -> Draft | None:
@@ -308,7 +341,7 @@ def items_for_scene(
 
 
 # instruction_samples' "kind"s, and "qa:TYPE" for one type of short question
-SAMPLE_KINDS = ("caption", "choice", "qa", "qa:colour", "qa:where", "qa:relation", "qa:exists", "qa:count")
+SAMPLE_KINDS = ("caption", "choice", "match", "qa", "qa:colour", "qa:where", "qa:relation", "qa:exists", "qa:count")
 
 
 def sample_selected(sample: dict, kinds) -> bool:
@@ -317,7 +350,8 @@ def sample_selected(sample: dict, kinds) -> bool:
 
 
 def instruction_samples(scene: Scene, rng: random.Random, probe_captions: bool = False) -> list[dict[str, str]]:
-    """Training texts for one scene: its description, every item in both option orders, short QA.
+    """Training texts for one scene: its description, every item in both option orders and as
+    yes/no match queries (one per option, cdviz.prompts.match_texts), short QA.
 
     ``probe_captions`` also teaches each caption item's true option as an answer to the caption
     prompt, so the partial captions the probes use ("a green circle to the left of a red square.")
@@ -338,6 +372,9 @@ def instruction_samples(scene: Scene, rng: random.Random, probe_captions: bool =
             answer = LETTERS[order.index(draft.correct)]
             samples.append({"kind": "choice", "prompt": choice_prompt(draft.question, options), "answer": answer,
                             "objects": list(draft.named)})
+        for index, text in match_texts(draft.question, draft.options):
+            samples.append({"kind": "match", "prompt": text, "objects": list(draft.named),
+                            "answer": match_answer(draft.question, draft.options, draft.correct, index)})
     return samples + [{"kind": "qa", "question": t, "prompt": q, "answer": a, "objects": named}
                       for t, q, a, named in _questions(scene, rng)]
 

@@ -24,7 +24,7 @@ from typing import Any, Iterator, Sequence
 from PIL import Image, ImageDraw
 
 from cdviz.errors import OptionError
-from cdviz.prompts import ANSWER_INSTRUCTION, CAPTION_PROMPT, format_choice_prompt
+from cdviz.prompts import ANSWER_INSTRUCTION, CAPTION_PROMPT, MATCH_QUESTION, VERIFY_QUESTION, format_choice_prompt
 from cdviz.prompts import LETTERS as PROMPT_LETTERS
 from cdviz.types import DEFAULT_QUESTION
 
@@ -248,6 +248,7 @@ VOCABULARY: list[str] = _dedupe(
     [*LETTERS, *COLOURS, *SHAPES, *PLURALS.values(), *SIZES, "object", "objects", *NUMBER_WORDS]
     + words(" ".join([_TEMPLATE_WORDS, DEFAULT_QUESTION, DESCRIBE_PROMPT, ANSWER_INSTRUCTION]))
     + words(" ".join([*REL_TEXT.values(), *REL_ANSWER.values(), *POSITIONS.values()]))
+    + words(" ".join([MATCH_QUESTION.format(caption=""), VERIFY_QUESTION.format(question="", option="")]))  # the match protocol's queries (cdviz.prompts)
 )
 
 

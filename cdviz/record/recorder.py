@@ -36,6 +36,8 @@ from cdviz.store import (
 from cdviz.types import ProbeError, ProbeItem
 
 QUERY_MODES = ("answer", "prompt")
+# likelihood scores each option by its answer tokens: no single forward to capture, so not recorded.
+RECORD_PROTOCOLS = ("letters", "match")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class RecordOptions:
     layers: tuple[int, ...] | None = None  # None: every decoder layer
     queries: str = "answer"                # answer: the answer position; prompt: every text token
     store_block: bool = False              # also store the head-mean image->image block
+    protocol: str = "letters"              # how choice items are asked and scored (cdviz.evaluate.PROTOCOLS)
     shard_size: int = 32
     batch_size: int = 8
     dtype: str = "float32"
@@ -63,6 +66,8 @@ def record_run(
     """Record ``probes`` for both models into the store at ``out`` (resuming if it exists)."""
     if options.queries not in QUERY_MODES:
         raise OptionError(f"unknown query mode {options.queries!r}; use one of {QUERY_MODES}")
+    if options.protocol not in RECORD_PROTOCOLS:
+        raise OptionError(f"--protocol {options.protocol!r}: record scores with one of {', '.join(RECORD_PROTOCOLS)}")
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
     out = Path(out)
@@ -101,6 +106,9 @@ def build_manifest(adapters: dict[str, Adapter], probes: ProbeSet, options: Reco
         "probes": {"path": str(probes.root.resolve()), "name": probes.meta.get("name", ""), "n_items": len(probes),
                    "items_sha256": hashlib.sha256(items_file.read_bytes()).hexdigest() if items_file.is_file() else ""},
         "options": {**asdict(options), "layers": list(options.layers) if options.layers is not None else None},
+        # Lines the probe set left out (on import or load, --skip-bad) have no item to index; they
+        # are listed here as eval's summary lists them.
+        "skipped": [s.to_dict() for s in probes.skipped],
     }
 
 
@@ -160,7 +168,7 @@ def _run_model(adapter, items, images, layers, options, skip_bad, skipped):
     recorded: list[tuple[ProbeItem, Query]] = []
     plain: list[tuple[ProbeItem, Query]] = []
     for item in items:
-        qs = plan_queries(item)
+        qs = plan_queries(item, options.protocol)
         recorded.append((item, qs[0]))
         plain.extend((item, q) for q in qs[1:])
     def run(layer_list):
@@ -266,8 +274,9 @@ def _index_rows(k, items, probes, per_model, outcomes, skipped) -> pd.DataFrame:
             s = summaries[name]
             ok = s is not None and item.uid in s.index and item.uid not in skipped
             r = s.loc[item.uid] if ok else None
-            right = (r.consistent if r.kind == "choice" else r.group) if ok else None
-            row[f"{name}_correct"] = bool(right) if ok else None
+            right = {"choice": "consistent", "match": "pairwise", "match2x2": "group"}
+            row[f"{name}_correct"] = bool(r[right[r.kind]]) if ok else None
+            row[f"{name}_strict"] = bool(r.strict) if ok and r.kind == "match" else None
             row[f"{name}_accuracy"] = float(r.accuracy) if ok else float("nan")
             row[f"{name}_margin"] = float(r.margin) if ok else float("nan")
         rows.append(row)

@@ -127,6 +127,15 @@ def _write_tables(out: Path, usable: pd.DataFrame, res: dict[str, Any]) -> dict[
     return paths
 
 
+PROTOCOL_TEXT = {
+    "letters": "Outcomes: two-choice letters protocol. accuracy = mean over option orders; consistent = right in "
+               "every order (the item's outcome in the error link).",
+    "match": "Outcomes: match protocol (one yes/no query per option, scored log P(yes) - log P(no)). accuracy and "
+             "consistent = pairwise (the true option scores highest; the item's outcome in the error link); strict = "
+             "the true option judged yes and every false one no. The recorded attention is the true option's query.",
+}
+
+
 def _html(summary: dict, res: dict[str, Any], tables: dict[str, str]) -> str:
     mis, link, lc = res["misalignment"], res["error_link"], res["layer_correspondence"]
     t = res["targets"]
@@ -135,6 +144,7 @@ def _html(summary: dict, res: dict[str, Any], tables: dict[str, str]) -> str:
     page.paragraph(f"run {summary['run']}; teacher {m['teacher']['path']} ({m['teacher']['n_layers']} layers), "
                    f"student {m['student']['path']} ({m['student']['n_layers']} layers); "
                    f"{summary['n_analysed']} of {summary['n_items']} items analysed.")
+    page.paragraph(PROTOCOL_TEXT.get(summary.get("protocol", "letters"), ""))
     page.heading("Accuracy: teacher vs student")
     page.figure(F.fig_accuracy_by_category(summary))
     page.table(pd.DataFrame(summary["accuracy"]["by_category"]), file=tables["accuracy_by_category"])

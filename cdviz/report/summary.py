@@ -53,6 +53,8 @@ def accuracy_tables(usable: pd.DataFrame) -> dict[str, pd.DataFrame]:
     as the paper reports; Winoground items: group score), consistent accuracy (right in every
     order; Winoground: group score) and delta = student - teacher."""
     usable = usable.assign(**{f"{m}_item_accuracy": item_accuracy(usable, m) for m in ("teacher", "student")})
+    # Match-protocol runs: accuracy and consistent are both pairwise; strict (every option judged right) beside them.
+    strict = all(f"{m}_strict" in usable and usable[f"{m}_strict"].notna().any() for m in ("teacher", "student"))
     out = {}
     for key in ("category", "skill", None):
         groups = usable.groupby(key, sort=True) if key else [("all", usable)]
@@ -62,9 +64,12 @@ def accuracy_tables(usable: pd.DataFrame) -> dict[str, pd.DataFrame]:
             for m in ("teacher", "student"):
                 row[m] = float(sub[f"{m}_item_accuracy"].mean())
                 row[f"{m}_consistent"] = float(sub[f"{m}_correct"].astype(float).mean())
+                if strict:
+                    row[f"{m}_strict"] = float(sub[f"{m}_strict"].astype(float).mean())
             row["delta"] = row["student"] - row["teacher"]
             rows.append(row)
         columns = [key or "scope", "n", "teacher", "teacher_consistent", "student", "student_consistent", "delta"]
+        columns += ["teacher_strict", "student_strict"] if strict else []
         out[key or "overall"] = pd.DataFrame(rows, columns=columns)  # columns kept when nothing is usable
     skills = usable.groupby("category", sort=True)["skill"].first()
     out["category"].insert(1, "skill", [str(skills.get(c, "")) for c in out["category"]["category"]])
@@ -95,6 +100,7 @@ def make_summary(store: RunStore, usable: pd.DataFrame, results: dict[str, Any],
     summary = {
         "format": FORMAT, "version": VERSION, "cdviz_version": __version__,
         "run": str(store.root.resolve()), "probes": store.manifest.get("probes", {}).get("name", ""),
+        "protocol": store.manifest.get("options", {}).get("protocol", "letters"),
         "models": models,
         "n_items": int(len(store.index)), "n_analysed": int(len(usable)),
         "n_skipped": int(len(store.index) - len(usable)),
