@@ -5,7 +5,8 @@ An adapter wraps one HF multimodal model class and knows, for that architecture:
     template (right padding, so every real token keeps the positions it has unpadded);
   - where each image's tokens are, found per sample from the input ids (``image_token_id``);
   - each image's patch grid (rows x cols) as the decoder sees it;
-  - the decoder layers and their attention modules, and the head counts.
+  - the decoder layers and their attention modules, and the head counts;
+  - the tokens of an answer word as the model would write it (``answer_token_ids``).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class Adapter:
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.config = model.config
         self.text_config = model.config.get_text_config()
-        self._letter_ids: list[int] | None = None
+        self._answer_ids: dict[str, list[int]] = {}
 
     # ---- architecture facts -------------------------------------------------------------
     @property
@@ -146,31 +147,100 @@ class Adapter:
                         f"the processor and model config disagree"
                     )
             spans.append(runs)
-        answer_pos = mask.sum(dim=1) - 1
-        if not bool((mask.gather(1, answer_pos[:, None]) == 1).all()) or bool((mask[:, 0] == 0).any()):
-            raise AdapterError("the processor padded on the left; cdviz needs right padding for exact positions")
+        if bool((mask[:, 0] == 0).any()):
+            # Left padding would shift every real token's position by the sample's pad count.
+            raise AdapterError(
+                f"{type(self).__name__}: the processor padded on the left; its _encode must pad on the right "
+                f"so every token keeps the position it has unpadded"
+            )
+        # The last attended token; its logits predict the answer.
+        answer_pos = mask.shape[1] - 1 - mask.flip(1).argmax(dim=1)
         return Batch(inputs=inputs, answer_pos=answer_pos, image_spans=spans, grids=grids)
 
     def letter_token_ids(self, n: int = 2) -> list[int]:
-        """Token ids of the option letters as the model would emit them right after the prompt."""
-        if self._letter_ids is None:
-            self._letter_ids = [self._answer_token_id(letter) for letter in LETTERS]
-        return self._letter_ids[:n]
+        """Answer token ids of the first ``n`` option letters (see ``answer_token_id``)."""
+        return [self.answer_token_id(letter) for letter in LETTERS[:n]]
 
-    def _answer_token_id(self, letter: str) -> int:
-        # The template decides whether the answer is "A" or " A"; render a finished conversation,
-        # cut the prompt off, and take the first token of what follows.
+    # ---- answers ----------------------------------------------------------------------------
+    def answer_token_ids(self, word: str) -> list[int]:
+        """Every token of ``word`` as the model writes it as its whole answer after the prompt.
+
+        Read from a rendered exchange, so the template decides what precedes the answer (a space
+        after "ASSISTANT:", a newline) and the tokenizer how that splits ("Yes", "ĠYes", "▁Yes",
+        "Y" + "es"). Raises AdapterError when the tokenizer cannot write ``word`` at all.
+        """
+        if word not in self._answer_ids:
+            self._answer_ids[word] = self._find_answer_ids(word)
+        return list(self._answer_ids[word])
+
+    def answer_token_id(self, word: str, *alternatives: str) -> int:
+        """The first token of the answer ``word``: the one whose logit at the answer position is
+        scored. With ``alternatives`` (e.g. "yes" after "Yes"), the first spelling the model has."""
+        refusals = []
+        for w in (word, *alternatives):
+            try:
+                return self.answer_token_ids(w)[0]
+            except AdapterError as e:
+                refusals.append(e)
+        if len(refusals) == 1:
+            raise refusals[0]
+        tried = "/".join(repr(w) for w in (word, *alternatives))
+        raise AdapterError(f"{self._label()}: the tokenizer can write none of {tried} as an answer")
+
+    def _answer_context(self, word: str) -> tuple[str, str]:
+        """(text up to the answer position, that text followed by the answer ``word``)."""
         user = [{"type": "image"}, {"type": "text", "text": "x"}]
         prompt = self.processor.apply_chat_template(
             [{"role": "user", "content": user}], add_generation_prompt=True, tokenize=False
         )
         full = self.processor.apply_chat_template(
-            [{"role": "user", "content": user}, {"role": "assistant", "content": [{"type": "text", "text": letter}]}],
+            [{"role": "user", "content": user}, {"role": "assistant", "content": [{"type": "text", "text": word}]}],
             tokenize=False,
         )
-        cont = full[len(prompt):] if full.startswith(prompt) else letter
-        cont = cont[: cont.index(letter) + 1] if letter in cont else letter
-        ids = self.tokenizer(cont, add_special_tokens=False).input_ids
-        if not ids:
-            raise AdapterError(f"the tokenizer maps the answer letter {letter!r} to no token")
-        return int(ids[-1]) if len(ids) > 1 and self.tokenizer.decode(ids[-1:]).strip() == letter else int(ids[0])
+        # A template that does not extend the prompt, or writes something before the answer,
+        # is read as answering right after the generation prompt.
+        if not full.startswith(prompt) or not full[len(prompt):].lstrip().startswith(word):
+            full = prompt + word
+        return prompt, full
+
+    def _find_answer_ids(self, word: str) -> list[int]:
+        if not word.strip():
+            raise AdapterError(f"{self._label()}: an empty answer has no tokens")
+        prompt, full = self._answer_context(word)
+        tok = self.tokenizer
+        prompt_ids = tok(prompt, add_special_tokens=False).input_ids
+        full_ids = tok(full, add_special_tokens=False).input_ids
+        if full_ids[:len(prompt_ids)] == prompt_ids:
+            cont = full_ids[len(prompt_ids):]
+        else:
+            # The answer merged with the prompt's last token (a prompt ending in a space, say);
+            # the model still continues from the prompt's own tokens, so split the rest alone,
+            # after a newline so that no tokenizer marks it as a new word ("▁Yes" for "Yes").
+            # The newline's tokens are whitespace and dropped below.
+            cont = tok("\n" + full[len(prompt):], add_special_tokens=False).input_ids
+
+        def text(ids: list[int]) -> str:
+            return "".join(tok.decode(ids).split())
+
+        target = "".join(word.split())
+        # Whitespace-only tokens before the word (a newline the assistant turn opens with, a lone
+        # "Ġ") are left out: they are the same for every answer, so their logit tells none apart.
+        # The answer ends at the first token that completes the word's text.
+        start = 0
+        while start < len(cont) and not text(cont[:start + 1]):
+            start += 1
+        for end in range(start + 1, len(cont) + 1):
+            if text(cont[start:end]).startswith(target):
+                ids = cont[start:end]
+                if tok.unk_token_id is None or tok.unk_token_id not in ids:
+                    return [int(i) for i in ids]
+                break
+        shown = tok.convert_ids_to_tokens(cont[start:start + 4])
+        raise AdapterError(
+            f"{self._label()}: the tokenizer cannot write the answer {word!r} (after the prompt it becomes "
+            f"{shown}); use a model whose vocabulary has it"
+        )
+
+    def _label(self) -> str:
+        """The model, as error messages name it."""
+        return getattr(self, "source", "") or getattr(self.config, "_name_or_path", "") or self.arch or "the model"

@@ -23,7 +23,8 @@ class LlavaAdapter(Adapter):
     arch = "LlavaForConditionalGeneration"
 
     def _encode(self, images, prompts) -> dict[str, Any]:
-        return self.processor(images=images, text=prompts, return_tensors="pt", padding=True)
+        # Right padding whatever the checkpoint's tokenizer says (many llava-hf ones pad left).
+        return self.processor(images=images, text=prompts, return_tensors="pt", padding=True, padding_side="right")
 
     def _image_grids(self, inputs, n_images) -> list[list[tuple[int, int]]]:
         h, w = inputs["pixel_values"].shape[-2:]

@@ -28,7 +28,8 @@ class PaliGemmaAdapter(Adapter):
         return self.processor.image_token + text
 
     def _encode(self, images, prompts) -> dict[str, Any]:
-        inputs = self.processor(images=images, text=prompts, return_tensors="pt", padding=True)
+        # Right padding whatever the checkpoint's tokenizer says, so real tokens keep their positions.
+        inputs = self.processor(images=images, text=prompts, return_tensors="pt", padding=True, padding_side="right")
         inputs.pop("labels", None)
         return inputs
 
@@ -39,8 +40,6 @@ class PaliGemmaAdapter(Adapter):
             raise AdapterError(f"image_seq_length {n} is not a square; cannot lay the image tokens on a grid")
         return [[(side, side)] * k for k in n_images]
 
-    def _answer_token_id(self, letter: str) -> int:
-        ids = self.tokenizer(letter, add_special_tokens=False).input_ids
-        if not ids:
-            raise AdapterError(f"the tokenizer maps the answer letter {letter!r} to no token")
-        return int(ids[0])
+    def _answer_context(self, word: str) -> tuple[str, str]:
+        # No template: the processor ends the prefix with a newline and the answer follows it.
+        return "x\n", "x\n" + word
