@@ -145,12 +145,15 @@ def _group(items):
 
 @app.command("eval")
 def eval_cmd(
-    model: Path = typer.Option(..., help="Local HF model directory."),
+    model: str = typer.Option(..., help="Local HF model directory or hub id org/name[@revision] (fetched into / read "
+                              "from the HF cache; HF_HUB_OFFLINE=1: the cache only)."),
     probes: Path = typer.Option(..., help="Probe set directory."),
     out: Path = typer.Option(..., help="Per-query outcomes (.parquet); a .summary.json is written beside it."),
     batch_size: int = typer.Option(8, "--batch-size"),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
-    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ... (unused with --device-map)."),
+    device_map: Optional[str] = typer.Option(None, "--device-map", help="auto: spread the model over the visible "
+                                             "GPUs with accelerate (balanced, sequential also work)."),
+    dtype: str = typer.Option("float32", help="float32, bfloat16, float16 or auto (the checkpoint's own)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Record bad items as skips instead of stopping."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the checkpoint's own code."),
     blind: bool = typer.Option(False, "--blind", help="Text-only control: each image replaced by a flat image of its "
@@ -167,24 +170,25 @@ def eval_cmd(
 
     with user_errors():
         ps = load_probeset(probes, skip_bad=skip_bad)
-        adapter = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-        with progress_bar(f"eval {model.name}", len(ps)) as advance:
+        adapter = load_model(model, dtype=dtype, device=device, device_map=device_map,
+                             trust_remote_code=trust_remote_code)
+        with progress_bar(f"eval {Path(model).name}", len(ps)) as advance:
             frame, skipped = evaluate(adapter, ps, batch_size=batch_size, skip_bad=skip_bad, blind=blind,
                                       protocol=protocol, progress=advance)
     summary = summarize(frame)
-    summary.update(model=str(model), probes=str(probes), blind=blind, protocol=protocol,
-                   skipped=[s.to_dict() for s in (*ps.skipped, *skipped)])
+    summary.update(model=str(model), model_origin=adapter.origin.to_dict(), probes=str(probes), blind=blind,
+                   protocol=protocol, skipped=[s.to_dict() for s in (*ps.skipped, *skipped)])
     write_parquet_atomic(out, frame)
     summary_path = out.with_suffix(".summary.json")
     write_json_atomic(summary_path, summary)
-    print_summary(summary, title=f"{model.name} on {probes.name}")
+    print_summary(summary, title=f"{Path(model).name} on {probes.name}")
     console.print(f"outcomes: {out}\nsummary:  {summary_path}")
 
 
 @app.command("record")
 def record_cmd(
-    teacher: Path = typer.Option(..., help="Teacher model directory."),
-    student: Path = typer.Option(..., help="Student model directory."),
+    teacher: str = typer.Option(..., help="Teacher: model directory or hub id org/name[@revision]."),
+    student: str = typer.Option(..., help="Student: model directory or hub id org/name[@revision]."),
     probes: Path = typer.Option(..., help="Probe set directory."),
     out: Path = typer.Option(..., help="Run directory (resumes if it holds the same run)."),
     layers: Optional[str] = typer.Option(None, help="Decoder layers to record, e.g. '0,2,4' or '2-5' (default: all)."),
@@ -192,8 +196,11 @@ def record_cmd(
     store_block: bool = typer.Option(False, "--store-block", help="Also store the head-mean image->image block (N^2 per layer)."),
     shard_size: int = typer.Option(32, "--shard-size", help="Items per shard (the unit of resumption)."),
     batch_size: int = typer.Option(8, "--batch-size"),
-    device: str = typer.Option("auto", help="auto (cuda:LOCAL_RANK when available), cpu, cuda, ..."),
-    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
+    device: str = typer.Option("auto", help="auto (cuda:LOCAL_RANK when available), cpu, cuda, ... (unused with "
+                               "--device-map)."),
+    device_map: Optional[str] = typer.Option(None, "--device-map", help="auto: spread each model over the visible "
+                                             "GPUs with accelerate (one process; balanced, sequential also work)."),
+    dtype: str = typer.Option("float32", help="float32, bfloat16, float16 or auto (each checkpoint's own)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Record bad items as skips instead of stopping."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
     protocol: str = typer.Option("letters", help="How choice items are asked: letters (every option order; the first "
@@ -211,11 +218,15 @@ def record_cmd(
 
     if device == "auto":
         device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
+    if device_map and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise typer.BadParameter("--device-map spreads each model over every visible GPU from one process; run it "
+                                 "without torchrun / accelerate launch (or drop --device-map to shard the probes)")
     with user_errors():
         options = RecordOptions(layers=parse_layers(layers), queries=queries, store_block=store_block,
                                 shard_size=shard_size, batch_size=batch_size, dtype=dtype, protocol=protocol)
         ps = load_probeset(probes, skip_bad=skip_bad)
-        t, s, report = load_pair(teacher, student, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        t, s, report = load_pair(teacher, student, dtype=dtype, device=device, device_map=device_map,
+                                 trust_remote_code=trust_remote_code)
         for w in report.warnings:
             console.print(f"[yellow]warning:[/yellow] {w}")
         with progress_bar(f"record -> {out}", len(ps)) as advance:
@@ -280,8 +291,8 @@ def compare_cmd(
 
 @app.command("finetune")
 def finetune_cmd(
-    student: Optional[Path] = typer.Option(None, help="Student model directory."),
-    teacher: Optional[Path] = typer.Option(None, help="Teacher model directory."),
+    student: Optional[str] = typer.Option(None, help="Student: model directory or hub id org/name[@revision]."),
+    teacher: Optional[str] = typer.Option(None, help="Teacher: model directory or hub id org/name[@revision]."),
     out: Optional[Path] = typer.Option(None, help="Output directory."),
     recipe: Optional[Path] = typer.Option(None, help="Recipe file (TOML / YAML / JSON); flags override it."),
     data: Optional[str] = typer.Option(None, help="'shapes' (default) or a JSONL of LLaVA conversations."),
@@ -369,7 +380,7 @@ def zoo_build_cmd(
 
 @zoo_app.command("binding")
 def zoo_binding_cmd(
-    model: Path = typer.Option(..., help="Model directory, e.g. checkpoints/teacher."),
+    model: str = typer.Option(..., help="Model directory (e.g. checkpoints/teacher) or hub id org/name[@revision]."),
     scenes: int = typer.Option(60, help="Held-out (test-split) shapes scenes to ask about."),
     seed: int = typer.Option(0, help="Seed of the shapes world (the zoo's)."),
     image_size: int = typer.Option(48, "--image-size", help="Scene size in pixels (the zoo's)."),
@@ -382,7 +393,7 @@ def zoo_binding_cmd(
         raise typer.BadParameter("--scenes must be >= 1")
     with user_errors():
         adapter = load_model(model)
-        with progress_bar(f"binding {model.name}", scenes) as advance:
+        with progress_bar(f"binding {Path(model).name}", scenes) as advance:
             result = colour_binding(adapter, scenes=scenes, seed=seed, image_size=image_size, progress=advance)
     n = max(1, result["n"])
     console.print(f"{result['n']} colour questions: right {100 * result['right'] / n:.1f}%, "

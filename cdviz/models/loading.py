@@ -1,10 +1,14 @@
-"""Load local HF checkpoints through their adapter, and pair a teacher with a student.
+"""Load HF checkpoints through their adapter, and pair a teacher with a student.
 
     ADAPTERS = {hf_class_name: AdapterClass}   one explicit dict; register_adapter() adds one
-    load_model(DIR) -> adapter                  config.json "architectures"[0] picks the adapter
+    load_model(DIR or "org/name[@rev]") -> adapter   config.json "architectures"[0] picks the adapter
+    load_model(..., dtype="auto", device_map="auto")  the checkpoint's dtype, spread over the GPUs
     load_pair(TEACHER, STUDENT) -> (t, s, report)  checks what distillation needs to match
 
-Nothing is downloaded: paths must be local directories. ``trust_remote_code`` is off unless
+A model is a local directory or a hub id, resolved by cdviz.models.hub (huggingface_hub, the HF
+cache, HF_HUB_OFFLINE, HF_TOKEN); ``adapter.origin`` is that ModelRef (id, commit, sha256 of the
+weight index), ``adapter.source`` the local directory. Weights load from safetensors (one file or
+shards with their index); ``.bin`` pickles only when asked. ``trust_remote_code`` is off unless
 the caller asks for it.
 """
 
@@ -20,6 +24,7 @@ import transformers
 from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
 
 from cdviz.models.base import Adapter, AdapterError
+from cdviz.models.hub import ModelRef, resolve_model
 from cdviz.models.llava import LlavaAdapter
 from cdviz.models.paligemma import PaliGemmaAdapter
 from cdviz.models.qwen2vl import Qwen2_5_VLAdapter, Qwen2VLAdapter
@@ -33,6 +38,19 @@ ADAPTERS: dict[str, type[Adapter]] = {
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
+#: dtype="auto": the checkpoint's own (config.json "dtype" / "torch_dtype").
+AUTO = "auto"
+
+
+def parse_dtype(dtype: str | torch.dtype) -> str | torch.dtype:
+    """A dtype name (float32, bf16, ..., or auto) -> torch dtype, or "auto"."""
+    if isinstance(dtype, torch.dtype) or dtype == AUTO:
+        return dtype
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise AdapterError(f"--dtype {dtype!r}: use auto (the checkpoint's own), float32, bfloat16 or "
+                           "float16") from None
 
 
 def register_adapter(cls: type[Adapter], overwrite: bool = False) -> None:
@@ -49,7 +67,8 @@ def read_architecture(path: str | Path) -> str:
     path = Path(path)
     cfg = path / "config.json"
     if not path.is_dir():
-        raise AdapterError(f"{path}: not a directory; pass a local HF model directory (nothing is downloaded)")
+        raise AdapterError(f"{path}: not a directory; pass a local HF model directory or a hub id "
+                           "(load_model resolves ids)")
     if not cfg.is_file():
         raise AdapterError(f"{path}: no config.json; this is not an HF model directory (save one with save_pretrained)")
     try:
@@ -107,31 +126,49 @@ def _read_chat_template(path: Path) -> str | None:
 
 
 def load_model(
-    path: str | Path,
+    path: str | Path | ModelRef,
     *,
     dtype: str | torch.dtype = "float32",
     device: str | torch.device = "cpu",
+    device_map: str | dict | None = None,
     trust_remote_code: bool = False,
     attn_implementation: str = "sdpa",
+    allow_bin: bool | None = None,
 ) -> Adapter:
-    """Load a local checkpoint and its processor; returns the adapter (model in eval mode)."""
-    arch = read_architecture(path)
-    torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
-    processor = load_processor(path, trust_remote_code=trust_remote_code)
+    """Load a checkpoint (local directory or hub id ``org/name[@revision]``) and its processor.
+
+    ``dtype="auto"`` keeps the checkpoint's own dtype. ``device_map`` ("auto", "balanced",
+    "sequential" or a dict) places the model with accelerate across the visible devices (the CPU
+    when there is no GPU) and ``device`` is then unused. Returns the adapter (model in eval mode)
+    with ``.origin`` (what was loaded) and ``.source`` (the local directory).
+    """
+    given = Path(str(path)).expanduser()
+    if not isinstance(path, ModelRef) and (given / "config.json").is_file():
+        read_architecture(given)  # an unsupported architecture is named before the weights are looked for
+    ref = resolve_model(path, allow_bin=allow_bin, trust_remote_code=trust_remote_code)
+    local = Path(ref.path)
+    arch = read_architecture(local)
+    torch_dtype = parse_dtype(dtype)
+    processor = load_processor(local, trust_remote_code=trust_remote_code)
     model_cls = getattr(transformers, arch)
+    placement = {} if device_map is None else {"device_map": device_map}
     model = model_cls.from_pretrained(
-        Path(path), dtype=torch_dtype, trust_remote_code=trust_remote_code,
-        local_files_only=True, attn_implementation=attn_implementation,
+        local, dtype=torch_dtype, trust_remote_code=trust_remote_code, local_files_only=True,
+        attn_implementation=attn_implementation, use_safetensors=not ref.weights.startswith("pytorch_model"),
+        **placement,
     )
-    model.to(device).eval()
+    if device_map is None:
+        model.to(device)
+    model.eval()
     adapter = ADAPTERS[arch](model, processor)
-    adapter.source = str(path)
-    if (Path(path) / "taf.safetensors").is_file():
+    adapter.source = str(local)
+    adapter.origin = ref
+    if (local / "taf.safetensors").is_file():
         # A cdviz-trained student whose TAF connector could not be folded into a standard projector
         # (teacher hidden > student hidden) keeps it there; cdviz/train/taf.py re-attaches it.
         from cdviz.train.taf import attach_saved_taf
 
-        attach_saved_taf(adapter, path)
+        attach_saved_taf(adapter, local)
     return adapter
 
 

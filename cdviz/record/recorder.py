@@ -98,7 +98,8 @@ def build_manifest(adapters: dict[str, Adapter], probes: ProbeSet, options: Reco
         models[name] = {
             "path": str(Path(getattr(a, "source", "")).resolve()) if getattr(a, "source", "") else "", "arch": a.model.__class__.__name__,
             "n_layers": a.n_layers, "n_heads": a.n_heads, "n_kv_heads": a.n_kv_heads,
-            "layers": layers, "image_token_id": a.image_token_id,
+            "layers": layers, "image_token_id": a.image_token_id, "dtype": str(a.model.dtype).removeprefix("torch."),
+            **model_origin(a),
         }
     return {
         "format": FORMAT, "version": FORMAT_VERSION, "cdviz_version": __version__,
@@ -110,6 +111,14 @@ def build_manifest(adapters: dict[str, Adapter], probes: ProbeSet, options: Reco
         # are listed here as eval's summary lists them.
         "skipped": [s.to_dict() for s in probes.skipped],
     }
+
+
+def model_origin(adapter: Adapter) -> dict:
+    """What was loaded (cdviz.models.hub.ModelRef): hub id, revision asked for, resolved commit, the
+    weight index (or single weights file) and its sha256; None / "" for what a local directory lacks."""
+    origin = getattr(adapter, "origin", None)
+    fields = ("id", "revision", "commit", "weights", "weights_sha256", "shards")
+    return {k: getattr(origin, k, None) for k in fields}
 
 
 def _claim_store(out: Path, manifest: dict) -> None:

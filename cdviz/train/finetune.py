@@ -36,13 +36,15 @@ def finetune(config: TrainConfig, on_step: OnStep | None = None) -> Path:
     _check_fresh(config)
     out = Path(config.out)
     state = PartialState(cpu=not use_cuda(config))  # the same device choice as each stage's Accelerator
+    with state.main_process_first():  # hub ids -> HF cache directories (the main process fetches)
+        local, origins = resolve_models(config)
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "recipe.json", config.to_dict())
+        write_json_atomic(out / "recipe.json", {**config.to_dict(), "models": origins})
     for i, stage in enumerate(config.stages):
         if (stage_model_dir(config, i) / MARKER).is_file():
             continue
-        recipe = Recipe(config, i, on_step)
+        recipe = Recipe(local, i, on_step)
         try:
             recipe.setup()
             recipe.train()
@@ -53,6 +55,20 @@ def finetune(config: TrainConfig, on_step: OnStep | None = None) -> Path:
         close_loop(config, final)
     state.wait_for_everyone()
     return final
+
+
+def resolve_models(config: TrainConfig) -> tuple[TrainConfig, dict[str, dict]]:
+    """``config`` with its student / teacher (directories or hub ids org/name[@revision]) as local
+    directories, and what each is (cdviz.models.hub.ModelRef: id, commit, weight-index sha256)."""
+    import dataclasses
+
+    from cdviz.models.hub import resolve_model
+
+    refs = {name: resolve_model(getattr(config, name), trust_remote_code=config.trust_remote_code)
+            for name in ("student", "teacher") if getattr(config, name) is not None}
+    hub = {name: ref.path for name, ref in refs.items() if not Path(ref.spec).expanduser().is_dir()}
+    local = dataclasses.replace(config, **hub)  # local directories stay as given (resume fingerprints)
+    return local, {name: ref.to_dict() for name, ref in refs.items()}
 
 
 def close_loop(config: TrainConfig, model_dir: Path) -> dict[str, Path]:
