@@ -231,6 +231,10 @@ def record_cmd(
             console.print(f"[yellow]warning:[/yellow] {w}")
         with progress_bar(f"record -> {out}", len(ps)) as advance:
             record_run(t, s, ps, out, options, skip_bad=skip_bad, progress=advance)
+    if ps.skipped:  # probe lines dropped on load; also in the store manifest's "skipped" list
+        console.print(f"[yellow]{len(ps.skipped)} probe line(s) skipped on load[/yellow] (listed in {out}/manifest.json):")
+        for skip in ps.skipped[:5]:
+            console.print(f"  {skip.where}: {skip.reason}")
     console.print(f"run store: {out}")
 
 
@@ -304,6 +308,8 @@ def finetune_cmd(
                                                 help="Reproduce the reference code's KD mask and windows."),
     eval_probes: Optional[Path] = typer.Option(None, "--eval-probes", help="Evaluate the result on this probe set."),
     rerecord: Optional[Path] = typer.Option(None, "--rerecord", help="Re-record teacher + result on this probe set."),
+    protocol: Optional[str] = typer.Option(None, help="Protocol of --eval-probes / --rerecord (letters, match; "
+                                           "default: the --from-report run's, else letters)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
 ) -> None:
     """Fine-tune a student with CompoDistill (KD + VAT + TAF), stage after stage.
@@ -335,7 +341,8 @@ def finetune_cmd(
         cfg = finetune_cli_args_to_config(
             recipe=recipe, teacher=_str(teacher), student=_str(student), data=data, stages=stages,
             from_report=_str(from_report), out=_str(out), resume=resume, steps=steps, batch_size=batch_size,
-            paper_compat=paper_compat, eval_probes=_str(eval_probes), record_probes=_str(rerecord))
+            paper_compat=paper_compat, eval_probes=_str(eval_probes), record_probes=_str(rerecord),
+            eval_protocol=protocol)
         final = finetune(cfg)
     console.print(f"model: {final}")
 

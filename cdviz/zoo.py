@@ -1,36 +1,34 @@
 """``cdviz zoo build``: train the bundled demo models on the shapes world with cdviz's own trainer.
 
-    teacher               larger LLaVA (vision tower, connector, decoder), CE on instruction data
-                          (optionally plus a grounding loss, --teacher-ground; see below)
+    teacher               larger LLaVA (vision tower, connector, decoder): CE plus a grounding loss,
+                          first on colour and existence questions alone, then on the full mix
     student-sft           smaller decoder, CE only, no teacher (baseline)
     student-kd            smaller decoder, CE + logit KD from the teacher ("existing KD")
     student-compodistill  smaller decoder, DPT -> DFT -> SFT with TAF, KD and VAT on the layers a
                           misalignment report of student-kd flags
 
+The full mix (``ZooSpec.shapes_kinds``) is scene descriptions, yes/no match queries for every
+probe category with both answers (the true option and its hard negative, worded as the match
+protocol asks them: cdviz.prompts.match_texts) and short questions. The held-out set is scored
+and recorded with the match protocol (``ZooSpec.protocol``): a from-scratch 6-layer model did not
+learn the two-choice letter format (an earlier build: 7.5% consistent), while image-text matching
+is how compositional benchmarks usually score generative models.
+
 The vision tower is pretrained first (cdviz/zoo_vision.py: naming each patch's colour, shape and
 size) and then frozen; teacher and students share it, as the paper's share a pretrained SigLIP.
-Why the shipped teacher is weak, and what a grounding loss did (session 3; figures in
-checkpoints/experiments/grounded-teacher/README.md): trained with CE alone, the from-scratch
-teacher reads colours and shapes off the image without binding them to objects. Asked "what
-colour is the square?" on held-out scenes (``cdviz zoo binding``), all its answers name a colour
-in view, but only 52% the right one (9/9 with one object, 14/18 with two, 28/57 with three, 19/50
-with four). Short
-runs on the questions alone with object-aligned 16 px patches, a connector pre-aligned to the
-word embeddings, or lr 3e-3 stayed at 48-58%. A grounding loss (``--teacher-ground W``: at the
-answer position, -log of the share of the image attention on the named objects' patches) fixes
-binding when the teacher first trains on colour and existence questions alone
-(``--teacher-qa-steps 1000 --teacher-qa-kinds qa:colour,qa:exists``; 99% after the full mix);
-warming up on all question types instead, it attended to the objects but never read their
-colour. That grounded teacher shows the paper's attention gap (34% of its answer-row image
-attention in the named boxes against at most 15% for student-kd), but its letter-format
-accuracy collapsed to 7.5%, so the default build leaves the loss off.
+The grounding loss (cdviz/train/config.py ``ground``: at the answer position, -log of the share
+of the image attention on the patches of the objects the answer is about) stands in for the far
+larger data a real teacher learns binding from: trained with CE alone, the teacher read colours
+off the image without binding them to objects (``cdviz zoo binding``: 52% right, all answers a
+colour in view). The students get no grounding loss.
 
-The students start from one initialisation. student-kd and
-student-compodistill get the same number of optimizer steps, so the comparison isolates the
-CompoDistill ingredients. Every stage resumes: rerunning the command skips finished models and
-continues unfinished ones from their last checkpoint.
+The students start from one initialisation. student-kd and student-compodistill get the same
+number of optimizer steps, so the comparison isolates the CompoDistill ingredients;
+``cdviz zoo seeds`` retrains both from other seeds for an interval on the recovered gap, and
+``cdviz zoo variations`` changes one ingredient at a time. Every stage resumes: rerunning a
+command skips finished models and continues unfinished ones from their last checkpoint.
 
-    cdviz zoo build --out checkpoints      (about 45 minutes on 2 CPU cores)
+    cdviz zoo build --out checkpoints      (see checkpoints/README.md for the measured time)
 """
 
 from __future__ import annotations
@@ -233,6 +231,8 @@ VARIATIONS: dict[str, tuple[str, dict]] = {
     "vat-all-layers": ("VAT on every student layer, teacher groups at proportional depth", {"all_layers": True}),
     "vat-weight-4": ("VAT loss weight 4 instead of 1 (report's layers)", {"vat": 4.0}),
     "vat+t2i": ("plus text-to-image alignment at the answer row, weight 1 (report's layers)", {"t2i": 1.0}),
+    "t2i-only": ("text-to-image alignment at the answer row instead of VAT, weight 1 (report's layers)",
+                 {"vat": 0.0, "t2i": 1.0}),
 }
 
 
@@ -286,22 +286,21 @@ def build_seeds(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), seed
     """
     from cdviz.train.config import StageConfig, TrainConfig
     from cdviz.train.finetune import finetune
+    from cdviz.train.recipe import MARKER
 
     out = Path(out)
     work = out / ".build"
     manifest_path = out / "manifest.json"
-    teacher, heldout = work / "teacher" / "model", work / "heldout"
-    if not manifest_path.is_file() or not teacher.exists() or not heldout.exists():
-        raise FileNotFoundError(f"{out}: build the zoo first (cdviz zoo build --out {out})")
+    teacher = work / "teacher" / "model"
+    if not (teacher / MARKER).is_file():  # written last into a finished stage's model directory
+        raise FileNotFoundError(f"{teacher}: no trained teacher; run cdviz zoo build --out {out} first")
     if spec.seed in seeds:
         raise ValueError(f"seed {spec.seed} is the shipped pair's; choose other student seeds")
-    manifest = json.loads(manifest_path.read_text())
-    runs = {str(spec.seed): _seed_result(manifest["models"]["teacher"]["metrics"],
-                                         manifest["models"]["student-kd"]["metrics"],
-                                         manifest["models"]["student-compodistill"]["metrics"],
-                                         work / "run-kd", work / "run-compodistill")}
-    for seed in seeds:
+    heldout = heldout_probes(work / "heldout", spec)
+    for seed in seeds:  # needs only the teacher, so it may run beside the rest of cdviz zoo build
         home = work / f"seed-{seed}"
+        if (home / "result.json").is_file():
+            continue
         log(f"seed {seed}: student-kd (CE + KD), its report, student-compodistill")
         init = _seed_student(home, spec, seed, teacher)
         kd = finetune(TrainConfig(student=str(init), teacher=str(teacher), out=str(home / "student-kd"), taf=False,
@@ -309,11 +308,24 @@ def build_seeds(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), seed
                                                       trainable="llm+connector")], **_common(spec, seed)))
         run_kd = _record_and_report(teacher, kd, heldout, home / "run-kd", spec)
         cd = finetune(compodistill_config(spec, home, "student-compodistill", init, teacher, run_kd, seed=seed))
-        run_cd = _record_and_report(teacher, cd, heldout, home / "run-compodistill", spec)
-        runs[str(seed)] = _seed_result(manifest["models"]["teacher"]["metrics"], _evaluate_main(kd, heldout, spec),
-                                       _evaluate_main(cd, heldout, spec), run_kd, run_cd)
-        manifest["seeds"] = _seed_aggregate(runs)
-        write_json_atomic(manifest_path, manifest)
+        _record_and_report(teacher, cd, heldout, home / "run-compodistill", spec)
+        write_json_atomic(home / "result.json", {"kd": _evaluate_main(kd, heldout, spec),
+                                                 "compodistill": _evaluate_main(cd, heldout, spec)})
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{manifest_path}: the seed students are trained; rerun this command once "
+                                f"cdviz zoo build --out {out} has finished, to tabulate them beside the shipped pair")
+    manifest = json.loads(manifest_path.read_text())
+    teacher_metrics = manifest["models"]["teacher"]["metrics"]
+    runs = {str(spec.seed): _seed_result(teacher_metrics, manifest["models"]["student-kd"]["metrics"],
+                                         manifest["models"]["student-compodistill"]["metrics"],
+                                         work / "run-kd", work / "run-compodistill")}
+    for seed in seeds:
+        home = work / f"seed-{seed}"
+        result = json.loads((home / "result.json").read_text())
+        runs[str(seed)] = _seed_result(teacher_metrics, result["kd"], result["compodistill"], home / "run-kd",
+                                       home / "run-compodistill")
+    manifest["seeds"] = _seed_aggregate(runs)
+    write_json_atomic(manifest_path, manifest)
     write_text_atomic(out / "README.md", render_readme(manifest, _read_variations(out)))
     return manifest["seeds"]
 

@@ -88,6 +88,11 @@ def test_seeds_add_student_runs_and_an_interval_over_seeds(zoo):
         build_seeds(out, TOY, seeds=(TOY.seed,), log=lambda m: None)
 
 
+def test_seeds_need_a_trained_teacher(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no trained teacher"):
+        build_seeds(tmp_path, TOY, seeds=(1,), log=lambda m: None)
+
+
 def test_variations_need_a_built_zoo(tmp_path):
     with pytest.raises(FileNotFoundError, match="build the zoo first"):
         build_variations(tmp_path, TOY)

@@ -38,7 +38,7 @@ from cdviz.io import write_json_atomic, write_parquet_atomic, write_text_atomic
 from cdviz.report import figures as F
 from cdviz.report.html import Page
 from cdviz.report.summary import item_accuracy, jsonable, records
-from cdviz.store import open_run
+from cdviz.store import StoreError, open_run
 
 FORMAT = "cdviz-compare"
 VERSION = 1
@@ -76,6 +76,10 @@ def compare_runs(before: str | Path, after: str | Path, out: str | Path, *, meas
     """
     out = Path(out)
     stores = {"before": open_run(before), "after": open_run(after)}
+    protocols = {k: s.manifest.get("options", {}).get("protocol", "letters") for k, s in stores.items()}
+    if protocols["before"] != protocols["after"]:
+        raise StoreError(f"{before} was scored with the {protocols['before']} protocol and {after} with "
+                         f"{protocols['after']}; accuracies differ in meaning, so record both with the same --protocol")
     mis = {k: misalignment(s, t2i_metrics=t2i_metrics, progress=progress) for k, s in stores.items()}
     use = {k: usable_items(s).set_index("uid") for k, s in stores.items()}
     shared = sorted(set(use["before"].index) & set(use["after"].index))
@@ -123,7 +127,7 @@ def compare_runs(before: str | Path, after: str | Path, out: str | Path, *, meas
     summary = jsonable({
         "format": FORMAT, "version": VERSION, "cdviz_version": __version__,
         "before": str(stores["before"].root.resolve()), "after": str(stores["after"].root.resolve()),
-        "paired": paired, "n_shared": len(shared), "n_before": len(use["before"]), "n_after": len(use["after"]),
+        "protocol": protocols["before"], "paired": paired, "n_shared": len(shared), "n_before": len(use["before"]), "n_after": len(use["after"]),
         "misalignment": records(tables["misalignment_delta"]), "accuracy": records(tables["accuracy_delta"]),
         "error_link": records(tables["error_link_delta"]),
         "files": {"html": "compare.html", "tables": paths},
@@ -159,7 +163,9 @@ def _html(summary: dict, tables: dict[str, pd.DataFrame]) -> str:
     page = Page("cdviz comparison: before vs after")
     page.paragraph(f"before: {summary['before']}; after: {summary['after']}; "
                    f"{'paired by item' if summary['paired'] else 'independent samples'} "
-                   f"({summary['n_shared']} shared items). Deltas are after - before with bootstrap 95% intervals.")
+                   f"({summary['n_shared']} shared items). Deltas are after - before with bootstrap 95% intervals. "
+                   f"Outcomes scored with the {summary.get('protocol', 'letters')} protocol"
+                   + (" (accuracy = pairwise)." if summary.get("protocol") == "match" else "."))
     page.heading("Misalignment per student layer")
     page.paragraph("Negative: the student's attention moved closer to the teacher's.", note=True)
     page.figure(F.fig_compare_layers(tables["misalignment_delta"]))

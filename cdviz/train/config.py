@@ -144,6 +144,7 @@ class TrainConfig:
     eval_probes: str | None = None         # after training: evaluate the final student on this probe set
     record_probes: str | None = None       # after training: record teacher + final student into OUT/record
     record_layers: list[int] | None = None
+    eval_protocol: str | None = None       # how eval / record score choice items; None: the --from-report run's, else letters
     device: str = "auto"                   # auto: CUDA when available (one GPU per process); cpu: force CPU
     trust_remote_code: bool = False
 
@@ -152,6 +153,8 @@ class TrainConfig:
                        else StageConfig(str(s)) for s in self.stages]
         if not self.stages:
             raise ConfigError("no stages; give e.g. stages = ['dpt', 'dft', 'sft']")
+        if self.eval_protocol not in (None, "letters", "likelihood", "match"):
+            raise ConfigError(f"eval_protocol={self.eval_protocol!r}; use letters, likelihood or match")
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ConfigError(f"stages {names} repeat a stage")
@@ -188,6 +191,7 @@ def parse_stages(stages: str | list | None, overrides: dict[str, dict] | None = 
 def config_from_dict(d: dict[str, Any], where: str = "config") -> TrainConfig:
     """A recipe's mapping -> TrainConfig, with an error naming unknown keys."""
     d = dict(d)
+    d.pop("models", None)  # what a run's recipe.json records about the loaded models; not a setting
     stage_tables = d.pop("stage", {}) or {}
     stages = parse_stages(d.pop("stages", ["dpt", "dft", "sft"]), stage_tables)
     known = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -80,7 +80,7 @@ def close_loop(config: TrainConfig, model_dir: Path) -> dict[str, Path]:
         from cdviz.models import load_model
         from cdviz.probes.probeset import load_probeset
 
-        frame, _ = evaluate(load_model(model_dir), load_probeset(config.eval_probes))
+        frame, _ = evaluate(load_model(model_dir), load_probeset(config.eval_probes), protocol=_protocol(config))
         (out / "eval").mkdir(parents=True, exist_ok=True)
         frame.to_parquet(out / "eval" / "outcomes.parquet", index=False)
         write_json_atomic(out / "eval" / "summary.json", summarize(frame))
@@ -90,9 +90,24 @@ def close_loop(config: TrainConfig, model_dir: Path) -> dict[str, Path]:
             raise ConfigError("record_probes needs a teacher to record against; pass --teacher")
         from cdviz.record import RecordOptions, record
 
-        options = RecordOptions(layers=tuple(config.record_layers) if config.record_layers else None)
+        options = RecordOptions(layers=tuple(config.record_layers) if config.record_layers else None,
+                                protocol=_protocol(config))
         written["record"] = record(config.teacher, model_dir, config.record_probes, out / "record", options)
     return written
+
+
+def _protocol(config: TrainConfig) -> str:
+    """The protocol the closing eval / record use: the config's, else the --from-report run's (so a
+    re-recording compares like with like), else letters."""
+    if config.eval_protocol:
+        return config.eval_protocol
+    if config.from_report:
+        import json
+
+        manifest = Path(config.from_report) / "manifest.json"
+        if manifest.is_file():
+            return json.loads(manifest.read_text()).get("options", {}).get("protocol", "letters")
+    return "letters"
 
 
 def train_model(model_dir: str | Path, out: str | Path, *, data: str = "shapes", steps: int | None = None,

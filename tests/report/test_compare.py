@@ -59,3 +59,20 @@ def test_diff_ci_paired_and_independent():
     assert d == lo == hi == 1.0  # every paired difference is exactly 1
     d, lo, hi = diff_ci(np.array([0.0, 1.0]), np.array([5.0, 6.0, 7.0]), paired=False, n_boot=200, seed=0)
     assert d == pytest.approx(5.5) and lo < d < hi
+
+
+def test_runs_scored_with_different_protocols_are_refused(runs, tmp_path):
+    import shutil
+
+    from cdviz.store import StoreError
+
+    match = tmp_path / "match-run"
+    shutil.copytree(runs["linked"], match)
+    manifest = json.loads((match / "manifest.json").read_text())
+    manifest.setdefault("options", {})["protocol"] = "match"
+    (match / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match="record both with the same --protocol"):
+        compare_runs(runs["unlinked"], match, tmp_path / "c-mixed", n_boot=10)
+    out = compare_runs(match, match, tmp_path / "c-same", n_boot=10)
+    assert json.loads((out / "summary.json").read_text())["protocol"] == "match"
+    assert "match protocol" in (out / "compare.html").read_text()
