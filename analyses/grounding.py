@@ -27,7 +27,7 @@ from analyses.common import (
     Progress, box_cover, image_size, item_boxes, item_table, iter_usable_shards, load_maps, resolve_layer_map,
     usable_items,
 )
-from analyses.stats import adjust_pvalues, auroc_ci, permutation_p
+from analyses.stats import adjust_pvalues, auroc_ci, rank_sum_p
 from cdviz.store import RunStore
 
 FIELDS = {"t2i": "t2i", "i2i": "i2i"}
@@ -98,7 +98,10 @@ def grounding(store: RunStore, *, field: str = "t2i", n_boot: int = 1000, n_perm
         store: an open run; items need boxes (index column ``boxes``) and a readable image
             (only its header is read, for the pixel size the boxes are given in).
         field: "t2i" (the answer position's attention) or "i2i" (attention received).
-        n_boot, n_perm, seed: bootstrap / permutation settings of the gap AUROC.
+        n_boot, seed: bootstrap replicates and seed of the gap AUROC interval.
+        n_perm: 0 skips the p-values; otherwise they come from the rank-sum test (the permutation
+            test with every permutation), corrected across layers (BH). A report corrects them
+            together with the error link (`analyses.error_link.joint_family`).
         progress: called with items done after each shard.
     """
     if field not in FIELDS:
@@ -145,7 +148,7 @@ def _gap_auroc(store, items, layers, in_box, n_boot, n_perm, seed) -> pd.DataFra
         rows.append({"student_layer": int(s), "teacher_layers": ",".join(map(str, lmap[s])),
                      "mean_gap": float(np.nanmean(gap)) if np.isfinite(gap).any() else np.nan,
                      "auroc": auc, "ci_low": lo, "ci_high": hi,
-                     "p_value": permutation_p(gap[tr], wrong[tr], n_perm, seed),
+                     "p_value": rank_sum_p(gap[tr], wrong[tr]) if n_perm > 0 else np.nan,
                      "n_pos": int((ok & wrong).sum()), "n_neg": int((ok & ~wrong).sum())})
     frame = pd.DataFrame(rows, columns=["student_layer", "teacher_layers", "mean_gap", "auroc", "ci_low", "ci_high",
                                         "p_value", "n_pos", "n_neg"])

@@ -14,6 +14,12 @@ paper's group matching generalised to any depth, `analyses.common.default_layer_
       averaged over G(s); both resampled onto their common grid. Measures "t2i:<metric>" for
       each metric in ``t2i_metrics`` from cdviz.metrics.METRICS.
 
+Noise baseline per measure, item and layer: the same measure between two halves of the
+teacher's heads (heads [0, H/2) vs [H/2, H), each averaged over G(s)), on the same comparison
+grid. It is what two looks at one picture already differ by, so a value can be read against
+it: t2i:spearman and t2i:topk_iou sit far from 0 even for maps equal up to noise (about 0.2
+and 0.35 on 8x8 grids). NaN for a teacher with fewer than 2 heads.
+
 Every value is a misalignment, larger = further apart: 1 - similarity for metrics where higher
 is aligned (cosine, topk_iou: [0, 1]; spearman: [0, 2]), the distance itself otherwise (js in
 [0, ln 2], emd in patch units). Teacher and student heads are not assumed to correspond (see
@@ -34,7 +40,8 @@ import torch
 from analyses.common import (
     Progress, by_grid, group_matrix, item_table, iter_usable_shards, load_maps, resolve_layer_map, usable_items,
 )
-from cdviz.metrics import HIGHER_IS_ALIGNED, METRICS, align_pair, vat_cosine_from_vectors
+from cdviz.metrics import (HIGHER_IS_ALIGNED, METRICS, align_pair, common_grid, resample_to_grid,
+                           vat_cosine_from_vectors)
 from cdviz.store import RunStore
 
 FIELDS = ("i2i", "t2i")
@@ -52,6 +59,7 @@ class MisalignmentResult:
     measures:       [M] names "field:metric", e.g. "i2i:vat_cosine", "t2i:js"
     n_heads:        H student heads; head index H along ``values`` axis 2 is the head mean
     values:         [I, L, H + 1, M] float32 misalignment (larger = further apart)
+    baseline:       [I, L, M] float32 teacher split-half noise baseline (None: not computed)
     """
 
     items: pd.DataFrame
@@ -60,6 +68,7 @@ class MisalignmentResult:
     measures: list[str]
     n_heads: int
     values: np.ndarray
+    baseline: np.ndarray | None = None
 
     def head_labels(self) -> list[int]:
         """Head index per position on axis 2: 0..H-1, then -1 for the head mean."""
@@ -89,8 +98,20 @@ class MisalignmentResult:
         return self.measures.index(measure)
 
     def by_layer(self) -> pd.DataFrame:
-        """Head-mean misalignment per (measure, student layer): mean, std, sem, normal 95% CI, n."""
-        return self._summarise(self._head_mean_frame(), ["measure", "student_layer", "teacher_layers"])
+        """Head-mean misalignment per (measure, student layer): mean, std, sem, normal 95% CI, n,
+        and baseline (the mean teacher split-half value of the measure in that layer)."""
+        out = self._summarise(self._head_mean_frame(), ["measure", "student_layer", "teacher_layers"])
+        base = self.layer_baseline()
+        out["baseline"] = [base[self.measures.index(m), self.student_layers.index(s)]
+                           for m, s in zip(out.measure, out.student_layer)]
+        return out
+
+    def layer_baseline(self) -> np.ndarray:
+        """[M, L] mean noise baseline per measure and student layer (NaN when not computed)."""
+        if self.baseline is None or not np.isfinite(self.baseline).any():
+            return np.full((len(self.measures), len(self.student_layers)), np.nan)
+        with np.errstate(all="ignore"):
+            return np.nanmean(self.baseline, axis=0).T.astype(np.float64)
 
     def by_layer_head(self) -> pd.DataFrame:
         """Mean misalignment per (measure, student layer, head); head -1 is the head mean."""
@@ -125,13 +146,18 @@ class MisalignmentResult:
         return {"items": self.items.to_dict(orient="list"), "student_layers": list(self.student_layers),
                 "teacher_groups": [list(g) for g in self.teacher_groups], "measures": list(self.measures),
                 "n_heads": self.n_heads, "shape": list(self.values.shape),
-                "values": self.values.reshape(-1).tolist()}
+                "values": self.values.reshape(-1).tolist(),
+                "baseline": None if self.baseline is None else self.baseline.reshape(-1).tolist()}
 
     @classmethod
     def from_dict(cls, d: dict) -> MisalignmentResult:
         values = np.asarray(d["values"], dtype=np.float32).reshape(d["shape"])
+        baseline = d.get("baseline")
+        if baseline is not None:
+            baseline = np.asarray(baseline, dtype=np.float32).reshape(values.shape[0], values.shape[1], values.shape[3])
         return cls(item_table(d["items"]), [int(s) for s in d["student_layers"]],
-                   [[int(t) for t in g] for g in d["teacher_groups"]], list(d["measures"]), int(d["n_heads"]), values)
+                   [[int(t) for t in g] for g in d["teacher_groups"]], list(d["measures"]), int(d["n_heads"]), values,
+                   baseline)
 
 
 def _fmt(group: Sequence[int]) -> str:
@@ -175,6 +201,7 @@ def misalignment(store: RunStore, *, fields: Sequence[str] = FIELDS,
     n_heads = store.n_heads("student")
     usable = usable_items(store)
     values = np.full((len(usable), len(s_layers), n_heads + 1, len(measures)), np.nan, dtype=np.float32)
+    baseline = np.full((len(usable), len(s_layers), len(measures)), np.nan, dtype=np.float32)
     pos = {u: i for i, u in enumerate(usable.uid)}
     for rows in iter_usable_shards(store, usable):
         # Items with one grid pair are stacked and compared in one batched call.
@@ -183,35 +210,63 @@ def misalignment(store: RunStore, *, fields: Sequence[str] = FIELDS,
             step = max(1, ELEMENT_BUDGET // (len(s_layers) * (n_heads + 1) * n))  # bounded memory per batch
             for i in range(0, len(uids), step):
                 chunk = uids[i:i + step]
-                values[[pos[u] for u in chunk]] = _compare(store, chunk, fields, t2i_metrics, w, grid_t, grid_s)
+                at = [pos[u] for u in chunk]
+                values[at], baseline[at] = _compare(store, chunk, fields, t2i_metrics, w, grid_t, grid_s)
         if progress:
             progress(len(rows))
-    return MisalignmentResult(item_table(usable), s_layers, [lmap[s] for s in s_layers], measures, n_heads, values)
+    return MisalignmentResult(item_table(usable), s_layers, [lmap[s] for s in s_layers], measures, n_heads, values,
+                              baseline)
 
 
 def _stack(store: RunStore, uids: list[str], model: str, field: str) -> torch.Tensor:
     return torch.from_numpy(np.stack([load_maps(store, u, model, field) for u in uids]))  # [B, L, H, N]
 
 
-def _compare(store, uids, fields, t2i_metrics, w, grid_t, grid_s) -> np.ndarray:
-    """[B, Ls, H+1, M] misalignment for items sharing the teacher grid ``grid_t`` and student ``grid_s``."""
-    cols = []
+def _halves(heads: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Teacher heads [B, Lt, Ht, N] -> the group means of heads [0, Ht/2) and [Ht/2, Ht), each
+    [B, Ls, N]; None with fewer than 2 heads."""
+    half = heads.shape[2] // 2
+    if half == 0:
+        return None
+    return (torch.einsum("st,btn->bsn", w, heads[:, :, :half].mean(2)),
+            torch.einsum("st,btn->bsn", w, heads[:, :, half:].mean(2)))
+
+
+def _compare(store, uids, fields, t2i_metrics, w, grid_t, grid_s) -> tuple[np.ndarray, np.ndarray]:
+    """Misalignment [B, Ls, H+1, M] and the teacher split-half baseline [B, Ls, M] for items sharing
+    the teacher grid ``grid_t`` and student ``grid_s``, all compared on their common grid."""
+    grid = common_grid(grid_t, grid_s)
+    cols, base = [], []
     for f in fields:
         if f == "i2i":
             s_heads = _stack(store, uids, "student", "i2i_filt")  # [B, Ls, H, Ns]
             s_mean = _stack(store, uids, "student", "i2i_paper")  # [B, Ls, 1, Ns]
-            t_heads = torch.einsum("st,btn->bsn", w, _stack(store, uids, "teacher", "i2i_filt").mean(2))
+            t_filt = _stack(store, uids, "teacher", "i2i_filt")  # [B, Lt, Ht, Nt]
+            t_heads = torch.einsum("st,btn->bsn", w, t_filt.mean(2))
             t_mean = torch.einsum("st,btn->bsn", w, _stack(store, uids, "teacher", "i2i_paper")[:, :, 0])
             sim_h = vat_cosine_from_vectors(s_heads, t_heads[:, :, None, :], grid_s, grid_t)  # [B, Ls, H]
             sim_m = vat_cosine_from_vectors(s_mean, t_mean[:, :, None, :], grid_s, grid_t)  # [B, Ls, 1]
             cols.append((1 - torch.cat([sim_h, sim_m], dim=2))[..., None])
+            halves = _halves(t_filt, w)
+            base.append(torch.full(t_heads.shape[:2], float("nan")) if halves is None else
+                        1 - vat_cosine_from_vectors(*(resample_to_grid(h, grid_t, grid) for h in halves)))
         else:
             s = _stack(store, uids, "student", "t2i")  # [B, Ls, H, Ns]
             s = torch.cat([s, s.mean(2, keepdim=True)], dim=2)  # [B, Ls, H+1, Ns]
-            t = torch.einsum("st,btn->bsn", w, _stack(store, uids, "teacher", "t2i").mean(2))  # [B, Ls, Nt]
+            t_all = _stack(store, uids, "teacher", "t2i")  # [B, Lt, Ht, Nt]
+            t = torch.einsum("st,btn->bsn", w, t_all.mean(2))  # [B, Ls, Nt]
             t = t[:, :, None, :].expand(-1, -1, s.shape[2], -1)  # [B, Ls, H+1, Nt]
-            sa, ta, grid = align_pair(s, grid_s, t, grid_t)
+            sa, ta, _ = align_pair(s, grid_s, t, grid_t, grid)
+            halves = _halves(t_all, w)
+            if halves is not None:
+                ha, hb = (resample_to_grid(h, grid_t, grid) for h in halves)
             for m in t2i_metrics:
                 v = METRICS[m](sa, ta, grid)  # [B, Ls, H+1]
                 cols.append((1 - v if HIGHER_IS_ALIGNED[m] else v)[..., None])
-    return torch.cat(cols, dim=-1).to(torch.float32).numpy()
+                if halves is None:
+                    base.append(torch.full(t.shape[:2], float("nan")))
+                else:
+                    b = METRICS[m](ha, hb, grid)  # [B, Ls]
+                    base.append(1 - b if HIGHER_IS_ALIGNED[m] else b)
+    values = torch.cat(cols, dim=-1).to(torch.float32).numpy()
+    return values, torch.stack([b.to(torch.float32) for b in base], dim=-1).numpy()

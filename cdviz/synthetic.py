@@ -3,9 +3,13 @@
 Written through the same store writers as ``cdviz record``, so readers cannot tell the
 difference, but the truth is known:
 
-  - the teacher looks at the item's object box (a Gaussian bump on its patch grid) in every
-    layer, most sharply in the middle layers (``depth_profile="middle"``) or more sharply with
-    depth (``"monotone"``, so a layer's relative depth can be read off its maps);
+  - the teacher looks at the item's object box in every layer: a Gaussian bump in image space
+    (isotropic in the image, so anisotropic in cells on a non-square grid), most sharply in the
+    middle layers (``depth_profile="middle"``) or more sharply with depth (``"monotone"``, so a
+    layer's relative depth can be read off its maps);
+  - each model's map is that one continuous picture integrated over its own patch cells, so two
+    layers with the same truth carry the same mass per image region on any pair of grids (equal,
+    2x, non-divisible such as 27x27 vs 24x24, non-square) and the planted answer holds across grids;
   - in the ``planted`` student layers the student's map is a mix of the teacher's and a bump at
     a wrong place, with per-item weight m ~ U(0, 1) (the item's misalignment); elsewhere it
     follows the teacher with small noise;
@@ -25,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, ImageDraw
+from scipy.stats import norm
 
 from cdviz import __version__
 from cdviz.io import write_json_atomic
@@ -34,11 +39,46 @@ CATEGORIES = {"replace_att": "perception", "swap_att": "perception", "replace_re
               "add_obj": "perception", "existence": "recognition", "colour": "recognition"}
 
 
-def _bump(grid: tuple[int, int], cy: float, cx: float, width: float) -> np.ndarray:
+FLOOR = 0.01  # share of every map spread evenly over the image, so no cell is exactly 0
+
+
+def cell_integrated_bump(grid: tuple[int, int], cy: float, cx: float, sy: float, sx: float,
+                         floor: float = FLOOR) -> np.ndarray:
+    """[rows * cols] mass per cell of one continuous map over the image, row-major.
+
+    The map is a Gaussian centred at (cy, cx) with standard deviations (sy, sx), all in image
+    units ([0, 1] on each axis, so a grid's cells are [r / rows, (r + 1) / rows) x ...), cut to
+    the image and normalised there, mixed with a uniform ``floor`` share. The Gaussian is
+    separable, so a cell's mass is the product of normal CDF differences over its edges: exact,
+    and the same region gets the same mass on every grid.
+    """
     rows, cols = grid
-    y, x = np.mgrid[0:rows, 0:cols]
-    m = np.exp(-((y + 0.5 - cy) ** 2 + (x + 0.5 - cx) ** 2) / (2 * width**2)) + 1e-3
-    return (m / m.sum()).reshape(-1)
+    py = np.diff(norm.cdf((np.linspace(0, 1, rows + 1) - cy) / sy))  # [rows]
+    px = np.diff(norm.cdf((np.linspace(0, 1, cols + 1) - cx) / sx))  # [cols]
+    m = np.outer(py, px)
+    m = m / m.sum()
+    return ((1 - floor) * m + floor / (rows * cols)).reshape(-1)
+
+
+def layer_sd(layer: int, n_layers: int, depth_profile: str = "middle") -> float:
+    """Width (standard deviation, image units) of the bump a layer looks with; smaller = sharper."""
+    if depth_profile not in ("middle", "monotone"):
+        raise ValueError(f"unknown depth_profile {depth_profile!r}; use 'middle' or 'monotone'")
+    depth = layer / max(1, n_layers - 1)
+    sharpness = 2.0 * (math.sin(math.pi * depth) if depth_profile == "middle" else depth)
+    return max(0.6, 2.5 - sharpness) / 8  # 0.6 to 2.5 cells of an 8x8 grid
+
+
+def planted_layer_map(teacher_layers: int, student_layers: int, depth_profile: str = "monotone"
+                      ) -> dict[int, set[int]]:
+    """The true layer correspondence: {student layer: teacher layers whose maps are the closest in
+    width} (a set, as layers of equal width tie; with "middle", mirror layers tie too)."""
+    out = {}
+    for s in range(student_layers):
+        gap = np.array([abs(layer_sd(t, teacher_layers, depth_profile) - layer_sd(s, student_layers, depth_profile))
+                        for t in range(teacher_layers)])
+        out[s] = {int(t) for t in np.flatnonzero(gap <= gap.min() + 1e-12)}
+    return out
 
 
 def make_synthetic_run(
@@ -82,7 +122,7 @@ def make_synthetic_run(
         for i in range(k * shard_size, min(n_items, (k + 1) * shard_size)):
             uid = f"syn-{i:05d}"
             cat = cats[i % len(cats)]
-            # object box in pixels, and its centre on each grid
+            # object box in pixels
             w = h = float(rng.integers(image_size // 5, image_size // 3))
             x, y = float(rng.uniform(0, image_size - w)), float(rng.uniform(0, image_size - h))
             img = Image.new("RGB", (image_size, image_size), (128, 128, 128))
@@ -92,16 +132,13 @@ def make_synthetic_run(
             m = float(rng.uniform())
             wrong_y, wrong_x = rng.uniform(0, 1, size=2)
             for name, n_layers, grid in (("teacher", teacher_layers, teacher_grid), ("student", student_layers, student_grid)):
-                rows, cols = grid
-                cy, cx = (y + h / 2) / image_size * rows, (x + w / 2) / image_size * cols
+                cy, cx = (y + h / 2) / image_size, (x + w / 2) / image_size  # image units
                 maps = []
                 for layer in range(n_layers):
-                    depth = layer / max(1, n_layers - 1)
-                    sharpness = 2.0 * (math.sin(math.pi * depth) if depth_profile == "middle" else depth)
-                    width = max(0.6, 2.5 - sharpness) * rows / 8
-                    base = _bump(grid, cy, cx, width)
+                    sd = layer_sd(layer, n_layers, depth_profile)
+                    base = cell_integrated_bump(grid, cy, cx, sd, sd)
                     if name == "student" and layer in planted:
-                        base = (1 - m) * base + m * _bump(grid, wrong_y * rows, wrong_x * cols, width)
+                        base = (1 - m) * base + m * cell_integrated_bump(grid, wrong_y, wrong_x, sd, sd)
                     heads = [base * rng.uniform(0.8, 1.2, size=base.shape) for _ in range(n_heads)]
                     maps.append(np.stack([hm / hm.sum() for hm in heads]))
                 att = torch.tensor(np.stack(maps), dtype=torch.float32)  # [L, H, N]

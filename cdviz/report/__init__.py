@@ -20,13 +20,16 @@ summary.json (format "cdviz-report", version 1); NaN is written as null:
     layer_map: {default_groups: {"<student layer>": [teacher layers]}, monotone: {"<student layer>":
                 teacher layer}, field, metric}
     misalignment: {measures: ["i2i:vat_cosine", "t2i:js", ...],
-                   by_layer: [{measure, student_layer, teacher_layers, mean, ci_low, ci_high, n}]}
+                   by_layer: [{measure, student_layer, teacher_layers, mean, ci_low, ci_high, n, baseline}]}
+                   (baseline: the measure between two halves of the teacher's heads, its noise floor)
     most_misaligned_layers: [{measure, student_layer, teacher_layers, mean, ci_low, ci_high}] (top 3 per measure)
-    error_link: {correction: "bh" | "holm",
+    error_link: {correction: "bh" | "holm", family: the tests corrected together, in words, n_tests,
                  auroc: [{measure, student_layer, teacher_layers, auroc, ci_low, ci_high, p_value, q_value,
                           n_pos, n_neg}]                    (category "all", teacher-right items)
-                 logistic: [{measure, student_layer, coef, se, ci_low, ci_high, odds_ratio, p_value, n}]}
+                 logistic: [{measure, student_layer, coef, se, ci_low, ci_high, odds_ratio, p_value, q_value, n}]}
                           (misalignment term per SD, category dummies in the model)
+                 q-values are corrected once over every AUROC and logistic test of every measure, layer
+                 and category, and the grounding gap (analyses.error_link.joint_family)
     grounding: {field, gap_auroc: [{student_layer, teacher_layers, mean_gap, auroc, ci_low, ci_high,
                                     p_value, q_value, n_pos, n_neg}]}
     sinks: {k, by_layer: [{model, layer, n_sinks, sink_share, sink_share_filt, cos_raw_filt, n_items}]}

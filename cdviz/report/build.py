@@ -19,7 +19,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from analyses.common import usable_items
-from analyses.error_link import error_link
+from analyses.error_link import error_link, joint_family
 from analyses.grounding import grounding
 from analyses.layer_correspondence import layer_correspondence
 from analyses.misalignment import DEFAULT_T2I_METRICS, misalignment
@@ -75,6 +75,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, progres
         store, misalignment=res["misalignment"], n_boot=n_boot, n_perm=n_perm, seed=seed))
     res["grounding"] = phase("grounding", lambda: grounding(store, n_boot=n_boot, n_perm=n_perm, seed=seed,
                                                             progress=progress))
+    # One false-discovery control over every test the report prints, before targets read the q-values.
+    res["error_link"], res["grounding"] = joint_family(res["error_link"], res["grounding"])
     res["sinks"] = phase("sinks", lambda: sinks(store, progress=progress))
     res["targets"] = phase("targets", lambda: targets(store, misalignment=res["misalignment"],
                                                       error_link=res["error_link"]))
@@ -157,7 +159,8 @@ def _html(summary: dict, res: dict[str, Any], tables: dict[str, str]) -> str:
     page.table(pd.DataFrame(summary["most_misaligned_layers"]))
     page.heading("Does misalignment predict the student's errors?")
     page.paragraph(f"AUROC of misalignment for 'student wrong' among items the teacher gets right; bootstrap 95% "
-                   f"intervals, permutation p-values, {link.correction.upper()}-corrected q-values across layers.")
+                   f"intervals, rank-sum (all-permutation) p-values. q-values: {link.family}; mark a result by "
+                   "its q-value, not its p-value.")
     page.figure(F.fig_auroc_by_layer(link))
     page.figure(F.fig_misalignment_by_outcome(link, t.measure))
     page.table(link.overall(), file=tables["error_link_auroc"])
@@ -191,7 +194,8 @@ def _markdown(summary: dict, res: dict[str, Any]) -> str:
         f"{acc['teacher']:.3f}, student {acc['student']:.3f}.\n" if acc.get("teacher") is not None else "",
         "## Accuracy by category\n", md_table(pd.DataFrame(summary["accuracy"]["by_category"])),
         "## Most misaligned student layers\n", md_table(pd.DataFrame(summary["most_misaligned_layers"])),
-        "## Error link (teacher-right items)\n", md_table(pd.DataFrame(summary["error_link"]["auroc"])),
+        "## Error link (teacher-right items)\n", f"q-values: {summary['error_link']['family']}.\n\n",
+        md_table(pd.DataFrame(summary["error_link"]["auroc"])),
         "## Grounding gap\n", md_table(pd.DataFrame(summary["grounding"]["gap_auroc"])),
         "## Recommended fine-tune targets\n",
         f"source `{t.source}`, measure `{t.measure}`: student layers {t.student_layers}, teacher groups "

@@ -7,7 +7,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from analyses.stats import (
-    adjust_pvalues, auroc, auroc_boot, auroc_ci, bootstrap_ci, logistic_wald, permutation_p, _rank_auc,
+    adjust_family, adjust_pvalues, auroc, auroc_boot, auroc_ci, bootstrap_ci, logistic_wald, permutation_p, _rank_auc,
+    rank_sum_p,
 )
 from scipy.stats import rankdata
 
@@ -71,3 +72,22 @@ def test_bootstrap_ci_mean_and_degenerate_cases():
     assert mean == 2.5 and 1.0 <= lo < 2.5 < hi <= 4.0
     assert np.isnan(bootstrap_ci([np.nan])[0])
     assert bootstrap_ci([5.0])[0] == 5.0
+
+
+def test_rank_sum_p_is_the_permutation_test_without_its_floor():
+    rng = np.random.default_rng(4)
+    y = rng.uniform(size=120) < 0.4
+    s = np.round(y * 0.4 + rng.normal(size=120), 1)  # ties included
+    assert rank_sum_p(s, y) == pytest.approx(permutation_p(s, y, n_perm=20000, seed=1), abs=0.01)
+    separated = rank_sum_p(np.arange(200.0), np.arange(200) >= 100)
+    assert separated < 1e-20  # a Monte-Carlo p-value stops at 1 / (n_perm + 1)
+    assert np.isnan(rank_sum_p([1.0, 2.0], [True, True])) and rank_sum_p([1.0, 1.0, 1.0], [True, False, True]) == 1.0
+
+
+def test_adjust_family_is_one_correction_split_back():
+    a, b = [0.01, np.nan, 0.04], [[0.03], [0.5]]
+    qa, qb = adjust_family([a, b], "bh")
+    whole = adjust_pvalues([0.01, np.nan, 0.04, 0.03, 0.5], "bh")
+    np.testing.assert_allclose(qa, whole[:3])
+    np.testing.assert_allclose(qb, whole[3:].reshape(2, 1))
+    assert adjust_family([]) == []

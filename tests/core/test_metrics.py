@@ -47,11 +47,71 @@ def test_resample_uniform_stays_uniform_up_and_down():
     torch.testing.assert_close(down, torch.full((4,), 0.25))
 
 
-def test_resample_hand_case_bilinear_half_pixel():
-    # Output centres of a 1x2 -> 1x4 upsampling sit at input x = -0.25, 0.25, 0.75, 1.25 (edges clamp):
-    # values 1, 0.75, 0.25, 0 -> renormalised by their sum 2.
-    out = resample_to_grid(torch.tensor([1.0, 0.0]), (1, 2), (1, 4))
-    torch.testing.assert_close(out, torch.tensor([0.5, 0.375, 0.125, 0.0]))
+def test_overlap_matrix_hand_case_and_rows_sum_to_one():
+    # Thirds against halves: the middle third lies half in each half.
+    np.testing.assert_allclose(metrics.overlap_matrix(3, 2), [[1, 0], [0.5, 0.5], [0, 1]])
+    for n, m in [(27, 24), (24, 27), (7, 3), (1, 5), (5, 1)]:
+        o = metrics.overlap_matrix(n, m)
+        np.testing.assert_allclose(o.sum(1), 1.0)
+        np.testing.assert_allclose(o.sum(0), n / m)  # every target cell covers n / m source cells
+
+
+def test_resample_hand_case_keeps_mass_in_its_cell():
+    # A 1x2 map with all its mass in the left half keeps it in the left half of a 1x4 grid. Within
+    # the cell the density is 1 - u/2 - (u^2 - 1/12)/2 (means 1, 1, 0 over the cell, its mirrored
+    # outer neighbour and its right neighbour), whose integral over u in [-1/2, 0] is 9/16; the empty
+    # cell's parabola would dip below 0, so it is scaled flat and stays empty.
+    out = resample_to_grid(torch.tensor([1.0, 0.0], dtype=torch.float64), (1, 2), (1, 4))
+    torch.testing.assert_close(out, torch.tensor([9 / 16, 7 / 16, 0.0, 0.0], dtype=torch.float64))
+    # and 2x2 blocks are summed going back
+    fine = torch.arange(16.0, dtype=torch.float64)
+    coarse = resample_to_grid(fine, (4, 4), (2, 2))
+    blocks = fine.reshape(2, 2, 2, 2).sum((1, 3)).reshape(-1)
+    torch.testing.assert_close(coarse, blocks / blocks.sum())
+
+
+@pytest.mark.parametrize("grid, target", [((8, 8), (4, 4)), ((6, 12), (3, 4)), ((27, 27), (9, 3)), ((5, 5), (1, 1))])
+def test_resample_onto_whole_cells_sums_them(grid, target):
+    m = torch.rand(grid[0] * grid[1], generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    (r, c), (tr, tc) = grid, target
+    blocks = m.reshape(tr, r // tr, tc, c // tc).sum((1, 3)).reshape(-1)
+    torch.testing.assert_close(resample_to_grid(m, grid, target), blocks / blocks.sum())
+
+
+def _piecewise_constant(m: torch.Tensor, grid, target) -> torch.Tensor:
+    """First-order reference: each cell's mass split by area share alone."""
+    o_r = torch.from_numpy(metrics.overlap_matrix(grid[0], target[0]))
+    o_c = torch.from_numpy(metrics.overlap_matrix(grid[1], target[1]))
+    return (o_r.T @ m.reshape(grid) @ o_c).reshape(-1)
+
+
+@pytest.mark.parametrize("grid, target", [((27, 27), (24, 24)), ((8, 8), (6, 6)), ((6, 12), (4, 4)),
+                                          ((24, 24), (27, 27)), ((3, 8), (8, 3))])
+def test_resample_tracks_the_continuous_map_across_non_divisible_grids(grid, target):
+    # One continuous map integrated over each grid: remapping the first gives the second, closer
+    # than splitting cells by area alone (which widens the map), and mass is kept.
+    from cdviz.synthetic import cell_integrated_bump
+
+    for cy, cx, sd in [(0.5, 0.5, 0.08), (0.31, 0.62, 0.12), (0.8, 0.2, 0.2)]:
+        src = torch.from_numpy(cell_integrated_bump(grid, cy, cx, sd, sd, floor=0.0))
+        truth = torch.from_numpy(cell_integrated_bump(target, cy, cx, sd, sd, floor=0.0))
+        out = resample_to_grid(src, grid, target)
+        first_order = _piecewise_constant(src, grid, target)
+        assert out.sum().item() == pytest.approx(1.0) and (out >= 0).all()
+        err, err1 = (out - truth).abs().sum().item(), (first_order - truth).abs().sum().item()
+        assert err <= err1 + 1e-12, (err, err1)
+        if grid in ((27, 27), (24, 24)):  # about one source cell per target cell: near the direct integral
+            assert err < 0.01, err
+        if grid[0] >= target[0] and grid[1] >= target[1]:  # gathering, the comparisons' case
+            assert err < 0.05, err
+
+
+def test_resample_keeps_a_peak_in_place_across_non_divisible_grids():
+    # A point mass in cell (13, 13) of 27x27 covers [13/27, 14/27) of each axis, inside 24x24 cells
+    # 11 and 12 (edges 11.56 and 12.44 in 24ths): all the mass lands on those cells, none elsewhere.
+    out = resample_to_grid(_dirac((27, 27), 13, 13), (27, 27), (24, 24)).reshape(24, 24)
+    assert out[11:13, 11:13].sum().item() == pytest.approx(1.0)
+    assert out.sum().item() == pytest.approx(1.0)
 
 
 def test_resample_renormalises_clamps_and_keeps_zero_maps():
@@ -80,12 +140,33 @@ def test_resample_rejects_wrong_token_count():
 
 
 def test_common_grid_and_align_pair():
-    assert common_grid((27, 27), (16, 16)) == (27, 27)
-    assert common_grid((2, 8), (4, 4)) == (4, 8)
-    a, b, grid = align_pair(torch.full((4,), 0.25), (2, 2), torch.rand(3, 9), (3, 3))
-    assert grid == (3, 3) and a.shape == (9,) and b.shape == (3, 9)
-    torch.testing.assert_close(a, torch.full((9,), 1 / 9))
-    torch.testing.assert_close(b.sum(-1), torch.ones(3))
+    # The coarser grid on each axis, so neither map is spread over cells it says nothing about.
+    assert common_grid((27, 27), (16, 16)) == (16, 16)
+    assert common_grid((27, 27), (24, 24)) == (24, 24)
+    assert common_grid((2, 8), (4, 4)) == (2, 4)
+    a, b, grid = align_pair(torch.rand(3, 9), (3, 3), torch.full((4,), 0.25), (2, 2))
+    assert grid == (2, 2) and a.shape == (3, 4) and b.shape == (4,)
+    torch.testing.assert_close(b, torch.full((4,), 0.25))
+    torch.testing.assert_close(a.sum(-1), torch.ones(3, dtype=a.dtype))
+    # a fixed image-space grid, e.g. to put several runs on one grid
+    a, b, grid = align_pair(torch.rand(9), (3, 3), torch.full((4,), 0.25), (2, 2), grid=(6, 6))
+    assert grid == (6, 6) and a.shape == b.shape == (36,)
+    torch.testing.assert_close(b, torch.full((36,), 1 / 36))
+
+
+def test_equal_maps_on_different_grids_compare_as_equal():
+    # One continuous truth integrated over two grids (2x and non-divisible ratios): the metrics of the
+    # aligned pair are those of identical maps, which bilinear upsampling of the coarse map missed.
+    from cdviz.synthetic import cell_integrated_bump
+
+    for fine, coarse in [((8, 8), (4, 4)), ((27, 27), (24, 24)), ((6, 12), (4, 4))]:
+        a = torch.from_numpy(cell_integrated_bump(fine, 0.3, 0.6, 0.12, 0.12))
+        b = torch.from_numpy(cell_integrated_bump(coarse, 0.3, 0.6, 0.12, 0.12))
+        aa, bb, grid = align_pair(a, fine, b, coarse)
+        assert grid == common_grid(fine, coarse)
+        if fine[0] % coarse[0] == 0 and fine[1] % coarse[1] == 0:
+            torch.testing.assert_close(aa, bb)  # blocks of whole cells: the same integral
+        assert js_divergence(aa, bb).item() < 2e-3 and cosine(aa, bb).item() > 0.995
 
 
 # --------------------------------------------------------------------------------------- JS
@@ -314,13 +395,13 @@ def test_vat_loss_across_grids():
     student = torch.full((1, 2, 4, 4), 0.25, requires_grad=True)
     teacher = torch.full((1, 2, 16, 16), 1 / 16)
     assert vat_loss(student, teacher, student_grid=(2, 2), teacher_grid=(4, 4)).abs().item() < 1e-6
-    # Random blocks: the loss is 1 - cosine of the received vectors resampled onto the 4x4 grid.
+    # Random blocks: the loss is 1 - cosine of the received vectors, the teacher's summed onto the 2x2 grid.
     student = _random_blocks(2, 3, 4, 4, seed=13).requires_grad_()
     teacher = _random_blocks(2, 3, 16, 16, seed=14)
     terms = vat_layer_terms(student, teacher, student_grid=(2, 2), teacher_grid=(4, 4))
     s_vec, t_vec = vat_vectors(student, teacher)
-    s_up = resample_to_grid(s_vec, (2, 2), (4, 4))
-    torch.testing.assert_close(terms, 1 - F.cosine_similarity(s_up, t_vec, dim=-1))
+    t_down = t_vec.reshape(2, 3, 2, 2, 2, 2).sum((3, 5)).reshape(2, 3, 4)
+    torch.testing.assert_close(terms, 1 - F.cosine_similarity(s_vec, t_down, dim=-1))
     terms.sum().backward()
     assert torch.isfinite(student.grad).all() and student.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="grid"):

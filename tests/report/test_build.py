@@ -11,7 +11,7 @@ import pytest
 from cdviz.report import build_report, report_steps
 from cdviz.store import open_run
 
-SUMMARY_KEYS = {"format", "version", "cdviz_version", "run", "probes", "models", "n_items", "n_analysed", "n_skipped",
+SUMMARY_KEYS = {"format", "version", "cdviz_version", "run", "probes", "protocol", "models", "n_items", "n_analysed", "n_skipped",
                 "accuracy", "outcome_groups", "layer_map", "misalignment", "most_misaligned_layers", "error_link",
                 "grounding", "sinks", "attribution", "recommended_targets", "files"}
 EVIL = '<script>alert("cdviz")</script>'
@@ -51,6 +51,18 @@ def test_summary_keys_and_content(small_report, small_run):
     assert targets["student_layers"] == [1, 2] and targets["teacher_groups"] == [[2, 3], [4, 5]]
     auroc = {(r["measure"], r["student_layer"]): r for r in summary["error_link"]["auroc"]}
     assert auroc[("i2i:vat_cosine", 1)]["ci_low"] > 0.5
+
+
+def test_one_family_of_tests_stated_with_q_values_everywhere(small_report):
+    out, _ = small_report
+    link = _strict(out / "summary.json")["error_link"]
+    # 4 measures x 4 layers x 7 categories, AUROC and logistic slope each, and 4 grounding-gap layers
+    assert link["n_tests"] == 2 * 4 * 4 * 7 + 4 and "grounding" in link["family"]
+    assert all(r["q_value"] is not None and r["q_value"] >= r["p_value"] for r in link["logistic"])
+    assert all(r["q_value"] >= r["p_value"] for r in link["auroc"])
+    assert link["family"] in (out / "index.html").read_text() and link["family"] in (out / "report.md").read_text()
+    by_layer = _strict(out / "summary.json")["misalignment"]["by_layer"]
+    assert all(r["baseline"] is not None for r in by_layer)
 
 
 def test_html_is_self_contained_with_plotly_once(small_report):
