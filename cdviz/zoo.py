@@ -66,9 +66,10 @@ class ZooSpec:
     teacher_ground_layers: tuple[int, ...] | None = None  # None: the teacher's middle band (cdviz.layer_map)
     teacher_qa_steps: int = 1000   # steps on the short questions alone before the full mix (0: none)
     teacher_qa_kinds: tuple[str, ...] = ("qa:colour", "qa:exists")  # which questions those steps train
-    # The full mix every model trains on (cdviz.probes.shapes.SAMPLE_KINDS): captions, yes/no match
-    # queries of every probe category (both answers) and short questions; None: every kind.
-    shapes_kinds: tuple[str, ...] | None = ("caption", "match", "qa")
+    # The full mix every model trains on (cdviz.probes.shapes.SAMPLE_KINDS); None: every kind (captions,
+    # two-choice items in both orders, yes/no match queries of every category with both answers, short
+    # questions). Without the two-choice items the grounded teacher never learned to bind (see checkpoints/README.md).
+    shapes_kinds: tuple[str, ...] | None = None
     protocol: str = "match"        # how the held-out set is scored and recorded (cdviz.evaluate.PROTOCOLS)
     student_steps: int = 2000
     dpt_steps: int = 100
