@@ -160,6 +160,9 @@ def layer_map_from_report(run_dir: str | Path) -> LayerMap:
     if not targets:
         raise LayerMapError(f"{path} has no 'recommended_targets'; run `cdviz report {run_dir}` first "
                             "(with a cdviz version that recommends target layers)")
+    if isinstance(targets, dict) and not targets.get("student_layers"):
+        raise LayerMapError(f"{path}: the report recommends no target layers ({targets.get('source') or 'none found'}); "
+                            "drop --from-report to use the paper's middle band, or give student_layers in the recipe")
     return LayerMap.from_dict(targets, source=f"report {path}")
 
 

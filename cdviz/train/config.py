@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,43 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
 
 class ConfigError(CdvizError, ValueError):
     """A configuration or recipe that cannot run; the message says which field to fix."""
+
+
+# Range rules checked before any model loads: field -> (kind, lowest, lowest allowed?, highest, None allowed?)
+# kind "int" takes whole numbers, "num" any finite number; bools are neither.
+STAGE_RULES: dict[str, tuple[str, float, bool, float | None, bool]] = {
+    "steps": ("int", 1, True, None, True), "epochs": ("num", 0, False, None, False),
+    "lr": ("num", 0, False, None, False), "warmup_ratio": ("num", 0, True, 1, False),
+    "weight_decay": ("num", 0, True, None, False),
+    **{w: ("num", 0, True, None, False) for w in ("ce", "kd", "vat", "t2i", "ground")},
+    "lora_r": ("int", 1, True, None, True), "lora_alpha": ("num", 0, False, None, True),
+    "lora_dropout": ("num", 0, True, 1, False), "batch_size": ("int", 1, True, None, True),
+    "grad_accum": ("int", 1, True, None, True),
+}
+RUN_RULES: dict[str, tuple[str, float, bool, float | None, bool]] = {
+    "shapes_scenes": ("int", 1, True, None, False), "shapes_image_size": ("int", 8, True, None, False),
+    "shapes_seed": ("int", -2**63, True, None, False), "seed": ("int", -2**63, True, None, False),
+    "temperature": ("num", 0, False, None, False), "kd_chunk": ("int", 1, True, None, False),
+    "batch_size": ("int", 1, True, None, False), "grad_accum": ("int", 1, True, None, False),
+    "max_seq_len": ("int", 1, True, None, True), "max_grad_norm": ("num", 0, True, None, False),
+    "num_workers": ("int", 0, True, None, False), "checkpoint_every": ("int", 0, True, None, False),
+    "keep_checkpoints": ("int", 0, True, None, False), "log_every": ("int", 1, True, None, False),
+}
+
+
+def check_value(where: str, name: str, value: Any, rule: tuple) -> None:
+    """ConfigError "WHERE: NAME = VALUE: <what is allowed>" when ``value`` breaks ``rule`` (see STAGE_RULES)."""
+    kind, low, low_ok, high, none_ok = rule
+    if value is None and none_ok:
+        return
+    what = "a whole number" if kind == "int" else "a number"
+    bound = (f" {'>=' if low_ok else '>'} {low:g}" if low > -2**63 else "") + (f" and <= {high:g}" if high is not None else "")
+    fine = not isinstance(value, bool) and isinstance(value, int if kind == "int" else (int, float))
+    if fine:
+        fine = math.isfinite(value) and (value >= low if low_ok else value > low) and (high is None or value <= high)
+    if not fine:
+        unset = " (or leave it out for the default)" if none_ok else ""
+        raise ConfigError(f"{where}: {name} = {value!r}; give {what}{bound}{unset}")
 
 
 @dataclass
@@ -85,6 +123,11 @@ class StageConfig:
         for key, value in STAGE_DEFAULTS[self.name].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        for key, rule in STAGE_RULES.items():
+            check_value(f"stage {self.name}", key, getattr(self, key), rule)
+        if not isinstance(self.trainable, str):
+            raise ConfigError(f"stage {self.name}: trainable = {self.trainable!r}; join some of "
+                              f"{', '.join(TRAINABLE_PARTS)} with '+'")
         parts = self.parts
         bad = parts - set(TRAINABLE_PARTS)
         if bad or not parts:
@@ -153,6 +196,14 @@ class TrainConfig:
                        else StageConfig(str(s)) for s in self.stages]
         if not self.stages:
             raise ConfigError("no stages; give e.g. stages = ['dpt', 'dft', 'sft']")
+        for key, rule in RUN_RULES.items():
+            check_value("setting", key, getattr(self, key), rule)
+        for key in ("ground_layers", "student_layers", "record_layers"):
+            layers = getattr(self, key)
+            if layers is not None and (not isinstance(layers, list) or not layers or any(
+                    isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in layers)):
+                raise ConfigError(f"setting: {key} = {layers!r}; give a non-empty list of layer numbers (>= 0), "
+                                  "or leave it out")
         if self.eval_protocol not in (None, "letters", "likelihood", "match"):
             raise ConfigError(f"eval_protocol={self.eval_protocol!r}; use letters, likelihood or match")
         names = [s.name for s in self.stages]
@@ -174,18 +225,36 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def parse_stages(stages: str | list | None, overrides: dict[str, dict] | None = None) -> list[StageConfig]:
-    """"dpt,dft,sft" or ["dpt", ...] (+ {"dft": {"steps": 10}}) -> [StageConfig, ...]."""
+def parse_stages(stages: str | list | None, overrides: dict[str, dict] | None = None,
+                 where: str = "config") -> list[StageConfig]:
+    """"dpt,dft,sft" or ["dpt", ...] (+ {"dft": {"steps": 10}}) -> [StageConfig, ...].
+
+    Errors name ``where`` (the recipe file) and the stage."""
+    if not isinstance(stages, (str, list, tuple, type(None))):
+        raise ConfigError(f"{where}: stages = {stages!r}; give a list of stage names like ['dpt', 'dft', 'sft']")
     items = [s.strip() for s in stages.split(",")] if isinstance(stages, str) else list(stages or [])
+    if any(not isinstance(n, (str, dict)) for n in items):
+        raise ConfigError(f"{where}: stages = {stages!r}; give a list of stage names like ['dpt', 'dft', 'sft']")
     names = [n if isinstance(n, str) else n.get("name") for n in items]
     overrides = overrides or {}
+    if not isinstance(overrides, dict) or any(not isinstance(v, dict) for v in overrides.values()):
+        raise ConfigError(f"{where}: per-stage settings go in tables like [stage.dft] (a mapping per stage)")
     unknown = set(overrides) - set(names)
     if unknown:
-        raise ConfigError(f"settings for stage(s) {sorted(unknown)} that are not in stages={names}")
-    try:
-        return [StageConfig(name=n, **overrides.get(n, {})) if isinstance(n, str) else StageConfig(**n) for n in items]
-    except TypeError as e:
-        raise ConfigError(f"stage settings: {e}; see StageConfig for the known keys") from e
+        raise ConfigError(f"{where}: settings for stage(s) {sorted(unknown)} that are not in stages={names}")
+    known = {f.name for f in dataclasses.fields(StageConfig)}
+    out = []
+    for n in items:
+        settings = {"name": n, **overrides.get(n, {})} if isinstance(n, str) else dict(n)
+        bad = sorted(set(settings) - known)
+        if bad:
+            raise ConfigError(f"{where}: stage {settings.get('name')}: unknown setting(s) {bad}; known: "
+                              f"{', '.join(sorted(known - {'name'}))}")
+        try:
+            out.append(StageConfig(**settings))
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    return out
 
 
 def config_from_dict(d: dict[str, Any], where: str = "config") -> TrainConfig:
@@ -193,15 +262,15 @@ def config_from_dict(d: dict[str, Any], where: str = "config") -> TrainConfig:
     d = dict(d)
     d.pop("models", None)  # what a run's recipe.json records about the loaded models; not a setting
     stage_tables = d.pop("stage", {}) or {}
-    stages = parse_stages(d.pop("stages", ["dpt", "dft", "sft"]), stage_tables)
+    stages = parse_stages(d.pop("stages", ["dpt", "dft", "sft"]), stage_tables, where)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(d) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {unknown}; known: {', '.join(sorted(known))}")
     try:
         return TrainConfig(**d, stages=stages)
-    except TypeError as e:
-        raise ConfigError(f"{where}: {e}") from e
+    except (TypeError, ConfigError) as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def load_recipe(path: str | Path, **overrides: Any) -> TrainConfig:
@@ -211,15 +280,26 @@ def load_recipe(path: str | Path, **overrides: Any) -> TrainConfig:
         raise ConfigError(f"{path}: no such recipe file")
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".toml":
-        d = tomllib.loads(text)
+        try:
+            d = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML ({e}); fix that line") from None
     elif path.suffix in (".yaml", ".yml"):
         import yaml
 
-        d = yaml.safe_load(text) or {}
+        try:
+            d = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())}); fix that line") from None
     elif path.suffix == ".json":
-        d = json.loads(text)
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno}); fix that line") from None
     else:
         raise ConfigError(f"{path}: unknown recipe format; use .toml, .yaml or .json")
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping of settings (student = ..., out = ..., stages = [...])")
     d.update({k: v for k, v in overrides.items() if v is not None})
     return config_from_dict(d, str(path))
 
@@ -253,6 +333,7 @@ def finetune_cli_args_to_config(*, recipe: str | Path | None = None, teacher: st
         base["stages"] = [from_recipe.get(n.strip(), n.strip()) for n in stages.split(",")]
     cfg = config_from_dict(base, str(recipe) if recipe else "command line")
     if steps is not None:
+        check_value("command line", "--steps", steps, STAGE_RULES["steps"])
         for s in cfg.stages:
             s.steps = steps
     return cfg

@@ -27,6 +27,14 @@ def _check_fresh(config: TrainConfig) -> None:
                           "to continue it or choose a new --out")
 
 
+def check_layer_sources(config: TrainConfig) -> None:
+    """A --from-report run that cannot give VAT / t2i layers is refused before any stage trains."""
+    if config.from_report and config.student_layers is None and any(s.vat or s.t2i for s in config.stages):
+        from cdviz.layer_map import layer_map_from_report
+
+        layer_map_from_report(config.from_report)  # LayerMapError naming the report and the fix
+
+
 def finetune(config: TrainConfig, on_step: OnStep | None = None) -> Path:
     """Run every stage of ``config`` in order and return the final model directory.
 
@@ -34,6 +42,7 @@ def finetune(config: TrainConfig, on_step: OnStep | None = None) -> Path:
     stage continues from its latest checkpoint. ``on_step(row)`` gets each step's metrics row.
     """
     _check_fresh(config)
+    check_layer_sources(config)
     out = Path(config.out)
     state = PartialState(cpu=not use_cuda(config))  # the same device choice as each stage's Accelerator
     with state.main_process_first():  # hub ids -> HF cache directories (the main process fetches)

@@ -39,6 +39,7 @@ from accelerate.utils import DistributedType, set_seed
 from torch import nn
 from transformers import get_cosine_schedule_with_warmup
 
+from cdviz.errors import CdvizError
 from cdviz.io import write_json_atomic
 from cdviz.models import AdapterError, check_pair, load_model
 from cdviz.train import checkpoint as ckpt
@@ -53,6 +54,11 @@ from cdviz.train.taf import (
 )
 
 MARKER = "cdviz_stage.json"
+
+
+class TrainingError(CdvizError, RuntimeError):
+    """Training that cannot go on (a NaN / inf loss); the message names the stage, step and fix."""
+
 OnStep = Callable[[dict], None]
 # Settings that may change between a run and its resume without changing what is trained.
 RESUMABLE_CHANGES = {"resume", "progress", "eval_probes", "record_probes", "record_layers", "checkpoint_every",
@@ -181,7 +187,9 @@ class Recipe:
         self.stream = Stream(source, self.micro, cfg.seed, acc.process_index, acc.num_processes)
         self.collate = Collator(self.student, self.teacher, cfg.max_seq_len)
         per_step = self.micro * acc.num_processes * self.accum
-        self.total = stage.steps or max(1, math.ceil(stage.epochs * len(source) / per_step))
+        if stage.steps is not None and stage.steps < 1:  # the config refuses this; never train an epoch instead
+            raise ConfigError(f"stage {stage.name}: steps = {stage.steps}; give 1 or more")
+        self.total = stage.steps if stage.steps is not None else max(1, math.ceil(stage.epochs * len(source) / per_step))
         self.scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(stage.warmup_ratio * self.total),
                                                          self.total)
         found = ckpt.latest_checkpoint(self.stage_dir / "checkpoints") if cfg.resume else None
@@ -199,6 +207,9 @@ class Recipe:
         self.model.train()
         self.log = MetricsLog(self.stage_dir / "metrics.jsonl", tensorboard=cfg.tensorboard and acc.is_main_process,
                               enabled=acc.is_main_process)
+        if found is None and acc.is_main_process:
+            # Rows a killed attempt logged before its first checkpoint: the stage starts again at step 0.
+            ckpt.truncate_log(self.log.path, 0)
         if found is not None:
             self.optimizer.load_state_dict(opt_state)
             self.scheduler.load_state_dict(state["scheduler"])
@@ -301,6 +312,7 @@ class Recipe:
                     parts = self._micro_step(next(batches), sync=micro == self.accum - 1)
                     for k, v in parts.items():
                         sums[k] = sums.get(k, 0.0) + float(acc.reduce(v.detach(), "mean")) / self.accum
+                self._check_finite(sums)
                 norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm else None
                 lr = self.scheduler.get_last_lr()[0]
                 self.optimizer.step()
@@ -321,6 +333,15 @@ class Recipe:
                 if self.on_step is not None:
                     self.on_step(row)
         return self.save_model()
+
+    def _check_finite(self, sums: dict[str, float]) -> None:
+        """Stop before the optimizer steps on a NaN / inf loss (the last checkpoint stays good)."""
+        bad = [k for k, v in sums.items() if not math.isfinite(v)]
+        if bad:
+            parts = ", ".join(f"{k} = {sums[k]}" for k in bad)
+            raise TrainingError(f"stage {self.stage.name}, step {self.step + 1} of {self.total}: loss is not finite "
+                                f"({parts}) training {self.source}; lower lr (now {self.stage.lr}), check the data and "
+                                "the model's weights, then resume from the last checkpoint with --resume")
 
     def _micro_step(self, batch, sync: bool) -> dict[str, torch.Tensor]:
         acc = self.accelerator
