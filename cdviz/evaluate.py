@@ -192,7 +192,24 @@ def answer_logits(adapter: Adapter, images: list[Image.Image], texts: list[str],
     batch = adapter.build_batch(images, texts, uids).to(adapter.model.device, adapter.model.dtype)
     out = adapter.model(**batch.inputs, use_cache=False)
     pos = batch.answer_pos
-    return out.logits[torch.arange(len(pos), device=pos.device), pos].float().cpu()
+    logits = out.logits[torch.arange(len(pos), device=pos.device), pos].float().cpu()
+    check_finite(adapter, logits, uids)
+    return logits
+
+
+def model_name(adapter: Adapter) -> str:
+    """The model a message is about: its local directory, else its class."""
+    return getattr(adapter, "source", "") or adapter.model.__class__.__name__
+
+
+def check_finite(adapter: Adapter, values: torch.Tensor, uids: Sequence[str], what: str = "answer logits") -> None:
+    """AdapterError naming the model and the items whose rows of ``values`` hold NaN or inf."""
+    ok = torch.isfinite(values.reshape(len(uids), -1)).all(-1).tolist()
+    bad = list(dict.fromkeys(u for u, fine in zip(uids, ok) if not fine))
+    if bad:
+        raise AdapterError(f"model {model_name(adapter)}: item(s) {', '.join(map(repr, bad))}: the {what} have NaN or "
+                           "inf values, so no answer can be scored (broken weights or inputs?); fix or re-export the "
+                           "model, or pass --skip-bad to record such items as skips")
 
 
 def evaluate(
@@ -267,6 +284,8 @@ def _score_or_skip(score: Callable[[list], list[dict]], batch: list, uid: Callab
             raise
     rows: list[dict] = []
     for one in batch:
+        if any(s.where == uid(one) for s in skipped):
+            continue  # another query of this item failed already: one skip per item
         try:
             rows.extend(score([one]))
         except AdapterError as e:
@@ -324,6 +343,8 @@ def _evaluate_likelihood(adapter: Adapter, probes: ProbeSet, *, batch_size: int,
             prompts += [prompt] * len(item.options)
             answers += list(item.options)
         scores = answer_loglik(adapter, images, prompts, answers)
+        check_finite(adapter, torch.tensor(scores, dtype=torch.float32),
+                     [item.uid for item, _ in batch for _ in item.options], "answer log-likelihoods")
         out, k = [], 0
         for item, _ in batch:
             s = torch.tensor(scores[k:k + len(item.options)])

@@ -15,6 +15,7 @@ the caller asks for it.
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,11 +153,17 @@ def load_model(
     processor = load_processor(local, trust_remote_code=trust_remote_code)
     model_cls = getattr(transformers, arch)
     placement = {} if device_map is None else {"device_map": device_map}
-    model = model_cls.from_pretrained(
-        local, dtype=torch_dtype, trust_remote_code=trust_remote_code, local_files_only=True,
-        attn_implementation=attn_implementation, use_safetensors=not ref.weights.startswith("pytorch_model"),
-        **placement,
-    )
+    pickled = ref.weights.startswith("pytorch_model")
+    try:
+        model = model_cls.from_pretrained(
+            local, dtype=torch_dtype, trust_remote_code=trust_remote_code, local_files_only=True,
+            attn_implementation=attn_implementation, use_safetensors=not pickled, **placement,
+        )
+    except pickle.UnpicklingError as e:
+        # torch.load(weights_only=True) refused the pickle: it holds more than tensors (it was not run).
+        raise AdapterError(f"{local}: {ref.weights} is a pickle that holds more than tensors (torch.load with "
+                           "weights_only=True refused it), so nothing in it was run or loaded; get safetensors weights "
+                           "for this model instead") from e
     if device_map is None:
         model.to(device)
     model.eval()

@@ -3,11 +3,15 @@ per line) and usually ``DIR/images/``. Relative image paths resolve against DIR;
 point into a user's local copy of a benchmark, which is never copied.
 
     save_probeset(items, DIR, name=...)  ->  load_probeset(DIR)  round-trips exactly.
+
+A relative image path must stay inside DIR: "../x.png" (or "a/../../x.png") is refused, so a probe
+set cannot make cdviz read files beside it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +31,9 @@ class Skip:
 
     where: str
     reason: str
+    # The item itself when the line parsed but its image is missing: `cdviz record --skip-bad` then
+    # keeps a "skipped" row for it in the run's index (not saved in probeset.json).
+    item: ProbeItem | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, str]:
         return {"where": self.where, "reason": self.reason}
@@ -46,8 +53,7 @@ class ProbeSet:
         return iter(self.items)
 
     def image_path(self, item: ProbeItem, index: int = 0) -> Path:
-        p = Path(item.images[index])
-        return p if p.is_absolute() else self.root / p
+        return resolve_image(self.root, item, index)
 
     def counts(self) -> dict[str, Counter]:
         return {
@@ -122,24 +128,35 @@ def load_probeset(root: str | Path, *, check_images: bool = True, skip_bad: bool
             if not line.strip():
                 continue
             where = f"{items_path}:{lineno}"
+            parsed = None  # set when the line is a valid item whose image is missing
             try:
                 try:
                     d = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise ProbeError(f"{where}: malformed JSON ({e.msg} at column {e.colno}); fix or delete the line") from e
+                if not isinstance(d, dict):
+                    raise ProbeError(f"{where}: a {type(d).__name__} ({line.strip()[:40]!r}), not an item; every line "
+                                     "must be a JSON object with uid, source, category, images, options")
                 try:
                     item = ProbeItem.from_dict(d)
-                except TypeError as e:
+                except (TypeError, ValueError, AttributeError) as e:
+                    if isinstance(e, ProbeError):
+                        raise ProbeError(f"{where}: {e}") from e
                     raise ProbeError(f"{where}: {e}; every item needs uid, source, category, images, options") from e
                 except ProbeError as e:
                     raise ProbeError(f"{where}: {e}") from e
                 if item.uid in seen:
                     raise ProbeError(f"{where}: duplicate uid {item.uid!r}; uids must be unique")
+                paths = []
+                for k in range(len(item.images)):
+                    try:
+                        paths.append(resolve_image(root, item, k))
+                    except ProbeError as e:
+                        raise ProbeError(f"{where}: {e}") from e
                 if check_images:
-                    for k in range(len(item.images)):
-                        p = Path(item.images[k])
-                        p = p if p.is_absolute() else root / p
+                    for p in paths:
                         if not p.is_file():
+                            parsed = item
                             raise ProbeError(
                                 f"{where}: probe item {item.uid!r}: image {p} not found; restore the file, fix the "
                                 f"path, or pass --skip-bad to leave the item out"
@@ -147,11 +164,26 @@ def load_probeset(root: str | Path, *, check_images: bool = True, skip_bad: bool
             except ProbeError as e:
                 if not skip_bad:
                     raise
-                skipped.append(Skip(where=where, reason=str(e)))
+                skipped.append(Skip(where=where, reason=str(e), item=parsed))
                 continue
             seen.add(item.uid)
             items.append(item)
     return ProbeSet(root=root, items=items, meta=meta, skipped=skipped)
+
+
+def resolve_image(root: Path, item: ProbeItem, index: int = 0) -> Path:
+    """The path of ``item``'s image ``index``: absolute as given, relative under ``root``; ProbeError
+    when a relative path leaves ``root`` (``..``)."""
+    raw = item.images[index]
+    if not isinstance(raw, str) or not raw:
+        raise ProbeError(f"probe item {item.uid!r}: image {index} is {raw!r}; give a file path")
+    p = Path(raw)
+    if p.is_absolute():
+        return p
+    if os.path.normpath(p).split(os.sep)[0] == os.pardir:
+        raise ProbeError(f"probe item {item.uid!r}: image path {raw!r} leaves the probe set folder {root}; "
+                         "give a path inside it, or an absolute path to the benchmark's own copy")
+    return Path(root) / p
 
 
 def _read_json(path: Path) -> Any:
