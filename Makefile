@@ -6,6 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CDVIZ := $(VENV)/bin/cdviz
 PORT ?= 8501
+# The dashboard listens on this address only; ADDRESS=0.0.0.0 serves other machines too.
+ADDRESS ?= localhost
 
 .PHONY: setup demo demo-data test zoo clean-demo
 
@@ -31,7 +33,7 @@ demo-data: setup
 	$(CDVIZ) compare runs/demo runs/demo-compodistill
 
 demo: demo-data
-	$(VENV)/bin/streamlit run app/main.py --server.port $(PORT) -- --runs-root runs --run demo
+	$(VENV)/bin/streamlit run app/main.py --server.port $(PORT) --server.address $(ADDRESS) -- --runs-root runs --run demo
 
 test: setup
 	$(PY) -m pytest -q

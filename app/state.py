@@ -172,10 +172,28 @@ def require_run(key: str = "run") -> Run:
         st.stop()
     name = st.session_state.get(key) or names[default_run(names, cfg.run)]
     try:
-        return open_named(cfg.runs_root, name)
+        run = open_named(cfg.runs_root, name)
     except (StoreError, OSError, ValueError) as e:
         st.error(f"Cannot open run {md_escape(name)}: {md_escape(e)}")
         st.stop()
+    damaged, message = run_health(run)
+    if damaged:
+        st.error(f"Run {md_escape(name)} has damaged shards, so its pages cannot be trusted: {md_escape(message)}")
+        st.stop()
+    if message:
+        st.warning(f"Incomplete run: {md_escape(message)}. Every page shows the recorded items only.")
+    return run
+
+
+@st.cache_data(ttl=10, max_entries=16, show_spinner=False)
+def _health(path: str, stamp: float) -> tuple[bool, str]:
+    health = _store(path, stamp).health()
+    return bool(health.damaged), health.message().removeprefix(f"{health.root}: ")
+
+
+def run_health(run: Run) -> tuple[bool, str]:
+    """(any shard damaged, what is missing or damaged and the command that repairs it; "" when whole)."""
+    return _health(*run.key)
 
 
 # -------------------------------------------------------------------------------------- tables
@@ -292,10 +310,24 @@ def _image_roots(run: Run) -> list[Path]:
     and any listed in $CDVIZ_IMAGE_ROOTS. Nothing else on the machine is opened."""
     roots = [run.root]
     probes = run.store.manifest.get("probes", {}).get("path")
-    if probes and Path(probes).is_dir():
+    if probes and _trusted_probe_dir(Path(probes), run.root):
         roots.append(Path(probes).resolve())
     roots += [Path(p).resolve() for p in os.environ.get(IMAGE_ROOTS_ENV, "").split(os.pathsep) if p]
     return roots
+
+
+def _trusted_probe_dir(path: Path, runs_root: Path) -> bool:
+    """The run file names its probe set; a folder is only read if it is one (items.jsonl) or lies in the
+    runs root, and is never a filesystem root, the home folder or a folder holding the runs root."""
+    try:
+        path = path.resolve()
+    except (OSError, RuntimeError):
+        return False
+    if not path.is_dir() or path == Path(path.anchor) or path == Path.home().resolve():
+        return False
+    if _inside(path, runs_root):
+        return True
+    return not _inside(runs_root, path) and (path / "items.jsonl").is_file()
 
 
 @st.cache_data(max_entries=256, show_spinner=False)

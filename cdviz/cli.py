@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cdviz.errors import CdvizError
+from cdviz.errors import CdvizError, OptionError
 from cdviz.types import ProbeError
 
 app = typer.Typer(help="cdviz: find and fix where a distilled student looks differently from its teacher.",
@@ -168,13 +168,26 @@ def eval_cmd(
     from cdviz.models import load_model
     from cdviz.probes.probeset import load_probeset
 
+    from cdviz.evaluate import PROTOCOLS
+    from cdviz.models.loading import parse_dtype
+    from cdviz.record.recorder import check_probes
+
     with user_errors():
+        check_count("--batch-size", batch_size)
+        parse_dtype(dtype)
+        if protocol not in PROTOCOLS:
+            raise OptionError(f"--protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
         ps = load_probeset(probes, skip_bad=skip_bad)
+        check_probes(ps)
         adapter = load_model(model, dtype=dtype, device=device, device_map=device_map,
                              trust_remote_code=trust_remote_code)
         with progress_bar(f"eval {Path(model).name}", len(ps)) as advance:
             frame, skipped = evaluate(adapter, ps, batch_size=batch_size, skip_bad=skip_bad, blind=blind,
                                       protocol=protocol, progress=advance)
+        if frame.empty:
+            first = skipped[0].reason if skipped else "no outcome rows"
+            raise OptionError(f"{model}: no item of {probes} could be scored ({len(skipped)} skipped; first: {first}); "
+                              "nothing written")
     summary = summarize(frame)
     summary.update(model=str(model), model_origin=adapter.origin.to_dict(), probes=str(probes), blind=blind,
                    protocol=protocol, skipped=[s.to_dict() for s in (*ps.skipped, *skipped)])
@@ -221,10 +234,14 @@ def record_cmd(
     if device_map and int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise typer.BadParameter("--device-map spreads each model over every visible GPU from one process; run it "
                                  "without torchrun / accelerate launch (or drop --device-map to shard the probes)")
+    from cdviz.record.recorder import check_options, check_probes
+
     with user_errors():
         options = RecordOptions(layers=parse_layers(layers), queries=queries, store_block=store_block,
                                 shard_size=shard_size, batch_size=batch_size, dtype=dtype, protocol=protocol)
+        check_options(options)
         ps = load_probeset(probes, skip_bad=skip_bad)
+        check_probes(ps)
         t, s, report = load_pair(teacher, student, dtype=dtype, device=device, device_map=device_map,
                                  trust_remote_code=trust_remote_code)
         for w in report.warnings:
@@ -246,14 +263,24 @@ def parse_layers(spec: Optional[str]) -> Optional[tuple[int, ...]]:
     for part in spec.split(","):
         part = part.strip()
         try:
-            if "-" in part:
-                a, b = part.split("-")
-                out.extend(range(int(a), int(b) + 1))
-            else:
-                out.append(int(part))
+            bounds = [int(x) for x in part.split("-")] if "-" in part else [int(part)]
         except ValueError:
             raise ProbeError(f"--layers {spec!r}: {part!r} is not a layer number or range like 2-5") from None
+        if len(bounds) > 2:
+            raise ProbeError(f"--layers {spec!r}: {part!r} is not a layer number or range like 2-5")
+        lo, hi = bounds[0], bounds[-1]
+        if lo > hi:
+            raise ProbeError(f"--layers {spec!r}: the range {part!r} runs backwards; write {hi}-{lo}")
+        out.extend(range(lo, hi + 1))
+    if not out:
+        raise ProbeError(f"--layers {spec!r} selects no layer; give layers like '0,2,4' or '2-5'")
     return tuple(sorted(set(out)))
+
+
+def check_count(option: str, value: int) -> None:
+    """A count option (items per batch, per shard) must be 1 or more."""
+    if value < 1:
+        raise OptionError(f"{option} {value}: give 1 or more")
 
 
 @app.command("report")
@@ -269,12 +296,35 @@ def report_cmd(
     from cdviz.report import build_report
     from cdviz.report.build import report_steps
 
+    from cdviz.store import open_run
+
     with user_errors():
+        if n_boot < 1 or n_perm < 1 or attribution_items < 0:
+            raise OptionError("--n-boot and --n-perm must be 1 or more, --attribution-items 0 or more")
+        open_run(run).require_whole()  # a partial or damaged run is named, never analysed as if whole
         total = report_steps(run, attribution_items)
         with progress_bar(f"report {run}", total) as advance:
             path = build_report(run, out, advance, n_boot=n_boot, n_perm=n_perm,
                                 attribution_items=attribution_items, device=device)
     console.print(f"report: {path / 'index.html'}\nsummary: {path / 'summary.json'}")
+
+
+@app.command("verify")
+def verify_cmd(
+    run: Path = typer.Argument(..., help="Run store directory."),
+    checksums: bool = typer.Option(False, "--checksums", help="Also compare each shard's sha256 with the one "
+                                   "recorded (reads every file)."),
+) -> None:
+    """Say which shards of a run are missing or damaged, and the command that repairs them (exit 1 if any)."""
+    from cdviz.store import open_run
+
+    with user_errors():
+        health = open_run(run).health(checksums=checksums)
+    if health.ok:
+        console.print(f"{run}: all {health.n_shards} shards recorded and intact ({health.n_recorded} items)")
+        return
+    console.print(f"[red]incomplete:[/red] {health.message()}")
+    raise typer.Exit(1)
 
 
 @app.command("compare")
@@ -407,6 +457,24 @@ def zoo_binding_cmd(
                   f"answer names a colour in view {100 * result['in_view'] / n:.1f}%")
     for objects, (right, total) in result["by_objects"].items():
         console.print(f"  {objects} object(s): {right}/{total}")
+
+
+@zoo_app.command("evaluate")
+def zoo_evaluate_cmd(
+    out: Path = typer.Option(Path("checkpoints"), help="A folder `cdviz zoo build` has filled."),
+    protocol: Optional[str] = typer.Option(None, help="letters or match (default: the manifest's; letters for a "
+                                           "manifest written before protocols existed)."),
+) -> None:
+    """Re-measure the shipped models without retraining (new held-out set, records, reports, controls);
+    rewrites OUT/manifest.json and OUT/README.md."""
+    from cdviz.zoo import evaluate_zoo, headline_view
+
+    with user_errors():
+        manifest = evaluate_zoo(out, protocol, log=lambda m: console.print(f"[bold]{m}[/bold]"))
+    for name, m in manifest["models"].items():
+        view = headline_view(m["metrics"])
+        console.print(f"{name}: recognition {view['by_skill'].get('recognition')}, perception mean "
+                      f"{view['perception_mean']} ({view['measure']})")
 
 
 @zoo_app.command("seeds")

@@ -4,7 +4,8 @@
       manifest.json                      format, version, models, probe set, options
       shards/{teacher,student}/K.safetensors   fp16 tensors "{uid}/{field}" for the items of shard K
       parts/K.outcomes.parquet           per-query outcomes of shard K (both models)
-      parts/K.parquet                    index rows of shard K; written last: "shard K is done"
+      parts/K.parquet                    index rows of shard K; written last: "shard K is done";
+                                         its schema metadata holds each shard file's size and sha256
       index.parquet                      all index rows (written once every shard is done)
       outcomes.parquet                   all per-query outcomes
 
@@ -14,11 +15,18 @@ see cdviz/record/capture.py for their meaning:
     i2i [L, H, N]      i2i_filt [L, H, N]   i2i_paper [L, N]   i2i_block [L, N, N] (optional)
 
 Readers open shards memory-mapped and read only the requested (layer, head) slice.
+
+``verify_run(RUN)`` (``cdviz verify RUN``) says which shards are missing or damaged (a truncated or
+unreadable safetensors file, a size or checksum other than the part file recorded); ``cdviz record``
+re-records exactly those, and ``cdviz report`` refuses a run that is not whole.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
@@ -41,6 +49,15 @@ class StoreError(CdvizError, ValueError):
     """A run directory that cannot be read; the message says why and what to do."""
 
 
+def version_message(root: Path, version: Any) -> str:
+    """Why a store of another format version cannot be read, and the fix."""
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        return (f"{root}: run store version {version} was written by a newer cdviz; this cdviz ({__version__}) "
+                f"reads version {FORMAT_VERSION}: upgrade cdviz, or record into a new --out")
+    return (f"{root}: run store version {version}, this cdviz ({__version__}) reads version {FORMAT_VERSION}; "
+            "re-record it with this cdviz into a new --out")
+
+
 def shard_name(k: int) -> str:
     return f"{k:05d}"
 
@@ -61,14 +78,13 @@ class RunStore:
             self.manifest: dict[str, Any] = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise StoreError(f"{path}: corrupt manifest ({e.msg} at line {e.lineno}); re-run `cdviz record`") from e
-        if self.manifest.get("format") != FORMAT:
-            raise StoreError(f"{path}: not a cdviz run manifest (format {self.manifest.get('format')!r})")
+        if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT:
+            self.manifest = self.manifest if isinstance(self.manifest, dict) else {}
+            raise StoreError(f"{path}: not a cdviz run manifest (format {self.manifest.get('format')!r}); point at "
+                             "a folder `cdviz record` wrote")
         version = self.manifest.get("version")
         if version != FORMAT_VERSION:
-            raise StoreError(
-                f"{self.root}: run store version {version}, this cdviz ({__version__}) reads version "
-                f"{FORMAT_VERSION}; re-record it with this cdviz"
-            )
+            raise StoreError(version_message(self.root, version))
         self._index: pd.DataFrame | None = None
         self._outcomes: pd.DataFrame | None = None
 
@@ -146,7 +162,11 @@ class RunStore:
         path = self.root / "shards" / model / f"{shard_name(int(row['shard']))}.safetensors"
         if not path.is_file():
             raise StoreError(f"{path}: shard missing; re-run `cdviz record` with the same command to restore it")
-        handle = _open_shard(str(path), path.stat().st_mtime_ns)
+        try:
+            handle = _open_shard(str(path), path.stat().st_mtime_ns)
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for a damaged file
+            raise StoreError(f"{path}: damaged shard ({e}); re-run `cdviz record` with the same command to "
+                             "re-record it (`cdviz verify RUN` lists every damaged shard)") from e
         key = tensor_key(uid, field)
         if key not in handle.keys():
             raise StoreError(f"item {uid!r} has no {field!r} for {model} (record with the option that stores it)")
@@ -163,7 +183,22 @@ class RunStore:
                 index = (*index, head)
         elif head is not None:
             raise StoreError("pass a layer together with a head")
-        return np.asarray(sl[index] if index else sl[:], dtype=np.float32)
+        try:
+            return np.asarray(sl[index] if index else sl[:], dtype=np.float32)
+        except Exception as e:  # noqa: BLE001
+            raise StoreError(f"{path}: damaged shard, {key} unreadable ({e}); re-run `cdviz record` with the same "
+                             "command to re-record it") from e
+
+    # ---- health -------------------------------------------------------------------------------
+    def health(self, checksums: bool = False) -> "RunHealth":
+        """Which shards are missing or damaged, and how many items are recorded (``verify_run``)."""
+        return verify_run(self.root, checksums=checksums, manifest=self.manifest)
+
+    def require_whole(self) -> None:
+        """Raise StoreError saying what is missing or damaged unless every shard is recorded and intact."""
+        health = self.health()
+        if not health.ok:
+            raise StoreError(health.message())
 
     def iter_shards(self) -> Iterator[tuple[int, pd.DataFrame]]:
         """(shard number, its index rows), so streaming readers hold one shard at a time."""
@@ -186,28 +221,191 @@ def part_path(root: Path, k: int) -> Path:
     return Path(root) / "parts" / f"{shard_name(k)}.parquet"
 
 
-def write_shard(root: Path, model: str, k: int, tensors: dict) -> None:
-    """Atomically write one model's tensors (torch) for shard ``k`` (fp16, contiguous)."""
+def shard_path(root: Path, model: str, k: int) -> Path:
+    return Path(root) / "shards" / model / f"{shard_name(k)}.safetensors"
+
+
+def write_shard(root: Path, model: str, k: int, tensors: dict) -> dict:
+    """Atomically write one model's tensors (torch) for shard ``k`` (fp16, contiguous); returns the
+    file's ``{"size", "sha256"}`` for the part file (see `write_part`)."""
     # torch is imported here, not at module level: readers (dashboard, analyses) start faster.
     import torch
     from safetensors.torch import save_file
 
-    path = Path(root) / "shards" / model / f"{shard_name(k)}.safetensors"
+    path = shard_path(root, model, k)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {key: t.to(torch.float16).contiguous() for key, t in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"cdviz_version": __version__, "model": model})
+        facts = {"size": tmp.stat().st_size, "sha256": file_sha256(tmp)}
+    return facts
 
 
-def write_part(root: Path, k: int, index: pd.DataFrame, outcomes: pd.DataFrame) -> None:
-    """Shard ``k``'s outcome and index rows; the index part is written last and marks the shard done."""
-    write_parquet_atomic(Path(root) / "parts" / f"{shard_name(k)}.outcomes.parquet", outcomes)
-    write_parquet_atomic(part_path(root, k), index)
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+SHARDS_META = b"cdviz_shards"  # part file schema metadata: {model: {"size", "sha256"}} of shard K's files
+
+
+def write_part(root: Path, k: int, index: pd.DataFrame, outcomes: pd.DataFrame,
+               shards: dict[str, dict] | None = None) -> None:
+    """Shard ``k``'s outcome and index rows; the index part is written last and marks the shard done.
+
+    ``shards`` ({model: what `write_shard` returned}) goes into the index part's schema metadata,
+    so `verify_run` can tell a damaged or replaced shard file from the one this part belongs to."""
+    write_parquet_atomic(outcomes_part_path(root, k), outcomes)
+    if not shards:
+        write_parquet_atomic(part_path(root, k), index)
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(index, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta[SHARDS_META] = json.dumps(shards, sort_keys=True).encode()
+    with atomic_path(part_path(root, k)) as tmp:
+        pq.write_table(table.replace_schema_metadata(meta), tmp)
+
+
+def outcomes_part_path(root: Path, k: int) -> Path:
+    return Path(root) / "parts" / f"{shard_name(k)}.outcomes.parquet"
+
+
+def clean_stale_tmp(root: Path, k: int | None = None) -> list[Path]:
+    """Remove temporary files a killed writer left (of shard ``k`` only, or every one); returns them."""
+    root = Path(root)
+    pattern = f".{shard_name(k)}.*.tmp" if k is not None else ".*.tmp"
+    folders = [root / "parts", *(root / "shards" / m for m in MODELS)] + ([root] if k is None else [])
+    removed = []
+    for folder in folders:
+        for p in folder.glob(pattern) if folder.is_dir() else ():
+            if p.is_file():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
+@dataclass
+class RunHealth:
+    """What `verify_run` found: shards expected, missing and damaged (with why), items recorded."""
+
+    root: Path
+    n_shards: int
+    n_items: int                       # items the run should hold (manifest probes.n_items)
+    n_recorded: int                    # index rows of the shards whose part exists
+    missing: list[int] = field(default_factory=list)
+    damaged: dict[int, str] = field(default_factory=dict)
+    command: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.damaged
+
+    def message(self) -> str:
+        """One paragraph: what is wrong and the command that repairs it ("" when whole)."""
+        if self.ok:
+            return ""
+        parts = []
+        if self.missing:
+            names = ", ".join(shard_name(k) for k in self.missing[:5]) + (" ..." if len(self.missing) > 5 else "")
+            parts.append(f"{self.n_recorded} of {self.n_items} items recorded ({len(self.missing)} of "
+                         f"{self.n_shards} shards missing: {names})")
+        for k, why in list(self.damaged.items())[:3]:
+            parts.append(f"shard {shard_name(k)} damaged: {why}")
+        if len(self.damaged) > 3:
+            parts.append(f"{len(self.damaged) - 3} more damaged shards")
+        fix = f"run `{self.command}` to finish" if self.command else "re-run `cdviz record` with the same command"
+        return f"{self.root}: " + "; ".join(parts) + f"; {fix} (it records only what is missing or damaged)"
+
+
+def record_command(manifest: dict, root: Path) -> str:
+    """The `cdviz record` command line that resumes the run in ``root`` (from its manifest)."""
+    models, probes, opts = manifest.get("models", {}), manifest.get("probes", {}), manifest.get("options", {})
+    if not all(models.get(m, {}).get("path") for m in MODELS) or not probes.get("path"):
+        return ""
+    cmd = (f"cdviz record --teacher {models['teacher']['path']} --student {models['student']['path']} "
+           f"--probes {probes['path']} --out {root}")
+    if opts.get("layers") is not None:
+        cmd += f" --layers {','.join(map(str, opts['layers']))}"
+    defaults = {"queries": "answer", "shard_size": 32, "batch_size": 8, "dtype": "float32", "protocol": "letters"}
+    for key, default in defaults.items():
+        if key in opts and opts[key] != default:
+            cmd += f" --{key.replace('_', '-')} {opts[key]}"
+    if opts.get("store_block"):
+        cmd += " --store-block"
+    if manifest.get("skipped"):
+        cmd += " --skip-bad"
+    return cmd
+
+
+def check_shard(root: Path, k: int, checksums: bool = False) -> str | None:
+    """None when shard ``k`` is done and intact, "missing" when its part file is absent, else why it is damaged."""
+    root = Path(root)
+    part = part_path(root, k)
+    if not part.is_file():
+        return "missing"
+    if not outcomes_part_path(root, k).is_file():
+        return f"{outcomes_part_path(root, k).name} missing"
+    try:
+        import pyarrow.parquet as pq
+
+        meta = pq.read_schema(part).metadata or {}
+    except Exception as e:  # noqa: BLE001 - a truncated parquet file raises pyarrow's own errors
+        return f"{part.name} unreadable ({e})"
+    expected = json.loads(meta[SHARDS_META]) if SHARDS_META in meta else {}
+    for model in MODELS:
+        path = shard_path(root, model, k)
+        rel = path.relative_to(root)
+        if not path.is_file():
+            return f"{rel} missing"
+        want = expected.get(model)
+        if want and path.stat().st_size != want["size"]:
+            return f"{rel} has {path.stat().st_size} bytes, {want['size']} were written (truncated or replaced)"
+        try:
+            with safe_open(str(path), framework="np") as handle:
+                handle.keys()
+        except Exception as e:  # noqa: BLE001 - safetensors' own error type
+            return f"{rel} unreadable ({e})"
+        if checksums and want and file_sha256(path) != want["sha256"]:
+            return f"{rel} checksum differs from the one written (the file changed after recording)"
+    return None
+
+
+def verify_run(root: str | Path, checksums: bool = False, manifest: dict | None = None) -> RunHealth:
+    """Check every shard the run's manifest calls for (see `check_shard`)."""
+    root = Path(root)
+    if manifest is None:
+        manifest = RunStore(root).manifest
+    n_items = int(manifest.get("probes", {}).get("n_items", 0))
+    shard_size = max(1, int(manifest.get("options", {}).get("shard_size") or n_items or 1))
+    n_shards = math.ceil(n_items / shard_size)
+    health = RunHealth(root, n_shards, n_items, 0, command=record_command(manifest, root))
+    for k in range(n_shards):
+        why = check_shard(root, k, checksums)
+        if why == "missing":
+            health.missing.append(k)
+            continue
+        if why is not None:
+            health.damaged[k] = why
+        try:
+            import pyarrow.parquet as pq
+
+            health.n_recorded += pq.read_metadata(part_path(root, k)).num_rows
+        except Exception:  # noqa: BLE001 - already reported as damaged
+            pass
+    return health
 
 
 def finalize(root: Path, n_shards: int) -> bool:
     """Merge the shard parts once all exist; returns whether the run is complete."""
     parts = [part_path(root, k) for k in range(n_shards)]
+    if not parts:
+        raise StoreError(f"{root}: no shards to merge; a run needs at least one probe item")
     if not all(p.is_file() for p in parts):
         return False
     index = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)

@@ -5,9 +5,12 @@
         write shards/{model}/K.safetensors, parts/K.outcomes.parquet, then parts/K.parquet
     once every part exists: merge into index.parquet and outcomes.parquet
 
-Every file is written atomically and shard K counts as done only when parts/K.parquet exists,
+Every file is written atomically and shard K counts as done only when parts/K.parquet exists
+and both models' shard files verify against it (size, readable header; cdviz.store.check_shard),
 so a killed run (even kill -9) rerun with the same command redoes at most the unfinished
-shards and ends with the same store. Under torchrun / accelerate launch each process takes the
+shards, re-records damaged or deleted ones, removes their stale temporary files and ends with
+the same store. Items whose image is missing (left out on load with --skip-bad) get a
+"skipped" index row in the shards after every loaded item's. Under torchrun / accelerate launch each process takes the
 shards k with k % WORLD_SIZE == RANK; whichever finishes last merges.
 """
 
@@ -31,7 +34,8 @@ from cdviz.models.base import Adapter, AdapterError
 from cdviz.probes.probeset import ProbeSet, load_probeset
 from cdviz.record.capture import Capture, CaptureError, CapturePlan, SamplePlan
 from cdviz.store import (
-    FORMAT, FORMAT_VERSION, MODELS, StoreError, finalize, part_path, tensor_key, write_part, write_shard,
+    FORMAT, FORMAT_VERSION, MODELS, StoreError, check_shard, clean_stale_tmp, finalize, tensor_key, version_message,
+    write_part, write_shard,
 )
 from cdviz.types import ProbeError, ProbeItem
 
@@ -64,30 +68,79 @@ def record_run(
     progress: Callable[[int], None] | None = None,
 ) -> Path:
     """Record ``probes`` for both models into the store at ``out`` (resuming if it exists)."""
-    if options.queries not in QUERY_MODES:
-        raise OptionError(f"unknown query mode {options.queries!r}; use one of {QUERY_MODES}")
-    if options.protocol not in RECORD_PROTOCOLS:
-        raise OptionError(f"--protocol {options.protocol!r}: record scores with one of {', '.join(RECORD_PROTOCOLS)}")
+    check_options(options)
+    check_probes(probes)
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
     out = Path(out)
     adapters = {"teacher": teacher, "student": student}
-    manifest = build_manifest(adapters, probes, options)
+    planned, preskipped = planned_items(probes, skip_bad)
+    manifest = build_manifest(adapters, probes, options, n_items=len(planned))
     _claim_store(out, manifest)
-    shards = [probes.items[i:i + options.shard_size] for i in range(0, len(probes), options.shard_size)]
+    shards = [planned[i:i + options.shard_size] for i in range(0, len(planned), options.shard_size)]
     for k, items in enumerate(shards):
         if k % world_size != rank:
             continue
-        if part_path(out, k).is_file():
+        if check_shard(out, k) is None:
             if progress:
                 progress(len(items))
             continue
-        _record_shard(k, items, adapters, probes, out, manifest, options, skip_bad, progress)
+        clean_stale_tmp(out, k)
+        _record_shard(k, items, adapters, probes, out, manifest, options, skip_bad, progress, preskipped)
+    if world_size == 1:
+        clean_stale_tmp(out)
     finalize(out, len(shards))
     return out
 
 
-def build_manifest(adapters: dict[str, Adapter], probes: ProbeSet, options: RecordOptions) -> dict:
+def check_options(options: RecordOptions) -> None:
+    """Refuse options the recorder cannot honour, before any model loads or file is written."""
+    if options.queries not in QUERY_MODES:
+        raise OptionError(f"--queries {options.queries!r}: use one of {', '.join(QUERY_MODES)}")
+    if options.protocol not in RECORD_PROTOCOLS:
+        raise OptionError(f"--protocol {options.protocol!r}: record scores with one of {', '.join(RECORD_PROTOCOLS)}")
+    for name in ("shard_size", "batch_size"):
+        value = getattr(options, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise OptionError(f"--{name.replace('_', '-')} {value!r}: give a whole number of items, 1 or more")
+    if options.layers is not None:
+        layers = list(options.layers)
+        if not layers:
+            raise OptionError("--layers selects no layer; give layers like '0,2,4' or a range low-high like '2-5'")
+        if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in layers):
+            raise OptionError(f"--layers {layers}: layer numbers are whole numbers from 0")
+    from cdviz.models.loading import parse_dtype
+
+    parse_dtype(options.dtype)
+
+
+def check_probes(probes: ProbeSet) -> None:
+    """An empty (or fully skipped) probe set is an error before anything is written."""
+    if len(probes):
+        return
+    root = probes.root
+    if probes.skipped:
+        first = probes.skipped[0]
+        raise ProbeError(f"{root}: all {len(probes.skipped)} probe item(s) were skipped, nothing to record (first: "
+                         f"{first.reason}); fix the items or their images and run again")
+    raise ProbeError(f"{root}: the probe set has no items; make one with `cdviz probes make shapes --out {root}` "
+                     "or `cdviz probes import SOURCE PATH --out DIR`")
+
+
+def planned_items(probes: ProbeSet, skip_bad: bool) -> tuple[list[ProbeItem], dict[str, str]]:
+    """Items in shard order: every loaded one, then (with skip_bad) the ones whose image was missing
+    on load, which are recorded as skips; and {uid: reason} of the latter."""
+    seen = {i.uid for i in probes.items}
+    extra = []
+    for s in probes.skipped if skip_bad else ():
+        if s.item is not None and s.item.uid not in seen:
+            seen.add(s.item.uid)
+            extra.append(s)
+    return [*probes.items, *(s.item for s in extra)], {s.item.uid: s.reason for s in extra}
+
+
+def build_manifest(adapters: dict[str, Adapter], probes: ProbeSet, options: RecordOptions,
+                   n_items: int | None = None) -> dict:
     items_file = probes.root / "items.jsonl"
     models = {}
     for name, a in adapters.items():
@@ -104,7 +157,7 @@ def build_manifest(adapters: dict[str, Adapter], probes: ProbeSet, options: Reco
     return {
         "format": FORMAT, "version": FORMAT_VERSION, "cdviz_version": __version__,
         "models": models,
-        "probes": {"path": str(probes.root.resolve()), "name": probes.meta.get("name", ""), "n_items": len(probes),
+        "probes": {"path": str(probes.root.resolve()), "name": probes.meta.get("name", ""), "n_items": len(probes) if n_items is None else n_items,
                    "items_sha256": hashlib.sha256(items_file.read_bytes()).hexdigest() if items_file.is_file() else ""},
         "options": {**asdict(options), "layers": list(options.layers) if options.layers is not None else None},
         # Lines the probe set left out (on import or load, --skip-bad) have no item to index; they
@@ -124,21 +177,35 @@ def model_origin(adapter: Adapter) -> dict:
 def _claim_store(out: Path, manifest: dict) -> None:
     path = out / "manifest.json"
     if path.is_file():
-        old = json.loads(path.read_text())
-        if old.get("version") != manifest["version"] or old.get("probes") != manifest["probes"] \
-                or old.get("options") != manifest["options"] or old.get("models") != manifest["models"]:
+        started = any((out / "parts").glob("*.parquet"))
+        try:
+            old = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            if started:
+                raise StoreError(f"{path} is corrupt ({e}), so the shards beside it cannot be matched to this "
+                                 "command; record into a new --out (or restore the manifest)") from e
+            old = None  # nothing recorded yet: the manifest is simply written again
+        if isinstance(old, dict) and old.get("version") != manifest["version"]:
+            raise StoreError(version_message(out, old.get("version")))
+        if started and (not isinstance(old, dict) or old.get("probes") != manifest["probes"]
+                        or old.get("options") != manifest["options"] or old.get("models") != manifest["models"]):
+            differ = [k for k in ("models", "probes", "options") if not isinstance(old, dict) or old.get(k) != manifest[k]]
             raise StoreError(
-                f"{out} holds a run with other models, probes or options; resume only with the same command, "
+                f"{out} holds a run with other {', '.join(differ)}; resume only with the same command, "
                 f"or choose a new --out"
             )
-        return
+        if started:
+            return
     write_json_atomic(path, manifest)
 
 
-def _record_shard(k, items, adapters, probes, out, manifest, options, skip_bad, progress) -> None:
+def _record_shard(k, items, adapters, probes, out, manifest, options, skip_bad, progress, preskipped=None) -> None:
     skipped: dict[str, str] = {}
     images: dict[str, list] = {}
     for item in items:
+        if preskipped and item.uid in preskipped:
+            skipped[item.uid] = preskipped[item.uid]
+            continue
         try:
             images[item.uid] = [load_image(probes, item, i) for i in range(len(item.images))]
         except ProbeError as e:
@@ -149,10 +216,12 @@ def _record_shard(k, items, adapters, probes, out, manifest, options, skip_bad, 
     per_model: dict[str, tuple[dict, dict, list]] = {}
     for name, adapter in adapters.items():
         tensors, facts, rows = _run_model(adapter, live, images, manifest["models"][name]["layers"], options,
-                                          skip_bad, skipped)
+                                          skip_bad, skipped, name)
         per_model[name] = (tensors, facts, rows)
+    files = {}
     for name in MODELS:
-        write_shard(out, name, k, {key: t for key, t in per_model[name][0].items() if key.split("/")[0] not in skipped})
+        files[name] = write_shard(out, name, k, {key: t for key, t in per_model[name][0].items()
+                                                 if key.rsplit("/", 1)[0] not in skipped})
     outcome_frames = []
     for name in MODELS:
         rows = [r for r in per_model[name][2] if r["uid"] not in skipped]
@@ -164,12 +233,12 @@ def _record_shard(k, items, adapters, probes, out, manifest, options, skip_bad, 
             frame.insert(3, "skill", [meta[u].skill for u in frame.uid])
         outcome_frames.append(frame)
     outcomes = pd.concat(outcome_frames, ignore_index=True)
-    write_part(out, k, _index_rows(k, items, probes, per_model, outcomes, skipped), outcomes)
+    write_part(out, k, _index_rows(k, items, probes, per_model, outcomes, skipped), outcomes, shards=files)
     if progress:
         progress(len(items))
 
 
-def _run_model(adapter, items, images, layers, options, skip_bad, skipped):
+def _run_model(adapter, items, images, layers, options, skip_bad, skipped, name="model"):
     """All queries of ``items`` for one model: tensors to store, per-item facts, outcome rows."""
     tensors: dict[str, torch.Tensor] = {}
     facts: dict[str, dict] = {}
@@ -181,7 +250,7 @@ def _run_model(adapter, items, images, layers, options, skip_bad, skipped):
         recorded.append((item, qs[0]))
         plain.extend((item, q) for q in qs[1:])
     def run(layer_list):
-        return lambda chunk: _forward(adapter, chunk, images, layer_list, options, tensors, facts, rows)
+        return lambda chunk: _forward(adapter, chunk, images, layer_list, options, tensors, facts, rows, name)
 
     for chunk in _chunks(recorded, options.batch_size):
         _guarded(run(layers), chunk, skip_bad, skipped)
@@ -210,7 +279,13 @@ def _guarded(fn, chunk, skip_bad: bool, skipped: dict[str, str]) -> None:
                 skipped[pair[0].uid] = str(e1)
 
 
-def _forward(adapter: Adapter, chunk, images, layers, options, tensors, facts, rows) -> None:
+def model_label(name: str, adapter: Adapter) -> str:
+    """"student (checkpoints/student-kd)": which model, for messages."""
+    source = getattr(adapter, "source", "")
+    return f"{name} ({source})" if source else name
+
+
+def _forward(adapter: Adapter, chunk, images, layers, options, tensors, facts, rows, name="model") -> None:
     uids = [item.uid for item, _ in chunk]
     batch = adapter.build_batch([images[i.uid][q.image] for i, q in chunk], [q.text for _, q in chunk], uids)
     max_len = getattr(adapter.text_config, "max_position_embeddings", None)
@@ -230,6 +305,7 @@ def _forward(adapter: Adapter, chunk, images, layers, options, tensors, facts, r
             with Capture(adapter, CapturePlan(list(layers), plans, store_block=options.store_block)) as cap:
                 logits = adapter.model(**batch.inputs, use_cache=False).logits
             for b, (item, _q) in enumerate(chunk):
+                _check_finite_attention(cap, b, item.uid, model_label(name, adapter))
                 _collect(cap, b, item.uid, tensors)
                 span, grid = batch.image_spans[b][0], batch.grids[b][0]
                 facts[item.uid] = {
@@ -239,8 +315,11 @@ def _forward(adapter: Adapter, chunk, images, layers, options, tensors, facts, r
                 }
     pos = batch.answer_pos
     answer = logits[torch.arange(len(pos), device=pos.device), pos].float().cpu()
-    if not torch.isfinite(answer).all():
-        raise CaptureError(f"{uids}: logits have NaN or inf values")
+    bad = [u for u, ok in zip(uids, torch.isfinite(answer).all(-1).tolist()) if not ok]
+    if bad:
+        raise CaptureError(f"{model_label(name, adapter)}: item(s) {', '.join(map(repr, bad))}: the answer logits "
+                           "have NaN or inf values (broken weights or inputs?); check the model with `cdviz eval`, "
+                           "or pass --skip-bad to record such items as skips")
     rows.extend(score_queries(adapter, [q for _, q in chunk], answer))
 
 
@@ -249,6 +328,15 @@ def _query_rows(adapter: Adapter, ids: torch.Tensor, answer_pos: int, mode: str)
         return [answer_pos]
     special = set(adapter.tokenizer.all_special_ids)
     return [i for i in range(answer_pos + 1) if int(ids[i]) not in special and int(ids[i]) != adapter.image_token_id]
+
+
+def _check_finite_attention(cap: Capture, b: int, uid: str, label: str) -> None:
+    for layer in cap.plan.layers:
+        r = cap.results[layer]
+        for f in ("t2i", "mass", "i2i"):
+            if not torch.isfinite(getattr(r, f)[b]).all():
+                raise CaptureError(f"{label}: item {uid!r}: layer {layer} attention ({f}) has NaN or inf values; "
+                                   "check the model with `cdviz eval`, or pass --skip-bad to record the item as a skip")
 
 
 def _collect(cap: Capture, b: int, uid: str, tensors: dict) -> None:
@@ -302,7 +390,9 @@ def record(teacher_dir, student_dir, probes_dir, out, options: RecordOptions = R
     """Load the pair and the probe set, then ``record_run``."""
     from cdviz.models import load_pair
 
+    check_options(options)
     probes = load_probeset(probes_dir, skip_bad=skip_bad)
+    check_probes(probes)
     teacher, student, _ = load_pair(teacher_dir, student_dir, dtype=options.dtype, device=device,
                                     trust_remote_code=trust_remote_code)
     return record_run(teacher, student, probes, out, options, skip_bad=skip_bad, progress=progress)
