@@ -336,8 +336,11 @@ def compare_cmd(
 ) -> None:
     """Per-layer misalignment and per-category accuracy deltas, with intervals."""
     from cdviz.report import compare_runs
+    from cdviz.store import open_run
 
     with user_errors():
+        for run in (before, after):
+            open_run(run).require_whole()  # a partial or damaged run is named, never compared as if whole
         with progress_bar("compare", None) as advance:
             path = compare_runs(before, after, out or after / "compare", n_boot=n_boot, progress=advance)
     console.print(f"comparison: {path / 'compare.html'}\nsummary: {path / 'summary.json'}")

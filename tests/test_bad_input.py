@@ -328,3 +328,11 @@ def test_dashboard_does_not_trust_a_run_that_names_a_broad_probe_folder(tmp_path
 def test_make_demo_serves_on_localhost_only():
     makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
     assert "--server.address $(ADDRESS)" in makefile and "ADDRESS ?= localhost" in makefile
+
+
+def test_compare_refuses_a_partial_run(model, probes, straight, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    (run / "parts" / "00001.parquet").unlink()
+    result = invoke("compare", straight, run)
+    assert_clean_error(result, "4 of 6 items recorded", "00001")
