@@ -420,6 +420,7 @@ def zoo_build_cmd(
     teacher_qa_kinds: str = typer.Option("qa:colour,qa:exists", "--teacher-qa-kinds",
                                          help="Which questions those steps use: qa, or some of qa:colour, qa:where, "
                                               "qa:relation, qa:exists, qa:count, comma-separated."),
+    protocol: str = typer.Option("match", help="How the held-out set is scored and recorded: match or letters."),
 ) -> None:
     """Train teacher, student-sft, student-kd and student-compodistill (resumable)."""
     from cdviz.zoo import ZooSpec, build_zoo
@@ -431,8 +432,10 @@ def zoo_build_cmd(
     kinds = tuple(k.strip() for k in teacher_qa_kinds.split(",") if k.strip())
     if not kinds or set(kinds) - set(SAMPLE_KINDS):
         raise typer.BadParameter(f"--teacher-qa-kinds {teacher_qa_kinds!r}: give some of {', '.join(SAMPLE_KINDS)}")
+    if protocol not in ("match", "letters"):
+        raise typer.BadParameter(f"--protocol {protocol!r}: choose match or letters")
     spec = ZooSpec(seed=seed, teacher_ground=teacher_ground, teacher_qa_steps=teacher_qa_steps, teacher_qa_kinds=kinds,
-                   teacher_steps=teacher_steps)
+                   teacher_steps=teacher_steps, protocol=protocol)
     with user_errors():
         build_zoo(out, spec, log=lambda m: console.print(f"[bold]{m}[/bold]"))
     console.print(f"models and manifest in {out}")

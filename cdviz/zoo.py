@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -184,13 +184,64 @@ def build_zoo(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), log: C
     built = {"teacher": teacher, "student-sft": sft, "student-kd": kd, "student-compodistill": cd}
     for name, src in built.items():
         _export(src, out / name)
+    return _measure_and_write(out, work, spec, heldout, run_kd, run_cd)
+
+
+def _measure_and_write(out: Path, work: Path, spec: ZooSpec, heldout: Path, run_kd: Path, run_cd: Path, *,
+                       targets: dict | None = None, extra: dict | None = None) -> dict:
+    """Evaluate the four models in ``out``, write manifest.json and README.md; returns the manifest."""
     metrics = {name: _evaluate(out / name, heldout, spec) for name in MODELS}
     misalignment = {"student-kd": _layer_misalignment(run_kd), "student-compodistill": _layer_misalignment(run_cd)}
     manifest = _manifest(out, spec, metrics, misalignment, run_kd)
-    manifest["text_only"] = text_only_control(work, spec, heldout)
+    if targets is not None:  # the layers the shipped student-compodistill was trained on
+        manifest["compodistill_targets"] = targets
+    manifest["text_only"] = text_only_control(work, spec)
     manifest["error_link"] = error_link_summary(run_kd)
+    manifest.update(extra or {})
+    if (out / "DESIGNS.md").is_file():
+        manifest["designs"] = "DESIGNS.md"
     write_json_atomic(out / "manifest.json", manifest)
-    write_text_atomic(out / "README.md", render_readme(manifest))
+    write_text_atomic(out / "README.md", render_readme(manifest, _read_variations(out)))
+    return manifest
+
+
+def evaluate_zoo(out: str | Path = "checkpoints", protocol: str | None = None,
+                 log: Callable[[str], None] = print) -> dict:
+    """Re-measure the shipped models without retraining them: regenerate the held-out set with the
+    current probe generator, record and report student-kd and student-compodistill against the
+    teacher, evaluate all four, and rewrite manifest.json and README.md (weights untouched).
+
+    For when the probe generator, the protocols or the analyses change. The spec is the one the
+    models were built with (the manifest's); ``protocol`` defaults to the manifest's, "letters"
+    for a manifest written before protocols existed.
+    """
+    from cdviz.errors import OptionError
+    from cdviz.evaluate import PROTOCOLS
+
+    out = Path(out)
+    old = json.loads((out / "manifest.json").read_text())
+    known = {f.name for f in fields(ZooSpec)}
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in old["spec"].items() if k in known}
+    # Fields added after a manifest was written did not exist for its build: its defaults then.
+    settings.setdefault("protocol", "letters")
+    settings.setdefault("shapes_kinds", None)
+    settings.setdefault("teacher_ground", 0.0)
+    settings.setdefault("teacher_qa_steps", 0)
+    built = ZooSpec(**settings)  # as the models were built (their run-kd report scored with its protocol)
+    spec = replace(built, protocol=protocol or built.protocol)
+    if spec.protocol not in PROTOCOLS or spec.protocol == "likelihood":
+        raise OptionError(f"--protocol {spec.protocol!r}: choose letters or match")
+    work = out / ".build" / "evaluate"
+    if work.exists():
+        shutil.rmtree(work)  # runs of an older probe set or protocol must not be reused
+    heldout = heldout_probes(work / "heldout", spec)
+    log(f"1/3 record and report student-kd and student-compodistill ({spec.protocol} protocol)")
+    run_kd = _record_and_report(out / "teacher", out / "student-kd", heldout, work / "run-kd", spec)
+    run_cd = _record_and_report(out / "teacher", out / "student-compodistill", heldout, work / "run-compodistill", spec)
+    log("2/3 evaluate the four models and the controls")
+    manifest = _measure_and_write(out, work, spec, heldout, run_kd, run_cd, targets=old.get("compodistill_targets"),
+                                  extra={"build_command": build_command(out, built), "evaluate_command": f"cdviz zoo evaluate --out {out} --protocol {spec.protocol}"})
+    log("3/3 manifest.json and README.md rewritten")
     return manifest
 
 
@@ -421,7 +472,7 @@ def _export(src: Path, dst: Path) -> None:
 def _evaluate(model_dir: Path, probes: Path, spec: ZooSpec) -> dict:
     """Held-out summary under ``spec.protocol``, the judged-right rate of its queries on the first
     ``spec.check_items`` items (the test's subset), and the controls: the same protocol on flat
-    images (``blind``) and, for reference, the two-choice letter format (``letters``)."""
+    images (``blind``) and, for reference, the other of letters / match."""
     from cdviz.evaluate import evaluate, summarize
     from cdviz.models import load_model
     from cdviz.probes.probeset import load_probeset
@@ -435,9 +486,9 @@ def _evaluate(model_dir: Path, probes: Path, spec: ZooSpec) -> dict:
                         "accuracy": 100 * float(frame[frame.uid.isin(subset)].correct.mean())}
     blind, _ = evaluate(model, ps, batch_size=32, protocol=spec.protocol, blind=True)
     summary["blind"] = headline_view(summarize(blind))
-    if spec.protocol != "letters":
-        letters, _ = evaluate(model, ps, batch_size=32)
-        summary["letters"] = headline_view(summarize(letters))
+    other = "match" if spec.protocol == "letters" else "letters"
+    frame, _ = evaluate(model, ps, batch_size=32, protocol=other)
+    summary[other] = headline_view(summarize(frame))
     return summary
 
 
@@ -448,21 +499,27 @@ def headline_view(summary: dict) -> dict:
     return {"measure": key,
             "by_category": {c: v[key] for c, v in summary.get("by_category", {}).items()},
             "by_skill": {c: v[key] for c, v in summary.get("by_skill", {}).items()},
-            "perception_mean": summary.get(f"{key}_mean_over_categories")}
+            "perception_mean": summary.get(f"{key}_mean_over_categories"),
+            "strict_mean": summary.get("strict_mean_over_categories")}
 
 
-def text_only_control(work: Path, spec: ZooSpec, heldout: Path) -> dict:
-    """Pairwise accuracy per held-out category of a bag-of-words model of the option texts alone,
-    fitted on training-split items of the same world (cdviz.probes.text_baseline)."""
+def text_only_control(work: Path, spec: ZooSpec) -> dict:
+    """Pairwise accuracy per category of a bag-of-words model of the option texts alone, fitted on
+    ``spec.text_only_items`` training-split items and scored on half as many test-split items of
+    the same world (cdviz.probes.text_baseline). It needs no model, so it is scored on more items
+    than the held-out set's 60 per category, where chance alone spreads results by +/- 13 points."""
     from cdviz.probes.probeset import load_probeset
     from cdviz.probes.shapes import make_shapes
     from cdviz.probes.text_baseline import text_only_pairwise
 
-    train_dir = work / "text-only-train"
-    if not (train_dir / "items.jsonl").is_file():
-        make_shapes(train_dir, n=spec.text_only_items, seed=spec.seed, image_size=spec.image_size, splits=("train",))
-    by_category = text_only_pairwise(load_probeset(train_dir).items, load_probeset(heldout).items)
-    return {"train_items": spec.text_only_items, "by_category": by_category}
+    sets = {}
+    for split, n in (("train", spec.text_only_items), ("test", spec.text_only_items // 2)):
+        folder = work / f"text-only-{split}"
+        if not (folder / "items.jsonl").is_file():
+            make_shapes(folder, n=n, seed=spec.seed, image_size=spec.image_size, splits=(split,))
+        sets[split] = load_probeset(folder).items
+    return {"train_items": len(sets["train"]), "test_items": len(sets["test"]),
+            "by_category": text_only_pairwise(sets["train"], sets["test"])}
 
 
 def _layer_misalignment(run: Path) -> list[dict]:
@@ -499,11 +556,7 @@ def _manifest(out: Path, spec: ZooSpec, metrics: dict, misalignment: dict, run_k
         }
     targets = json.loads((run_kd / "report" / "summary.json").read_text()).get("recommended_targets")
     return {
-        "cdviz_version": __version__, "build_command": f"cdviz zoo build --out {out} --seed {spec.seed}"
-        + (f" --teacher-steps {spec.teacher_steps}" if spec.teacher_steps != ZooSpec.teacher_steps else "")
-        + (f" --teacher-ground {spec.teacher_ground}" if spec.teacher_ground else "")
-        + (f" --teacher-qa-steps {spec.teacher_qa_steps}" if spec.teacher_qa_steps else "")
-        + (f" --teacher-qa-kinds {','.join(spec.teacher_qa_kinds)}" if spec.teacher_qa_steps else ""),
+        "cdviz_version": __version__, "build_command": build_command(out, spec),
         "spec": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()},  # as JSON reads back
         "models": models, "misalignment_by_layer": misalignment,
         "compodistill_targets": targets,
@@ -516,6 +569,21 @@ RECOGNITION = ["existence", "colour"]
 PERCEPTION = ["replace_att", "replace_obj", "replace_rel", "swap_att", "swap_obj", "add_att", "add_obj", "counting"]
 
 
+def build_command(out: Path, spec: ZooSpec) -> str:
+    """The ``cdviz zoo build`` command that rebuilds ``spec``: every option that differs from today's defaults."""
+    default = ZooSpec()
+    flags = [f"--out {out}", f"--seed {spec.seed}"]
+    for name in ("teacher_steps", "teacher_ground", "teacher_qa_steps", "protocol"):
+        if getattr(spec, name) != getattr(default, name):
+            flags.append(f"--{name.replace('_', '-')} {getattr(spec, name)}")
+    if spec.teacher_qa_steps and tuple(spec.teacher_qa_kinds) != tuple(default.teacher_qa_kinds):
+        flags.append(f"--teacher-qa-kinds {','.join(spec.teacher_qa_kinds)}")
+    unset = [name for name in ("shapes_kinds", "student_steps", "shapes_scenes", "vision_steps")
+             if getattr(spec, name) != getattr(default, name)]
+    note = f"  # and {', '.join(unset)} as in the manifest's spec" if unset else ""
+    return "cdviz zoo build " + " ".join(flags) + note
+
+
 def render_readme(manifest: dict, variations: dict | None = None) -> str:
     """checkpoints/README.md: what the models are, the measured tables, the controls, the student
     seeds (if run), the design goals checked and the variations of the fix (if run)."""
@@ -525,7 +593,9 @@ def render_readme(manifest: dict, variations: dict | None = None) -> str:
              "Four LLaVA-architecture models trained by `cdviz zoo build` on the synthetic shapes world "
              "(see `cdviz/zoo.py`). Standard HF directories: `LlavaForConditionalGeneration.from_pretrained` and "
              "`AutoProcessor.from_pretrained` work on each.", "",
-             f"Build: `{manifest['build_command']}`; held-out set: `{manifest['heldout']['command']}`.", "",
+             f"Build: `{manifest['build_command']}`; held-out set: `{manifest['heldout']['command']}`."
+             + (f" Re-measured without retraining: `{manifest['evaluate_command']}`." if manifest.get("evaluate_command")
+                else ""), "",
              *_teacher_training_lines(manifest["spec"]),
              *_protocol_lines(protocol),
              "| model | layers | heads | hidden | recognition | " + " | ".join(cats) + " | perception mean | blind |",
@@ -543,8 +613,9 @@ def render_readme(manifest: dict, variations: dict | None = None) -> str:
                      + f" | {_pct(sum(perception) / len(perception) if perception else None)} | - |")
     lines += ["", f"Per category: {_measure_text(protocol)}, in percent, on the held-out items. `blind`: the same "
               "protocol with every image replaced by a flat image of its mean colour (the perception mean). "
-              "`text only`: a logistic regression on the bag of words of each option's query, fitted on "
-              f"{(text_only or {}).get('train_items', '?')} training-split items (`cdviz.probes.text_baseline`); "
+              "`text only`: a logistic regression on the bag of words of each option's query (pairwise), fitted on "
+              f"{(text_only or {}).get('train_items', '?')} training-split items and scored on "
+              f"{(text_only or {}).get('test_items', '?')} test-split items (`cdviz.probes.text_baseline`); "
               "chance is 50.", ""]
     lines += _strict_and_letters_section(manifest)
     lines += ["## Teacher-student misalignment per student layer (held-out items)", "",
@@ -559,6 +630,9 @@ def render_readme(manifest: dict, variations: dict | None = None) -> str:
     lines += _error_link_section(manifest.get("error_link"))
     lines += _seeds_section(manifest)
     lines += ["## Design goals, checked", ""] + [f"- {g}" for g in design_goals(manifest)] + [""]
+    if manifest.get("designs"):
+        lines += [f"The designs tried for a teacher that binds, with their figures: [{manifest['designs']}]"
+                  f"({manifest['designs']}).", ""]
     if variations:
         lines += _variations_section(manifest, variations)
     return "\n".join(lines)
@@ -585,15 +659,19 @@ def _protocol_lines(protocol: str) -> list[str]:
 
 
 def _strict_and_letters_section(manifest: dict) -> list[str]:
+    """The other protocol beside the headline one, and match's strict accuracy where measured."""
     rows = [(name, m["metrics"]) for name, m in manifest["models"].items()]
-    if not any("strict_mean_over_categories" in m for _, m in rows):
+    other = "match" if manifest["spec"].get("protocol", "letters") == "letters" else "letters"
+    if not any(other in m for _, m in rows):
         return []
-    lines = ["| model | strict perception mean | strict recognition | letters (two-choice, consistent) perception mean |",
+    lines = [f"The other protocol, for reference ({_measure_text(other)}):", "",
+             f"| model | {other} recognition | {other} perception mean | match strict perception mean |",
              "|---|---|---|---|"]
     for name, m in rows:
-        lines.append(f"| {name} | {_pct(m.get('strict_mean_over_categories'))} | "
-                     f"{_pct(m.get('by_skill', {}).get('recognition', {}).get('strict'))} | "
-                     f"{_pct(m.get('letters', {}).get('perception_mean'))} |")
+        view = m.get(other, {})
+        strict = m.get("strict_mean_over_categories", m.get("match", {}).get("strict_mean"))
+        lines.append(f"| {name} | {_pct(view.get('by_skill', {}).get('recognition'))} | "
+                     f"{_pct(view.get('perception_mean'))} | {_pct(strict)} |")
     return lines + [""]
 
 
@@ -654,7 +732,10 @@ def _variations_section(manifest: dict, variations: dict) -> list[str]:
     """Each variation of the fix next to student-kd and the shipped student-compodistill."""
     cats = PERCEPTION
     lines = ["## Variations of the fix (`cdviz zoo variations`)", "",
-             "Each changes one thing against student-compodistill; same steps, data and seed. Not shipped.", "",
+             "Each changes one thing against student-compodistill; same steps, data and seed. Not shipped. Each row "
+             "was measured when it was trained (variations.json), on the probe set of that time"
+             + ("; the shipped rows are re-measured on today's, so compare within a row's own measurement."
+                if manifest.get("evaluate_command") else "."), "",
              "| model | change | recognition | " + " | ".join(cats) + " | perception mean | i2i:vat_cosine by student layer |",
              "|---" * (len(cats) + 5) + "|"]
     shipped = {n: (manifest["models"][n]["metrics"], manifest["misalignment_by_layer"].get(n, []))

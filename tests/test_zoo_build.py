@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from cdviz.train.tracking import read_metrics
-from cdviz.zoo import MODELS, VARIATIONS, ZooSpec, build_seeds, build_variations, build_zoo, sha256
+from cdviz.zoo import MODELS, VARIATIONS, ZooSpec, build_seeds, build_variations, build_zoo, evaluate_zoo, sha256
 
 TOY = replace(ZooSpec(), image_size=32, vision_hidden=32, hidden=32, teacher_layers=4, teacher_heads=2,
               student_layers=2, student_heads=2, teacher_mlp=64, student_mlp=64, vision_steps=2, teacher_steps=3,
@@ -86,6 +86,22 @@ def test_seeds_add_student_runs_and_an_interval_over_seeds(zoo):
     assert json.loads(kd1.read_text())["seed"] == 1 and json.loads(kd1.read_text())["shapes_seed"] == TOY.seed
     with pytest.raises(ValueError, match="shipped pair"):
         build_seeds(out, TOY, seeds=(TOY.seed,), log=lambda m: None)
+
+
+def test_evaluate_remeasures_without_touching_the_weights(zoo):
+    out, manifest = zoo
+    again = evaluate_zoo(out, protocol="letters", log=lambda m: None)
+    assert again["spec"]["protocol"] == "letters" and again["evaluate_command"].endswith("--protocol letters")
+    assert again["build_command"] == manifest["build_command"]  # how the models were built, not re-measured
+    for name in MODELS:
+        assert again["models"][name]["sha256"] == manifest["models"][name]["sha256"]
+        metrics = again["models"][name]["metrics"]
+        assert metrics["check"]["protocol"] == "letters" and "match" in metrics and "consistent_mean_over_categories" in metrics
+    assert again["compodistill_targets"] == manifest["compodistill_targets"]
+    assert "Re-measured without retraining" in (out / "README.md").read_text()
+    with pytest.raises(Exception, match="choose letters or match"):
+        evaluate_zoo(out, protocol="likelihood", log=lambda m: None)
+    evaluate_zoo(out, protocol="match", log=lambda m: None)  # leave the zoo as the other tests expect
 
 
 def test_seeds_need_a_trained_teacher(tmp_path):
