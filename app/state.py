@@ -237,6 +237,32 @@ def _accuracy(path: str, stamp: float, by: str) -> pd.DataFrame:
     return table[[by, *(c for c in ACCURACY_COLUMNS if c in table)]]  # strict only in match-protocol runs
 
 
+def chance_level(items: pd.DataFrame) -> float:
+    """Mean over items of 1 / number of options: the accuracy of guessing (two options: 1/2)."""
+    import json
+
+    counts = [len(json.loads(o)) for o in items["options"]] if "options" in items and len(items) else []
+    return float(np.mean([1 / k for k in counts if k])) if counts else 0.5
+
+
+def chance_warning(overall: pd.Series, chance: float = 0.5) -> str | None:
+    """A sentence when the teacher's overall accuracy is indistinguishable from chance, else None.
+
+    ``overall`` is the "all" row of ``accuracy_table``; accuracy is the mean over option orders
+    (two options: chance 1/2) or match pairwise (chance 1/2). Indistinguishable: chance lies
+    inside the 95% normal-approximation interval of the teacher's accuracy over its n items.
+    """
+    n, acc = int(overall["n"]), float(overall["teacher"])
+    if n == 0 or acc != acc:
+        return None
+    half = 1.96 * (chance * (1 - chance) / n) ** 0.5
+    if abs(acc - chance) > half:
+        return None
+    return (f"The teacher is at chance on this probe set: {acc:.1%} against {chance:.0%} (n = {n}; 95% band "
+            f"{chance - half:.1%} to {chance + half:.1%}). It has no skill here for the student to lose, so the "
+            "misalignment and error-link views below describe models that guess; treat them as a tour of the tool.")
+
+
 def accuracy_table(run: Run, by: str) -> pd.DataFrame:
     """Per value of ``by`` ("category" or "skill") plus an "all" row: n, teacher and student accuracy
     (mean over query orders, as the paper reports), *_consistent (right in every order) and delta

@@ -81,6 +81,10 @@ if len(frame) > len(ok):
     with st.expander(f"{len(skipped)} items skipped during recording"):
         st.dataframe(skipped, hide_index=True, width="stretch")
 
+chance_note = state.chance_warning(overall, state.chance_level(ok)) if scored else None
+if chance_note:
+    st.warning(chance_note)
+
 st.subheader("Accuracy: teacher vs student")
 by = st.radio("Group by", ["category", "skill"], horizontal=True, key="ov_by")
 table = state.accuracy_table(run, by)

@@ -158,3 +158,17 @@ def test_md_escape_leaves_no_markdown_directive():
     escaped = state.md_escape("![x](http://e.vil/a.png) :red[hi] $x$ <b>")
     assert escaped == r"\!\[x\]\(http\:\/\/e\.vil\/a\.png\) \:red\[hi\] \$x\$ \<b\>"
     assert state.md_escape("plain words 12") == "plain words 12"
+
+
+def test_chance_warning_only_when_the_teacher_cannot_be_told_from_guessing():
+    import pandas as pd
+
+    from app.state import chance_level, chance_warning
+
+    assert "at chance" in chance_warning(pd.Series({"n": 600, "teacher": 0.486}))
+    assert chance_warning(pd.Series({"n": 600, "teacher": 0.56})) is None  # outside 46.0 .. 54.0
+    assert chance_warning(pd.Series({"n": 20, "teacher": 0.65})) is not None  # 20 items: band 28 .. 72
+    assert chance_warning(pd.Series({"n": 0, "teacher": float("nan")})) is None
+    four = pd.DataFrame({"options": ['["a", "b", "c", "d"]'] * 3 + ['["a", "b"]']})
+    assert chance_level(four) == pytest.approx((3 * 0.25 + 0.5) / 4)
+    assert chance_warning(pd.Series({"n": 400, "teacher": 0.5}), chance=0.25) is None
