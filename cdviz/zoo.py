@@ -33,7 +33,6 @@ command skips finished models and continues unfinished ones from their last chec
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import asdict, dataclass, fields, replace
@@ -532,11 +531,10 @@ def _layer_misalignment(run: Path) -> list[dict]:
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """A file's sha256, as the manifest records the weights."""
+    from cdviz.store import file_sha256
+
+    return file_sha256(path)
 
 
 def _manifest(out: Path, spec: ZooSpec, metrics: dict, misalignment: dict, run_kd: Path) -> dict:
