@@ -5,6 +5,8 @@ An adapter wraps one HF multimodal model class and knows, for that architecture:
     template (right padding, so every real token keeps the positions it has unpadded);
   - where each image's tokens are, found per sample from the input ids (``image_token_id``);
   - each image's patch grid (rows x cols) as the decoder sees it;
+  - for an image the model sees as several pieces (a base view and high-resolution crops, tiles
+    and a global view or thumbnail), every piece: its span, grid, role and place (``Piece``);
   - the decoder layers and their attention modules, and the head counts;
   - the tokens of an answer word as the model would write it (``answer_token_ids``).
 """
@@ -25,6 +27,55 @@ class AdapterError(CdvizError, ValueError):
     """A model or input an adapter cannot use; the message says what to change."""
 
 
+#: Roles of a piece that stands for the whole image (exactly one per image): the only piece,
+#: the base view (LLaVA-NeXT / OneVision), the global view (Idefics3 / SmolVLM), the thumbnail (InternVL).
+PRIMARY_ROLES = ("image", "base", "global", "thumbnail")
+#: Roles of the other pieces: high-resolution crops stitched over the whole image (LLaVA-NeXT /
+#: OneVision, ``place`` None) and one tile of a split image (Idefics3, InternVL, ``place`` set).
+PIECE_ROLES = (*PRIMARY_ROLES, "crop", "tile")
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One contiguous piece of an image's tokens.
+
+    span:     (start, end) token positions, end exclusive
+    grid:     (rows, cols) of image patches in the piece
+    role:     one of PIECE_ROLES
+    place:    a tile's (row, col, n_rows, n_cols) in its image's tile layout; None otherwise
+    row_end:  tokens closing each row that are not patches (LLaVA-NeXT's newline, Pixtral's
+              [IMG_BREAK] / [IMG_END]): the span holds rows * (cols + row_end) tokens, row-major
+    """
+
+    span: tuple[int, int]
+    grid: tuple[int, int]
+    role: str = "image"
+    place: tuple[int, int, int, int] | None = None
+    row_end: int = 0
+
+    @property
+    def token_grid(self) -> tuple[int, int]:
+        """(rows, cols + row_end): how the span's tokens lie, row-end tokens as a last column."""
+        return self.grid[0], self.grid[1] + self.row_end
+
+    @property
+    def n_tokens(self) -> int:
+        rows, cols = self.token_grid
+        return rows * cols
+
+    @property
+    def primary(self) -> bool:
+        return self.role in PRIMARY_ROLES
+
+
+def primary_piece(pieces: Sequence[Piece]) -> Piece:
+    """The piece standing for the whole image (see PRIMARY_ROLES)."""
+    found = [p for p in pieces if p.primary]
+    if len(found) != 1:
+        raise AdapterError(f"an image needs exactly one base/global piece, got roles {[p.role for p in pieces]}")
+    return found[0]
+
+
 @dataclass
 class Batch:
     """Model inputs plus where things are in them.
@@ -33,12 +84,20 @@ class Batch:
     answer_pos:   [B] index of each sample's last real token (its logits predict the answer)
     image_spans:  per sample, per image: (start, end) token positions, end exclusive
     grids:        per sample, per image: (rows, cols) of the image tokens
+    pieces:       per sample, per image: every Piece of the image in token order
+
+    An image of several pieces is reported in ``image_spans`` / ``grids`` by its primary piece
+    (base view, global view or thumbnail; ``primary_piece``), which is what capture, the store
+    and the analyses use; the other pieces are listed in ``pieces`` only. A primary piece with
+    row-end tokens (Pixtral) is reported with its ``token_grid``: the row-end tokens form the
+    grid's last column.
     """
 
     inputs: dict[str, Any]
     answer_pos: torch.Tensor
     image_spans: list[list[tuple[int, int]]]
     grids: list[list[tuple[int, int]]]
+    pieces: list[list[list[Piece]]] | None = None
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Batch:
         moved = {}
@@ -48,7 +107,7 @@ class Batch:
                 if dtype is not None and v.is_floating_point():
                     v = v.to(dtype)
             moved[k] = v
-        return Batch(moved, self.answer_pos.to(device), self.image_spans, self.grids)
+        return Batch(moved, self.answer_pos.to(device), self.image_spans, self.grids, self.pieces)
 
 
 def find_runs(ids: torch.Tensor, token_id: int) -> list[tuple[int, int]]:
@@ -132,21 +191,19 @@ class Adapter:
         prompts = [self.render_prompt(t) for t in texts]
         inputs = dict(self._encode([img.convert("RGB") for img in images], prompts))
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
-        grids = self._image_grids(inputs, [1] * len(prompts))
+        pieces = self.image_pieces(inputs, [1] * len(prompts), uids)
         spans: list[list[tuple[int, int]]] = []
-        for b in range(ids.shape[0]):
-            runs = find_runs(ids[b], self.image_token_id)
-            if not runs:
-                raise AdapterError(f"{uids[b]}: no image tokens in the input; the item has no image the model can see")
-            if len(runs) != len(grids[b]):
-                raise AdapterError(f"{uids[b]}: {len(runs)} image token runs for {len(grids[b])} images")
-            for (s, e), (r, c) in zip(runs, grids[b]):
-                if e - s != r * c:
-                    raise AdapterError(
-                        f"{uids[b]}: image span has {e - s} tokens but the grid is {r}x{c}={r * c}; "
-                        f"the processor and model config disagree"
-                    )
-            spans.append(runs)
+        grids: list[list[tuple[int, int]]] = []
+        for b, sample in enumerate(pieces):
+            for image in sample:
+                for p in image:
+                    if p.span[1] - p.span[0] != p.n_tokens:
+                        raise AdapterError(
+                            f"{uids[b]}: {p.role} piece has {p.span[1] - p.span[0]} tokens but its grid is "
+                            f"{'x'.join(map(str, p.token_grid))}={p.n_tokens}; the processor and model config disagree"
+                        )
+            spans.append([primary_piece(image).span for image in sample])
+            grids.append([primary_piece(image).token_grid for image in sample])
         if bool((mask[:, 0] == 0).any()):
             # Left padding would shift every real token's position by the sample's pad count.
             raise AdapterError(
@@ -155,7 +212,25 @@ class Adapter:
             )
         # The last attended token; its logits predict the answer.
         answer_pos = mask.shape[1] - 1 - mask.flip(1).argmax(dim=1)
-        return Batch(inputs=inputs, answer_pos=answer_pos, image_spans=spans, grids=grids)
+        return Batch(inputs=inputs, answer_pos=answer_pos, image_spans=spans, grids=grids, pieces=pieces)
+
+    def image_pieces(self, inputs: dict[str, Any], n_images: list[int], uids: Sequence[str]) -> list[list[list[Piece]]]:
+        """Per sample, per image, its pieces in token order, found from the input ids.
+
+        The default: each image is one run of ``image_token_id`` on the grid ``_image_grids``
+        gives. Adapters of models that see an image in several pieces override this.
+        """
+        ids = inputs["input_ids"]
+        grids = self._image_grids(inputs, n_images)
+        out = []
+        for b in range(ids.shape[0]):
+            runs = find_runs(ids[b], self.image_token_id)
+            if not runs:
+                raise AdapterError(f"{uids[b]}: no image tokens in the input; the item has no image the model can see")
+            if len(runs) != len(grids[b]):
+                raise AdapterError(f"{uids[b]}: {len(runs)} image token runs for {len(grids[b])} images")
+            out.append([[Piece(tuple(run), tuple(grid))] for run, grid in zip(runs, grids[b])])
+        return out
 
     def letter_token_ids(self, n: int = 2) -> list[int]:
         """Answer token ids of the first ``n`` option letters (see ``answer_token_id``)."""
