@@ -107,6 +107,9 @@ def load_processor(path: str | Path, *, trust_remote_code: bool = False) -> Any:
     try:
         return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
     except Exception as first:  # noqa: BLE001 - fall back to the parts, report both if that fails too
+        built = _processor_without_video(path, first, trust_remote_code=trust_remote_code)
+        if built is not None:
+            return built
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
             image_processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
@@ -116,6 +119,67 @@ def load_processor(path: str | Path, *, trust_remote_code: bool = False) -> Any:
                 f"save the model's processor there with processor.save_pretrained({str(path)!r})"
             ) from second
         return ComposedProcessor(tokenizer, image_processor, _read_chat_template(path))
+
+
+_WARNED_NO_VIDEO: set[str] = set()
+
+
+def _processor_class_name(path: Path) -> str | None:
+    """The HF processor class a checkpoint names (processor_config.json, tokenizer_config.json),
+    or its model type's default one."""
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        try:
+            found = json.loads((path / name).read_text()).get("processor_class")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue
+        if found:
+            return found
+    try:
+        from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+        return PROCESSOR_MAPPING_NAMES.get(json.loads((path / "config.json").read_text()).get("model_type"))
+    except (OSError, json.JSONDecodeError, AttributeError, ImportError):
+        return None
+
+
+def _processor_without_video(path: Path, error: Exception, *, trust_remote_code: bool = False) -> Any | None:
+    """The checkpoint's own processor class built from its saved parts without the video processor,
+    for a machine where that one cannot be built (torchvision does not import beside a CPU torch
+    build); None when the processor has no video part or cannot be built so. Warns once per class.
+    """
+    import inspect
+    import warnings
+
+    name = _processor_class_name(path)
+    cls = getattr(transformers, name, None) if name else None
+    try:
+        attributes = list(cls.get_attributes()) if cls is not None else []
+    except Exception:  # noqa: BLE001 - a placeholder class (its backend missing) has none
+        return None
+    if "video_processor" not in attributes:
+        return None
+    kept = [a for a in attributes if a != "video_processor"]
+    params = inspect.signature(cls.__init__).parameters
+    try:
+        config = path / "processor_config.json"
+        saved = json.loads(config.read_text()) if config.is_file() else {}
+        options = {k: v for k, v in saved.items() if k in params and k not in attributes and k != "chat_template"}
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+        image_processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                                             local_files_only=True)
+        # Same class, told that it has no video part, so ProcessorMixin neither wants nor checks one.
+        without = type(cls.__name__, (cls,), {"get_attributes": classmethod(lambda c: list(kept)),
+                                              "__module__": cls.__module__})
+        processor = without(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+                            chat_template=_read_chat_template(path), **options)
+    except Exception:  # noqa: BLE001 - the caller falls back to the bare parts
+        return None
+    if cls.__name__ not in _WARNED_NO_VIDEO:
+        _WARNED_NO_VIDEO.add(cls.__name__)
+        reason = " ".join(str(error).split()).split(". ")[0] or type(error).__name__
+        warnings.warn(f"{cls.__name__} built from its saved parts without its video processor ({reason}); "
+                      "images work, videos do not", stacklevel=3)
+    return processor
 
 
 def _read_chat_template(path: Path) -> str | None:
