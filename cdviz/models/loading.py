@@ -26,15 +26,31 @@ from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
 
 from cdviz.models.base import Adapter, AdapterError
 from cdviz.models.hub import ModelRef, resolve_model
+from cdviz.models.gemma3 import Gemma3Adapter
+from cdviz.models.idefics3 import Idefics3Adapter, SmolVLMAdapter
+from cdviz.models.internvl import InternVLAdapter
 from cdviz.models.llava import LlavaAdapter
+from cdviz.models.llava_next import LlavaNextAdapter, LlavaOnevisionAdapter
+from cdviz.models.mistral3 import Mistral3Adapter
 from cdviz.models.paligemma import PaliGemmaAdapter
 from cdviz.models.qwen2vl import Qwen2_5_VLAdapter, Qwen2VLAdapter
+from cdviz.models.qwen3vl import Qwen3VLAdapter, Qwen3VLMoeAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
     LlavaAdapter.arch: LlavaAdapter,
     Qwen2VLAdapter.arch: Qwen2VLAdapter,
     Qwen2_5_VLAdapter.arch: Qwen2_5_VLAdapter,
     PaliGemmaAdapter.arch: PaliGemmaAdapter,
+    # issue #13: today's families (an image of several pieces: see cdviz.models.base.Piece)
+    Qwen3VLAdapter.arch: Qwen3VLAdapter,
+    Qwen3VLMoeAdapter.arch: Qwen3VLMoeAdapter,
+    LlavaNextAdapter.arch: LlavaNextAdapter,
+    LlavaOnevisionAdapter.arch: LlavaOnevisionAdapter,
+    Gemma3Adapter.arch: Gemma3Adapter,
+    Idefics3Adapter.arch: Idefics3Adapter,
+    SmolVLMAdapter.arch: SmolVLMAdapter,
+    InternVLAdapter.arch: InternVLAdapter,
+    Mistral3Adapter.arch: Mistral3Adapter,
 }
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,

@@ -5,6 +5,8 @@ real checkpoint takes (``save_pretrained`` -> ``load_model``), with a word-level
 the architecture's own image processor, so no download is ever needed.
 
     build_tiny("llava", DIR, n_layers=2, image_size=32, patch_size=8) -> DIR (model + processor)
+    build_tiny("gemma3", DIR)   the newer families (FAMILY_ARCHS, cdviz.models.tiny_families): their
+                                image sizes are fixed there, image_size / patch_size do not apply
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from transformers import (
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
+from cdviz.models.tiny_families import FAMILY_ARCHS, build_tiny_family
 from cdviz.models.tokenizer import (
     LLAVA_CHAT_TEMPLATE,
     LLAVA_TEMPLATE_WORDS,
@@ -186,6 +189,9 @@ def build_tiny(
         )
         model = PaliGemmaForConditionalGeneration(cfg)
         processor.save_pretrained(out)
+    elif arch in FAMILY_ARCHS:
+        return build_tiny_family(arch, out, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads, hidden=hidden,
+                                 seed=seed, vocabulary=vocabulary)
     else:
         raise ValueError(f"unknown tiny architecture {arch!r}; choose from {TINY_ARCHS}")
     model.save_pretrained(out)
