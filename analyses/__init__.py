@@ -22,7 +22,8 @@ Public API (all keyword options have defaults; ``progress(n)`` is called with it
         .items [I rows: uid, category, skill, group, teacher_correct, student_correct]
         .student_layers [L], .teacher_groups [L][g], .measures [M] ("i2i:vat_cosine", "t2i:js", ...)
         .n_heads H, .values float32 [I, L, H+1, M] misalignment (larger = further apart; index H = head mean)
-        .to_frame() long rows, .by_layer(), .by_layer_head(), .by(column) (mean, std, n, sem, ci_low, ci_high),
+        .baseline float32 [I, L, M] teacher split-half noise baseline, .layer_baseline() [M, L]
+        .to_frame() long rows, .by_layer() (+ baseline), .by_layer_head(), .by(column) (mean, std, n, sem, ci_low, ci_high),
         .item_layer(measure) [I, L] frame, .measure_index(measure), .head_labels()
     layer_correspondence.layer_correspondence(store, *, field="t2i", metric="js", head_matching=True,
                  progress=None) -> LayerCorrespondenceResult
@@ -34,8 +35,10 @@ Public API (all keyword options have defaults; ``progress(n)`` is called with it
                  correction="bh", by_category=True, progress=None) -> ErrorLinkResult
         .groups (category, group, n, share), .auroc (measure, student_layer, teacher_layers, category, auroc,
         ci_low, ci_high, p_value, n_pos, n_neg, q_value), .logistic (measure, student_layer, category, term,
-        coef, se, ci_low, ci_high, odds_ratio, p_value, n), .by_outcome (measure, student_layer, group, mean,
-        ci_low, ci_high, n), .correction, .overall(measure=None) (category "all" AUROC rows)
+        coef, se, ci_low, ci_high, odds_ratio, p_value, n, q_value), .by_outcome (measure, student_layer, group,
+        mean, ci_low, ci_high, n), .correction, .family (the tests corrected together, in words), .n_tests,
+        .overall(measure=None) (category "all" AUROC rows); q-values over every AUROC and slope test
+    error_link.joint_family(link, grounding) -> (link, grounding), q-values over both (what the report shows)
     grounding.grounding(store, *, field="t2i", n_boot=1000, n_perm=1000, seed=0, progress=None)
         -> GroundingResult
         .items, .layers {model: [L]}, .in_box {model: [I, L, H+1]}, .area_share [I], .field,
@@ -51,7 +54,8 @@ Public API (all keyword options have defaults; ``progress(n)`` is called with it
         .items (uid, model, target_token, logit, delta, grid_rows, grid_cols), .by_layer()
     targets.targets(store, *, misalignment=None, error_link=None, measure=None, alpha=0.05,
                  max_layers=None, progress=None) -> TargetsResult
-        .student_layers, .teacher_groups, .evidence frame, .source, .measure, .criteria; .to_dict() is the
+        .student_layers, .teacher_groups, .evidence frame, .source, .measure, .criteria, .rule (in words),
+        .power (detectable AUROC), .power_text(); .to_dict() is the
         schema `cdviz finetune --from-report RUN` reads from summary.json["recommended_targets"]
         (documented in analyses/targets.py)
 
@@ -63,7 +67,8 @@ Registry:
     get_analysis(name)  (KeyError listing the registered names)
 
 Shared helpers other code may use: analyses.common (default_layer_map, outcome_group, box_cover),
-analyses.stats (auroc, auroc_ci, permutation_p, adjust_pvalues, logistic_wald, bootstrap_ci).
+analyses.stats (auroc, auroc_ci, permutation_p, rank_sum_p, adjust_pvalues, adjust_family, logistic_wald,
+bootstrap_ci, rank_sum_power, detectable_auroc).
 
 Tests: .venv/bin/pytest tests/analyses -q
 """

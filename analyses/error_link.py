@@ -170,7 +170,9 @@ def joint_family(link: ErrorLinkResult, grounding=None) -> tuple:
     n_cats = auc.category.nunique()
     family = (f"{n_tests} tests corrected together ({link.correction.upper()}): error-link AUROC and logistic "
               f"misalignment slope for {n_measures} measures x {n_layers} layers x {n_cats} categories "
-              f"(all items as one of them)" + (", and the grounding-gap AUROC per layer" if grounding is not None else ""))
+              "(all items as one of them)")
+    if grounding is not None:
+        family += ", and the grounding-gap AUROC per layer"
     new_link = replace(link, auroc=auc, logistic=logit, family=family, n_tests=n_tests)
     if grounding is None:
         return new_link, None

@@ -10,12 +10,15 @@ All randomness comes from ``np.random.default_rng(seed)``, so a report is reprod
     rank_sum_p(scores, labels)                 the same test with every permutation (Mann-Whitney U)
     adjust_pvalues(p, method)                  Benjamini-Hochberg ("bh") or Holm ("holm")
     adjust_family(p_arrays, method)            one correction over the union of several tables
+    rank_sum_power(auc, n_pos, n_neg, alpha)   chance the rank-sum test finds a link of that AUROC
+    detectable_auroc(n_pos, n_neg, alpha, power)  the smallest AUROC found with that chance
     logistic_wald(x, y, names)                 unpenalised logistic fit, Wald SEs from the Hessian
     bootstrap_ci(values, n_boot, seed)         (mean, low, high) of a sample mean
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Sequence
 
@@ -134,6 +137,35 @@ def adjust_family(p_arrays: Sequence[Sequence[float]], method: str = "bh") -> li
     q = adjust_pvalues(np.concatenate(arrays), method)
     edges = np.cumsum([0] + [len(a) for a in arrays])
     return [q[lo:hi].reshape(np.shape(p)) for lo, hi, p in zip(edges[:-1], edges[1:], p_arrays)]
+
+
+def rank_sum_power(auc: float, n_pos: int, n_neg: int, alpha: float = 0.05) -> float:
+    """Chance that the two-sided rank-sum test at ``alpha`` rejects AUROC = 0.5 when the true
+    AUROC is ``auc`` (normal approximation; AUC variance under the alternative from Hanley and
+    McNeil 1982, exact for exponential scores and close for others). Checked against simulation
+    in tests/analyses/test_power.py."""
+    if n_pos < 1 or n_neg < 1:
+        return float("nan")
+    a = float(auc)
+    var0 = (n_pos + n_neg + 1) / (12 * n_pos * n_neg)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var1 = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
+    z = norm.ppf(1 - alpha / 2)
+    shift = abs(a - 0.5)
+    sd1 = math.sqrt(max(var1, 1e-300))
+    return float(norm.cdf((shift - z * math.sqrt(var0)) / sd1) + norm.cdf((-shift - z * math.sqrt(var0)) / sd1))
+
+
+def detectable_auroc(n_pos: int, n_neg: int, alpha: float = 0.05, power: float = 0.9) -> float:
+    """The smallest AUROC > 0.5 that `rank_sum_power` finds with probability ``power`` (NaN when
+    even AUROC 1 is not found that often, or a class is empty)."""
+    if n_pos < 1 or n_neg < 1 or rank_sum_power(1 - 1e-9, n_pos, n_neg, alpha) < power:
+        return float("nan")
+    lo, hi = 0.5, 1 - 1e-9
+    for _ in range(60):  # bisection: power grows with the AUROC
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if rank_sum_power(mid, n_pos, n_neg, alpha) < power else (lo, mid)
+    return hi
 
 
 def adjust_pvalues(p: Sequence[float], method: str = "bh") -> np.ndarray:

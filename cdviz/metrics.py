@@ -4,8 +4,8 @@ analyses and the training loss, so that what is optimised is what is measured.
 A map is a tensor [..., N] over the image tokens of one image, laid out row-major on the model's
 patch grid (rows, cols), N = rows * cols. Teacher and student may use different grids; bring
 them onto one grid with `align_pair` before comparing (the coarser grid on each axis, reached by
-conservative remapping over exact cell overlaps, so mass is kept and no map is spread). Every metric takes any leading batch
-dims and returns one value per map, [...].
+conservative remapping over exact cell overlaps, so mass is kept and no map is spread). Every
+metric takes any leading batch dims and returns one value per map, [...].
 
     grids        overlap_matrix, resample_to_grid, common_grid, align_pair
     metrics      js_divergence, spearman, topk_iou, emd_2d (exact), emd_2d_sliced (approx.), cosine
@@ -155,8 +155,9 @@ def resample_to_grid(maps: torch.Tensor, grid: Grid, target_grid: Grid) -> torch
     mass is kept (totals are exact); a target cell made of whole source cells gets exactly their
     sum (8x8 -> 4x4 sums 2x2 blocks); at non-divisible ratios (27x27 -> 24x24, 8x8 -> 6x6) a
     cell split between two target cells is split by where its mass lies. Splitting by area alone
-    widens every map by a fraction of a cell, which biased layer matching toward sharper layers. Negative entries are clamped to 0 first;
-    the result is renormalised to sum 1, and an all-zero map stays all zero (no NaN).
+    widens every map by a fraction of a cell, which biased layer matching toward sharper layers.
+    Negative entries are clamped to 0 first; the result is renormalised to sum 1, and an all-zero
+    map stays all zero (no NaN).
     Differentiable (almost everywhere).
 
     Args:

@@ -13,6 +13,10 @@ difference, but the truth is known:
   - in the ``planted`` student layers the student's map is a mix of the teacher's and a bump at
     a wrong place, with per-item weight m ~ U(0, 1) (the item's misalignment); elsewhere it
     follows the teacher with small noise;
+  - in the ``decoys`` student layers the student's map is mixed with a wrong bump too, with a
+    larger weight u ~ U(0.5, 1) drawn apart from m: more misaligned than the planted layers, on
+    every item, yet unrelated to the errors (a rule that ranks layers by how large their
+    misalignment is picks these);
   - the teacher is right with probability 0.95; the student is wrong with probability
     sigmoid(link * (m - 0.5)), so misalignment in the planted layers predicts its errors.
 
@@ -96,9 +100,11 @@ def make_synthetic_run(
     shard_size: int = 50,
     image_size: int = 64,
     depth_profile: str = "middle",
+    decoys: tuple[int, ...] = (),
 ) -> Path:
     root = Path(root)
     rng = np.random.default_rng(seed)
+    decoy_rng = np.random.default_rng([seed, 1])  # its own stream: decoys leave every other draw as it was
     (root / "images").mkdir(parents=True, exist_ok=True)
     manifest = {
         "format": FORMAT, "version": FORMAT_VERSION, "cdviz_version": __version__,
@@ -111,7 +117,8 @@ def make_synthetic_run(
                    "items_sha256": ""},
         "options": {"layers": None, "queries": "answer", "store_block": False, "shard_size": shard_size,
                     "batch_size": 0, "dtype": "synthetic"},
-        "synthetic": {"seed": seed, "planted_student_layers": list(planted), "link": link},
+        "synthetic": {"seed": seed, "planted_student_layers": list(planted), "link": link,
+                      "decoy_student_layers": list(decoys), "depth_profile": depth_profile},
     }
     write_json_atomic(root / "manifest.json", manifest)
     cats = list(CATEGORIES)
@@ -131,7 +138,9 @@ def make_synthetic_run(
             img.save(img_path)
             m = float(rng.uniform())
             wrong_y, wrong_x = rng.uniform(0, 1, size=2)
-            for name, n_layers, grid in (("teacher", teacher_layers, teacher_grid), ("student", student_layers, student_grid)):
+            decoy_w, decoy_y, decoy_x = decoy_rng.uniform(0.5, 1), *decoy_rng.uniform(0, 1, size=2)
+            models = (("teacher", teacher_layers, teacher_grid), ("student", student_layers, student_grid))
+            for name, n_layers, grid in models:
                 cy, cx = (y + h / 2) / image_size, (x + w / 2) / image_size  # image units
                 maps = []
                 for layer in range(n_layers):
@@ -139,6 +148,8 @@ def make_synthetic_run(
                     base = cell_integrated_bump(grid, cy, cx, sd, sd)
                     if name == "student" and layer in planted:
                         base = (1 - m) * base + m * cell_integrated_bump(grid, wrong_y, wrong_x, sd, sd)
+                    elif name == "student" and layer in decoys:
+                        base = (1 - decoy_w) * base + decoy_w * cell_integrated_bump(grid, decoy_y, decoy_x, sd, sd)
                     heads = [base * rng.uniform(0.8, 1.2, size=base.shape) for _ in range(n_heads)]
                     maps.append(np.stack([hm / hm.sum() for hm in heads]))
                 att = torch.tensor(np.stack(maps), dtype=torch.float32)  # [L, H, N]

@@ -34,7 +34,8 @@ summary.json (format "cdviz-report", version 1); NaN is written as null:
                                     p_value, q_value, n_pos, n_neg}]}
     sinks: {k, by_layer: [{model, layer, n_sinks, sink_share, sink_share_filt, cos_raw_filt, n_items}]}
     attribution: null | [{model, layer, spearman, topk_iou, n}]
-    recommended_targets: {version, measure, source, student_layers, teacher_groups, criteria, evidence}
+    recommended_targets: {version, measure, source, rule, student_layers, teacher_groups, criteria, power,
+                          evidence}
                          (schema in analyses/targets.py; read by `cdviz finetune --from-report`)
     files: {html: "index.html", markdown: "report.md", tables: {name: "tables/name.parquet"}}
 """

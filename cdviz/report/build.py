@@ -181,6 +181,9 @@ def _html(summary: dict, res: dict[str, Any], tables: dict[str, str]) -> str:
     page.heading("Recommended fine-tune targets")
     page.paragraph(f"source: {t.source}; measure: {t.measure}; student layers {t.student_layers} aligned to teacher "
                    f"groups {t.teacher_groups}. cdviz finetune --from-report reads these from summary.json.")
+    page.paragraph(f"Why: {t.rule}")
+    if t.power_text():
+        page.paragraph(t.power_text(), note=True)
     page.table(t.evidence, file=tables["targets_evidence"])
     return page.render()
 
@@ -199,7 +202,7 @@ def _markdown(summary: dict, res: dict[str, Any]) -> str:
         "## Grounding gap\n", md_table(pd.DataFrame(summary["grounding"]["gap_auroc"])),
         "## Recommended fine-tune targets\n",
         f"source `{t.source}`, measure `{t.measure}`: student layers {t.student_layers}, teacher groups "
-        f"{t.teacher_groups}.\n\n",
+        f"{t.teacher_groups}.\n\nWhy: {t.rule}\n\n{t.power_text()}\n\n",
         md_table(res["targets"].evidence.astype(str)),
     ]
     return "\n".join(parts)

@@ -11,8 +11,8 @@ import pytest
 from cdviz.report import build_report, report_steps
 from cdviz.store import open_run
 
-SUMMARY_KEYS = {"format", "version", "cdviz_version", "run", "probes", "protocol", "models", "n_items", "n_analysed", "n_skipped",
-                "accuracy", "outcome_groups", "layer_map", "misalignment", "most_misaligned_layers", "error_link",
+SUMMARY_KEYS = {"format", "version", "cdviz_version", "run", "probes", "protocol", "models", "n_items", "n_analysed",
+                "n_skipped", "accuracy", "outcome_groups", "layer_map", "misalignment", "most_misaligned_layers", "error_link",
                 "grounding", "sinks", "attribution", "recommended_targets", "files"}
 EVIL = '<script>alert("cdviz")</script>'
 
