@@ -626,6 +626,24 @@ def bench_report_cmd(n_items: int = typer.Option(1000, "--n-items", help="Items 
     bench_report(n_items, console=Console())
 
 
+@bench_app.command("targets", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_targets_cmd(ctx: typer.Context) -> None:
+    """Detection power of the fine-tune target rule on planted synthetic stores (options: --help of
+    python -m cdviz.bench_targets)."""
+    from cdviz.bench_targets import main as targets_main
+
+    raise typer.Exit(targets_main(list(ctx.args)))
+
+
+@bench_app.command("gpu", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_gpu_cmd(ctx: typer.Context) -> None:
+    """The one-shot GPU check (make gpu-check): real-size models from configs, record and train steps in bf16;
+    without a GPU it says so and exits 0 (options: --help of python -m cdviz.gpu_check)."""
+    from cdviz.gpu_check import main as gpu_main
+
+    raise typer.Exit(gpu_main(list(ctx.args)))
+
+
 @bench_app.command("app")
 def bench_app_cmd(n_items: int = typer.Option(1000, "--n-items", help="Items in the synthetic run."),
                   repeats: int = typer.Option(3, help="Timing rounds (median reported).")) -> None:

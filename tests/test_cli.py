@@ -154,3 +154,12 @@ def test_zoo_build_refuses_bad_teacher_options_before_training(tmp_path, flags, 
     result = invoke("zoo", "build", "--out", tmp_path / "zoo", *flags)
     assert result.exit_code != 0 and message in result.output
     assert not (tmp_path / "zoo").exists()  # nothing was built
+
+
+def test_bench_gpu_without_a_gpu_says_so_and_claims_nothing(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = runner.invoke(app, ["bench", "gpu", "--out", str(tmp_path / "gpu")])
+    assert result.exit_code == 0 and "no CUDA GPU is visible" in result.output
+    assert not (tmp_path / "gpu" / "results.json").exists()
