@@ -38,8 +38,9 @@ def test_each_question_names_the_objects_its_answer_is_about():
         for s in instruction_samples(scene, random.Random(scene.index)):
             objs, q, a = s["objects"], s["prompt"], s["answer"]
             assert all(0 <= i < len(scene.objects) for i in objs)
-            if s["kind"] == "choice":  # the probe item's named objects (checked in tests/probes)
-                seen.add("choice")
+            if s["kind"] in ("choice", "match"):  # the probe item's named objects (checked in tests/probes)
+                seen.add(s["kind"])
+                assert s["kind"] == "choice" or a in ("yes", "no")
                 continue
             if s["kind"] == "qa":
                 assert s["question"] == _question_type(q)
@@ -59,7 +60,7 @@ def test_each_question_names_the_objects_its_answer_is_about():
                 assert (len(objs) > 0) == (a == "yes")
             elif s["kind"] == "caption":
                 assert objs == list(range(len(scene.objects)))
-    assert seen == {"choice", "colour", "relation", "position", "exists-yes", "exists-no"}
+    assert seen == {"choice", "match", "colour", "relation", "position", "exists-yes", "exists-no"}
 
 
 def test_regions_become_the_patches_under_the_named_object(tmp_path):
@@ -119,7 +120,8 @@ def test_training_with_grounding_logs_it_and_pulls_attention_onto_the_objects(tm
 
     def run(name, ground):
         stage = StageConfig("ce", steps=25, lr=1e-2, ce=0.0, ground=ground, trainable="llm")
-        cfg = TrainConfig(student=str(init), out=str(tmp_path / name), stages=[stage], ground_layers=[1], **SMALL)
+        cfg = TrainConfig(student=str(init), out=str(tmp_path / name), stages=[stage], ground_layers=[1],
+                          shapes_kinds=["qa"], **SMALL)
         finetune(cfg)
         return read_metrics(tmp_path / name / "ce" / "metrics.jsonl")
 
