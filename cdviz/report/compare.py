@@ -116,7 +116,7 @@ def compare_runs(before: str | Path, after: str | Path, out: str | Path, *, meas
                              "after": float(sa[col].mean()), "delta": d, "ci_low": lo, "ci_high": hi,
                              "n": len(common) if paired else len(sb) + len(sa), "paired": paired})
 
-    link_rows = _auroc_deltas(stores, mis, measures, layers, n_boot, seed)
+    link_rows = _auroc_deltas(stores, mis, measures, layers, n_boot, seed, shared if paired else None)
     tables = {"misalignment_delta": pd.DataFrame(mis_rows), "accuracy_delta": pd.DataFrame(acc_rows),
               "error_link_delta": pd.DataFrame(link_rows)}
     paths = {}
@@ -137,10 +137,18 @@ def compare_runs(before: str | Path, after: str | Path, out: str | Path, *, meas
     return out
 
 
-def _auroc_deltas(stores, mis, measures, layers, n_boot, seed) -> list[dict]:
-    """Per measure and layer: AUROC before / after and the difference of independent replicates."""
+def _auroc_deltas(stores, mis, measures, layers, n_boot, seed, shared: list[str] | None = None) -> list[dict]:
+    """Per measure and layer: AUROC before / after and the interval of their difference.
+
+    With ``shared`` items (paired runs on one probe set) every bootstrap replicate resamples the
+    shared items once and scores both runs on that same resample (each on its own teacher-right
+    items), so identical runs differ by exactly zero; otherwise the replicates are independent.
+    """
     links = {k: error_link(stores[k], misalignment=mis[k], measures=measures, n_boot=0, n_perm=0, by_category=False)
              for k in stores}
+    paired_idx = None
+    if shared:
+        paired_idx = np.random.default_rng(seed).integers(0, len(shared), (max(n_boot, 0), len(shared)))
     rows = []
     for m in measures:
         for s in layers:
@@ -148,15 +156,47 @@ def _auroc_deltas(stores, mis, measures, layers, n_boot, seed) -> list[dict]:
             for i, k in enumerate(("before", "after")):
                 res, r = mis[k], links[k].overall(m)
                 auc[k] = float(r[r.student_layer == s].auroc.iloc[0])
-                x = res.item_layer(m)[s].to_numpy()
-                tr = res.items.teacher_correct.to_numpy(bool)
-                boot[k] = auroc_boot(x[tr], ~res.items.student_correct.to_numpy(bool)[tr], n_boot, seed + i)
-            ok = len(boot["before"]) and len(boot["after"])
-            diff = boot["after"] - boot["before"] if ok else np.empty(0)
+                if paired_idx is not None:
+                    items = res.items.set_index("uid").loc[shared]
+                    x = res.item_layer(m).loc[shared, s].to_numpy(float)
+                    keep = items.teacher_correct.to_numpy(bool) & np.isfinite(x)
+                    boot[k] = resampled_auroc(x, ~items.student_correct.to_numpy(bool), keep, paired_idx)
+                else:
+                    x = res.item_layer(m)[s].to_numpy()
+                    tr = res.items.teacher_correct.to_numpy(bool)
+                    boot[k] = auroc_boot(x[tr], ~res.items.student_correct.to_numpy(bool)[tr], n_boot, seed + i)
+            diff = boot["after"] - boot["before"] if len(boot["before"]) and len(boot["after"]) else np.empty(0)
+            diff = diff[np.isfinite(diff)]
             lo, hi = np.quantile(diff, [(1 - LEVEL) / 2, (1 + LEVEL) / 2]) if len(diff) else (np.nan, np.nan)
             rows.append({"measure": m, "student_layer": int(s), "before": auc["before"], "after": auc["after"],
-                         "delta": auc["after"] - auc["before"], "ci_low": float(lo), "ci_high": float(hi)})
+                         "delta": auc["after"] - auc["before"], "ci_low": float(lo), "ci_high": float(hi),
+                         "paired": paired_idx is not None})
     return rows
+
+
+def resampled_auroc(scores: np.ndarray, labels: np.ndarray, keep: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """[B] AUROC of ``scores`` for ``labels`` over the items ``keep`` selects, in each bootstrap
+    resample ``idx`` [B, n] (rows of item indices); NaN where a resample lacks a class.
+
+    Each resample is scored by the rank form with tie-averaged ranks of its item copies: an item
+    drawn c times counts as c tied copies, so this equals the AUROC of the expanded sample.
+    """
+    n = len(scores)
+    counts = np.zeros((len(idx), n))
+    np.add.at(counts, (np.repeat(np.arange(len(idx)), idx.shape[1]), idx.ravel()), 1.0)
+    counts[:, ~keep] = 0.0
+    values, group = np.unique(np.where(keep, scores, np.inf), return_inverse=True)
+    onehot = np.zeros((n, len(values)))
+    onehot[np.arange(n), group] = 1.0
+    in_group = counts @ onehot                                  # [B, G] copies per tied score
+    before = np.cumsum(in_group, axis=1) - in_group             # copies ranked below each group
+    midrank = before + (in_group + 1) / 2
+    pos = labels.astype(bool)
+    n_pos, n_neg = counts[:, pos].sum(1), counts[:, ~pos].sum(1)
+    rank_sum = (counts[:, pos] * midrank[:, group[pos]]).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
 
 
 def _html(summary: dict, tables: dict[str, pd.DataFrame]) -> str:

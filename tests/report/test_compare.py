@@ -76,3 +76,28 @@ def test_runs_scored_with_different_protocols_are_refused(runs, tmp_path):
     out = compare_runs(match, match, tmp_path / "c-same", n_boot=10)
     assert json.loads((out / "summary.json").read_text())["protocol"] == "match"
     assert "match protocol" in (out / "compare.html").read_text()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_resampled_auroc_equals_sklearn_on_the_expanded_resample(seed):
+    from sklearn.metrics import roc_auc_score
+
+    from cdviz.report.compare import resampled_auroc
+
+    rng = np.random.default_rng(seed)
+    scores = np.round(rng.normal(size=60), 1)  # rounded: ties inside and across classes
+    labels, keep = rng.random(60) < 0.3, rng.random(60) < 0.8
+    idx = rng.integers(0, 60, (20, 60))
+    got = resampled_auroc(scores, labels, keep, idx)
+    for b in range(20):
+        take = [i for i in idx[b] if keep[i]]
+        y = labels[take]
+        expected = roc_auc_score(y, scores[take]) if 0 < y.sum() < len(y) else np.nan
+        np.testing.assert_allclose(got[b], expected, atol=1e-12, equal_nan=True)
+
+
+def test_identical_runs_compare_to_zero_auroc_change(runs, tmp_path):
+    out = compare_runs(runs["linked"], runs["linked"], tmp_path / "same", n_boot=300)
+    link = _table(out, "error_link")
+    assert link.paired.all() and np.allclose(link.delta, 0.0)
+    assert ((link.ci_high - link.ci_low).dropna() < 0.02).all() and link.ci_low.notna().any()
