@@ -110,6 +110,17 @@ class Batch:
         return Batch(moved, self.answer_pos.to(device), self.image_spans, self.grids, self.pieces)
 
 
+def image_runs(ids: torch.Tensor, token_id: int, uid: str, n_images: int | None = None) -> list[tuple[int, int]]:
+    """``find_runs`` of the image token in one sample, refused when there is none or (given
+    ``n_images``) when their number differs from the images."""
+    runs = find_runs(ids, token_id)
+    if not runs:
+        raise AdapterError(f"{uid}: no image tokens in the input; the item has no image the model can see")
+    if n_images is not None and len(runs) != n_images:
+        raise AdapterError(f"{uid}: {len(runs)} image token runs for {n_images} images")
+    return runs
+
+
 def find_runs(ids: torch.Tensor, token_id: int) -> list[tuple[int, int]]:
     """Maximal runs of ``token_id`` in the 1-D tensor ``ids`` as (start, end) pairs."""
     hit = (ids == token_id).to(torch.int8)
@@ -224,11 +235,7 @@ class Adapter:
         grids = self._image_grids(inputs, n_images)
         out = []
         for b in range(ids.shape[0]):
-            runs = find_runs(ids[b], self.image_token_id)
-            if not runs:
-                raise AdapterError(f"{uids[b]}: no image tokens in the input; the item has no image the model can see")
-            if len(runs) != len(grids[b]):
-                raise AdapterError(f"{uids[b]}: {len(runs)} image token runs for {len(grids[b])} images")
+            runs = image_runs(ids[b], self.image_token_id, uids[b], len(grids[b]))
             out.append([[Piece(tuple(run), tuple(grid))] for run, grid in zip(runs, grids[b])])
         return out
 

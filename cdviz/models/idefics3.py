@@ -31,7 +31,7 @@ import math
 import re
 from typing import Any
 
-from cdviz.models.base import Adapter, AdapterError, Piece, find_runs
+from cdviz.models.base import Adapter, AdapterError, Piece, image_runs
 
 _TILE = re.compile(r"<row_(\d+)_col_(\d+)>")
 
@@ -89,9 +89,7 @@ class Idefics3Adapter(Adapter):
         grid = self.piece_grid
         out = []
         for b in range(ids.shape[0]):
-            runs = find_runs(ids[b], self.image_token_id)
-            if not runs:
-                raise AdapterError(f"{uids[b]}: no image tokens in the input; the item has no image the model can see")
+            runs = image_runs(ids[b], self.image_token_id, uids[b])
             images, tiles = [], []
             for start, end in runs:
                 if end - start != self.image_seq_len:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from cdviz.models.base import Adapter, AdapterError, Piece, find_runs
+from cdviz.models.base import Adapter, AdapterError, Piece, image_runs
 
 
 class InternVLAdapter(Adapter):
@@ -69,11 +69,7 @@ class InternVLAdapter(Adapter):
         grid, n = self.piece_grid, self.image_seq_length
         out = []
         for b in range(ids.shape[0]):
-            runs = find_runs(ids[b], self.image_token_id)
-            if not runs:
-                raise AdapterError(f"{uids[b]}: no image tokens in the input; the item has no image the model can see")
-            if len(runs) != n_images[b]:
-                raise AdapterError(f"{uids[b]}: {len(runs)} image token runs for {n_images[b]} images")
+            runs = image_runs(ids[b], self.image_token_id, uids[b], n_images[b])
             sample = []
             for start, end in runs:
                 count, rest = divmod(end - start, n)

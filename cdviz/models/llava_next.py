@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from cdviz.models.base import Adapter, AdapterError, Piece, find_runs
+from cdviz.models.base import Adapter, AdapterError, Piece, image_runs
 
 
 class LlavaNextAdapter(Adapter):
@@ -67,11 +67,7 @@ class LlavaNextAdapter(Adapter):
         sizes = [tuple(int(v) for v in hw) for hw in inputs["image_sizes"]]
         out, k = [], 0
         for b in range(ids.shape[0]):
-            runs = find_runs(ids[b], self.image_token_id)
-            if not runs:
-                raise AdapterError(f"{uids[b]}: no image tokens in the input; the item has no image the model can see")
-            if len(runs) != n_images[b]:
-                raise AdapterError(f"{uids[b]}: {len(runs)} image token runs for {n_images[b]} images")
+            runs = image_runs(ids[b], self.image_token_id, uids[b], n_images[b])
             sample = []
             for run in runs:
                 pieces = self._pieces_of(tuple(run), sizes[k])

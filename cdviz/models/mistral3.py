@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from cdviz.models.base import Adapter, AdapterError, Piece, find_runs
+from cdviz.models.base import Adapter, AdapterError, Piece, image_runs
 
 
 class Mistral3Adapter(Adapter):
@@ -84,9 +84,7 @@ class Mistral3Adapter(Adapter):
         sizes = iter([tuple(int(v) for v in hw) for hw in inputs["image_sizes"]])
         out = []
         for b in range(ids.shape[0]):
-            runs = find_runs(ids[b], self.image_token_id)
-            if not runs:
-                raise AdapterError(f"{uids[b]}: no image tokens in the input; the item has no image the model can see")
+            runs = image_runs(ids[b], self.image_token_id, uids[b])
             images, rows = [], []
             for start, stop in runs:
                 closer = int(ids[b, stop]) if stop < ids.shape[1] else None
