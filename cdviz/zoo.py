@@ -7,9 +7,11 @@
     student-compodistill  smaller decoder, DPT -> DFT -> SFT with TAF, KD and VAT on the layers a
                           misalignment report of student-kd flags
 
-The full mix (``ZooSpec.shapes_kinds``) is scene descriptions, yes/no match queries for every
-probe category with both answers (the true option and its hard negative, worded as the match
-protocol asks them: cdviz.prompts.match_texts) and short questions. The held-out set is scored
+The full mix (``ZooSpec.shapes_kinds``; default every kind) is scene descriptions, every probe
+category's two-choice items in both orders and as yes/no match queries with both answers (the true
+option and its hard negative, worded as the match protocol asks them: cdviz.prompts.match_texts),
+and short questions. No teacher built this way has bound yet (checkpoints/DESIGNS.md); the shipped
+models come from the earlier CE-only build recorded in checkpoints/manifest.json. The held-out set is scored
 and recorded with the match protocol (``ZooSpec.protocol``): a from-scratch 6-layer model did not
 learn the two-choice letter format (an earlier build: 7.5% consistent), while image-text matching
 is how compositional benchmarks usually score generative models.
