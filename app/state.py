@@ -239,8 +239,6 @@ def _accuracy(path: str, stamp: float, by: str) -> pd.DataFrame:
 
 def chance_level(items: pd.DataFrame) -> float:
     """Mean over items of 1 / number of options: the accuracy of guessing (two options: 1/2)."""
-    import json
-
     counts = [len(json.loads(o)) for o in items["options"]] if "options" in items and len(items) else []
     return float(np.mean([1 / k for k in counts if k])) if counts else 0.5
 

@@ -42,7 +42,7 @@ from PIL import Image
 from cdviz.errors import OptionError
 from cdviz.models.base import Adapter, AdapterError, format_choice_prompt
 from cdviz.probes.probeset import ProbeSet, Skip
-from cdviz.prompts import CAPTION_PROMPT, MATCH_QUESTION, match_texts
+from cdviz.prompts import CAPTION_PROMPT, MATCH_QUESTION, match_answer, match_texts
 from cdviz.types import DEFAULT_QUESTION, ProbeError, ProbeItem
 
 PROTOCOLS = ("letters", "likelihood", "match")
@@ -67,8 +67,6 @@ class Query:
 def plan_queries(item: ProbeItem, protocol: str = "letters") -> list[Query]:
     """The queries one item is asked (see the module docstring); the first is the recorded one."""
     if item.kind == "choice" and protocol == "match":
-        from cdviz.prompts import match_answer
-
         queries = [Query(item.uid, "match", 0, text, caption=k,
                          expect_yes=match_answer(item.question, item.options, item.correct, k) == "yes")
                    for k, text in match_texts(item.question, item.options)]

@@ -312,7 +312,7 @@ def build_variations(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(),
     unknown = [n for n in names or () if n not in VARIATIONS]
     if unknown:
         raise KeyError(f"unknown variation {unknown[0]!r}; choose from {', '.join(VARIATIONS)}")
-    results = json.loads((out / "variations.json").read_text()) if (out / "variations.json").is_file() else {}
+    results = _read_variations(out) or {}
     for name in names or tuple(VARIATIONS):
         description, changes = VARIATIONS[name]
         log(f"variation {name}: {description}")

@@ -4,11 +4,21 @@ probe set, built once per test session from configs (nothing is downloaded)."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from cdviz.models.tiny import TINY_ARCHS, build_tiny
 
 # Qwen2-VL's patch is 14 px with a 2x2 merge, so its images need to be larger for a 2x2 grid.
 TINY_IMAGE_SIZE = {"llava": 32, "qwen2vl": 56, "paligemma": 32}
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run faster on one thread, and a busy 2-core machine stalls multi-threaded ops."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -26,12 +26,7 @@ MAIN = hashlib.sha1(b"sharded").hexdigest()   # refs/main: the sharded checkpoin
 V1 = hashlib.sha1(b"single").hexdigest()      # refs/v1: the same weights in one file
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def add_snapshot(cache: Path, repo_id: str, commit: str, src: Path, refs: tuple[str, ...] = ()) -> Path:

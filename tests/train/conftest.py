@@ -25,12 +25,9 @@ def sharpen(model_dir, factor: float = 12.0):
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and a busy 2-core machine stalls multi-threaded ops."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread(one_thread):
+    """Every trainer test runs on one thread (the shared fixture in tests/conftest.py)."""
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
