@@ -219,6 +219,8 @@ def record_cmd(
     protocol: str = typer.Option("letters", help="How choice items are asked: letters (every option order; the first "
                                  "order is captured) or match (one yes/no query per option; the true option's query "
                                  "is captured)."),
+    match_record: str = typer.Option("true", "--match-record", help="With --protocol match: capture the true "
+                                     "option's query only (true) or every option's (all; RunStore.get(..., option=k))."),
 ) -> None:
     """Record teacher and student attention (and their answers) on a probe set into a run store."""
     import os
@@ -238,7 +240,8 @@ def record_cmd(
 
     with user_errors():
         options = RecordOptions(layers=parse_layers(layers), queries=queries, store_block=store_block,
-                                shard_size=shard_size, batch_size=batch_size, dtype=dtype, protocol=protocol)
+                                shard_size=shard_size, batch_size=batch_size, dtype=dtype, protocol=protocol,
+                                match_record=match_record)
         check_options(options)
         ps = load_probeset(probes, skip_bad=skip_bad)
         check_probes(ps)
@@ -416,7 +419,11 @@ def zoo_build_cmd(
                                          help="Weight of the teacher's grounding loss (0: off)."),
     teacher_qa_steps: int = typer.Option(1000, "--teacher-qa-steps",
                                          help="Teacher steps on the short questions alone before the full mix."),
-    teacher_steps: int = typer.Option(3000, "--teacher-steps", help="Teacher steps on the full mix."),
+    teacher_bind_steps: int = typer.Option(3000, "--teacher-bind-steps",
+                                           help="Teacher steps after the warm-up on --teacher-bind-kinds (0: none)."),
+    teacher_bind_kinds: str = typer.Option("caption,choice,qa", "--teacher-bind-kinds",
+                                           help="The mix of those steps: some of caption, choice, match, qa, qa:TYPE."),
+    teacher_steps: int = typer.Option(1500, "--teacher-steps", help="Last teacher steps, on the full mix."),
     teacher_qa_kinds: str = typer.Option("qa:colour,qa:exists", "--teacher-qa-kinds",
                                          help="Which questions those steps use: qa, or some of qa:colour, qa:where, "
                                               "qa:relation, qa:exists, qa:count, comma-separated."),
@@ -425,17 +432,24 @@ def zoo_build_cmd(
     """Train teacher, student-sft, student-kd and student-compodistill (resumable)."""
     from cdviz.zoo import ZooSpec, build_zoo
 
-    if teacher_ground < 0 or teacher_qa_steps < 0 or teacher_steps < 1:
-        raise typer.BadParameter("--teacher-ground and --teacher-qa-steps must be >= 0, --teacher-steps >= 1")
+    if teacher_ground < 0 or teacher_qa_steps < 0 or teacher_bind_steps < 0 or teacher_steps < 1:
+        raise typer.BadParameter("--teacher-ground, --teacher-qa-steps and --teacher-bind-steps must be >= 0, "
+                                 "--teacher-steps >= 1")
     from cdviz.probes.shapes import SAMPLE_KINDS
 
-    kinds = tuple(k.strip() for k in teacher_qa_kinds.split(",") if k.strip())
-    if not kinds or set(kinds) - set(SAMPLE_KINDS):
-        raise typer.BadParameter(f"--teacher-qa-kinds {teacher_qa_kinds!r}: give some of {', '.join(SAMPLE_KINDS)}")
+    def kind_list(text: str, flag: str) -> tuple[str, ...]:
+        kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+        if not kinds or set(kinds) - set(SAMPLE_KINDS):
+            raise typer.BadParameter(f"{flag} {text!r}: give some of {', '.join(SAMPLE_KINDS)}")
+        return kinds
+
+    kinds = kind_list(teacher_qa_kinds, "--teacher-qa-kinds")
+    bind_kinds = kind_list(teacher_bind_kinds, "--teacher-bind-kinds")
     if protocol not in ("match", "letters"):
         raise typer.BadParameter(f"--protocol {protocol!r}: choose match or letters")
     spec = ZooSpec(seed=seed, teacher_ground=teacher_ground, teacher_qa_steps=teacher_qa_steps, teacher_qa_kinds=kinds,
-                   teacher_steps=teacher_steps, protocol=protocol)
+                   teacher_bind_steps=teacher_bind_steps, teacher_bind_kinds=bind_kinds, teacher_steps=teacher_steps,
+                   protocol=protocol)
     with user_errors():
         build_zoo(out, spec, log=lambda m: console.print(f"[bold]{m}[/bold]"))
     console.print(f"models and manifest in {out}")

@@ -62,8 +62,10 @@ def shard_name(k: int) -> str:
     return f"{k:05d}"
 
 
-def tensor_key(uid: str, field: str) -> str:
-    return f"{uid}/{field}"
+def tensor_key(uid: str, field: str, option: int | None = None) -> str:
+    """The safetensors key of one item's field; ``option`` names the match query of that option
+    (recorded only with ``--match-record all``; None: the item's recorded query, the true option's)."""
+    return f"{uid}/{field}" if option is None else f"{uid}/option{option}/{field}"
 
 
 class RunStore:
@@ -147,11 +149,13 @@ class RunStore:
             raise StoreError(f"unknown model {model!r}; this run has {sorted(self.manifest.get('models', {}))}")
 
     # ---- tensors -----------------------------------------------------------------------------
-    def get(self, uid: str, model: str, field: str, layer: int | None = None, head: int | None = None) -> np.ndarray:
+    def get(self, uid: str, model: str, field: str, layer: int | None = None, head: int | None = None,
+            option: int | None = None) -> np.ndarray:
         """One item's recorded tensor, optionally sliced to a decoder layer and head (float32).
 
         ``layer`` is the decoder layer number (not the storage position); ``head`` indexes heads.
-        Only the requested slice is read from disk.
+        ``option``: the match query of that option instead of the recorded (true option's) query,
+        for a run recorded with ``--match-record all``. Only the requested slice is read from disk.
         """
         self._check_model(model)
         if field not in FIELDS:
@@ -167,8 +171,11 @@ class RunStore:
         except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for a damaged file
             raise StoreError(f"{path}: damaged shard ({e}); re-run `cdviz record` with the same command to "
                              "re-record it (`cdviz verify RUN` lists every damaged shard)") from e
-        key = tensor_key(uid, field)
+        key = tensor_key(uid, field, option)
         if key not in handle.keys():
+            if option is not None:
+                raise StoreError(f"item {uid!r} has no {field!r} of option {option} for {model}: record with "
+                                 "--protocol match --match-record all to keep every option's attention")
             raise StoreError(f"item {uid!r} has no {field!r} for {model} (record with the option that stores it)")
         sl = handle.get_slice(key)
         index: tuple = ()

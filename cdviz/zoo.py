@@ -62,11 +62,16 @@ class ZooSpec:
     teacher_mlp: int = 384
     student_mlp: int = 192
     vision_steps: int = 800        # patch-attribute pretraining of the shared vision tower
-    teacher_steps: int = 3000
+    teacher_steps: int = 1500      # last teacher phase: the full mix (shapes_kinds)
     teacher_ground: float = 1.0    # grounding-loss weight for the teacher (cdviz/train/config.py); 0: off
     teacher_ground_layers: tuple[int, ...] | None = None  # None: the teacher's middle band (cdviz.layer_map)
     teacher_qa_steps: int = 1000   # steps on the short questions alone before the full mix (0: none)
     teacher_qa_kinds: tuple[str, ...] = ("qa:colour", "qa:exists")  # which questions those steps train
+    # Between the warm-up and the full mix: steps without the yes/no match queries. Only a teacher
+    # trained on this mix (captions, two-choice items, short questions) ever bound (checkpoints/DESIGNS.md,
+    # design 2); with the match queries from the start it did not (designs 3 and 6). 0: no such phase.
+    teacher_bind_steps: int = 3000
+    teacher_bind_kinds: tuple[str, ...] = ("caption", "choice", "qa")
     # The full mix every model trains on (cdviz.probes.shapes.SAMPLE_KINDS); None: every kind (captions,
     # two-choice items in both orders, yes/no match queries of every category with both answers, short
     # questions). Without the two-choice items the grounded teacher never learned to bind (see checkpoints/README.md).
@@ -161,6 +166,9 @@ def build_zoo(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), log: C
     if spec.teacher_qa_steps:
         init_teacher = train_model(init_teacher, work / "teacher-qa", steps=spec.teacher_qa_steps, lr=spec.lr,
                                    **grounding, **{**common, "shapes_kinds": list(spec.teacher_qa_kinds)})
+    if spec.teacher_bind_steps:
+        init_teacher = train_model(init_teacher, work / "teacher-bind", steps=spec.teacher_bind_steps, lr=spec.lr,
+                                   **grounding, **{**common, "shapes_kinds": list(spec.teacher_bind_kinds)})
     teacher = train_model(init_teacher, work / "teacher", steps=spec.teacher_steps, lr=spec.lr, **grounding, **common)
     student_init = _share_vision_tower(teacher, init_student, work / "init-student-shared")
 
@@ -228,6 +236,7 @@ def evaluate_zoo(out: str | Path = "checkpoints", protocol: str | None = None,
     settings.setdefault("shapes_kinds", None)
     settings.setdefault("teacher_ground", 0.0)
     settings.setdefault("teacher_qa_steps", 0)
+    settings.setdefault("teacher_bind_steps", 0)
     built = ZooSpec(**settings)  # as the models were built (their run-kd report scored with its protocol)
     spec = replace(built, protocol=protocol or built.protocol)
     if spec.protocol not in PROTOCOLS or spec.protocol == "likelihood":
@@ -573,11 +582,13 @@ def build_command(out: Path, spec: ZooSpec) -> str:
     """The ``cdviz zoo build`` command that rebuilds ``spec``: every option that differs from today's defaults."""
     default = ZooSpec()
     flags = [f"--out {out}", f"--seed {spec.seed}"]
-    for name in ("teacher_steps", "teacher_ground", "teacher_qa_steps", "protocol"):
+    for name in ("teacher_steps", "teacher_ground", "teacher_qa_steps", "teacher_bind_steps", "protocol"):
         if getattr(spec, name) != getattr(default, name):
             flags.append(f"--{name.replace('_', '-')} {getattr(spec, name)}")
     if spec.teacher_qa_steps and tuple(spec.teacher_qa_kinds) != tuple(default.teacher_qa_kinds):
         flags.append(f"--teacher-qa-kinds {','.join(spec.teacher_qa_kinds)}")
+    if spec.teacher_bind_steps and tuple(spec.teacher_bind_kinds) != tuple(default.teacher_bind_kinds):
+        flags.append(f"--teacher-bind-kinds {','.join(spec.teacher_bind_kinds)}")
     unset = [name for name in ("shapes_kinds", "student_steps", "shapes_scenes", "vision_steps")
              if getattr(spec, name) != getattr(default, name)]
     note = f"  # and {', '.join(unset)} as in the manifest's spec" if unset else ""
@@ -699,12 +710,17 @@ def _teacher_training_lines(spec: dict) -> list[str]:
     """A paragraph on the teacher's grounding loss, for a zoo built with one (none otherwise)."""
     if not spec.get("teacher_ground"):
         return []
-    warmup = spec.get("teacher_qa_steps", 0)
-    kinds = ", ".join(spec.get("teacher_qa_kinds", ["qa"]))
+    warmup, bind = spec.get("teacher_qa_steps", 0), spec.get("teacher_bind_steps", 0)
+    phases = []
+    if warmup:
+        phases.append(f"first {warmup} steps on the short questions alone ({', '.join(spec.get('teacher_qa_kinds', ['qa']))})")
+    if bind:
+        phases.append(f"then {bind} steps on {', '.join(spec.get('teacher_bind_kinds', []))} (no match queries)")
+    if phases:
+        phases.append(f"then {spec.get('teacher_steps')} steps on the full mix")
     return [f"The teacher is trained with CE plus a grounding loss (weight {spec['teacher_ground']}, teacher layers "
             f"{_ground_layer_text(spec)}): at the answer position, -log of the share of its image attention on the "
-            "patches of the objects the answer is about"
-            + (f"; first {warmup} steps on the short questions alone ({kinds}), then the full mix." if warmup else ".")
+            "patches of the objects the answer is about" + ("; " + ", ".join(phases) + "." if phases else ".")
             + " The students get no grounding loss.", ""]
 
 

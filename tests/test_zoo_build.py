@@ -12,7 +12,7 @@ from cdviz.zoo import MODELS, VARIATIONS, ZooSpec, build_seeds, build_variations
 
 TOY = replace(ZooSpec(), image_size=32, vision_hidden=32, hidden=32, teacher_layers=4, teacher_heads=2,
               student_layers=2, student_heads=2, teacher_mlp=64, student_mlp=64, vision_steps=2, teacher_steps=3,
-              teacher_ground=1.0, teacher_qa_steps=2, student_steps=6, dpt_steps=2, sft_steps=2, batch_size=2,
+              teacher_ground=1.0, teacher_qa_steps=2, teacher_bind_steps=2, student_steps=6, dpt_steps=2, sft_steps=2, batch_size=2,
               shapes_scenes=12, heldout_items=40, record_items=16, check_items=10, text_only_items=200)
 
 
@@ -42,13 +42,20 @@ def test_build_writes_four_models_and_a_manifest_that_matches_them(zoo):
     readme = (out / "README.md").read_text()
     assert readme.count("| teacher |") == 2  # the main table and the strict / letters table
     assert "| text only (bag of words) |" in readme and "## Design goals, checked" in readme
-    # The teacher: grounded QA first, then the full mix with grounding; the students without it.
+    # The teacher: grounded QA first, then the mix without match queries, then the full mix, all
+    # with grounding; the students without it.
     qa = read_metrics(out / ".build" / "teacher-qa" / "ce" / "metrics.jsonl")
+    bind = read_metrics(out / ".build" / "teacher-bind" / "ce" / "metrics.jsonl")
     full = read_metrics(out / ".build" / "teacher" / "ce" / "metrics.jsonl")
-    assert len(qa) == TOY.teacher_qa_steps and len(full) == TOY.teacher_steps
-    assert all("loss/ground" in r for r in qa + full)
+    assert (len(qa), len(bind), len(full)) == (TOY.teacher_qa_steps, TOY.teacher_bind_steps, TOY.teacher_steps)
+    assert all("loss/ground" in r for r in qa + bind + full)
+    kinds = {phase: json.loads((out / ".build" / phase / "recipe.json").read_text())["shapes_kinds"]
+             for phase in ("teacher-qa", "teacher-bind", "teacher")}
+    assert kinds == {"teacher-qa": list(TOY.teacher_qa_kinds), "teacher-bind": list(TOY.teacher_bind_kinds),
+                     "teacher": None}
     assert all("loss/ground" not in r for r in read_metrics(out / ".build" / "student-kd" / "ce" / "metrics.jsonl"))
     assert "grounding loss" in readme and "first 2 steps on the short questions alone (qa:colour, qa:exists)" in readme
+    assert "then 2 steps on caption, choice, qa" in readme
 
 
 def test_rebuild_resumes_without_retraining(zoo):

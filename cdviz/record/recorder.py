@@ -42,6 +42,10 @@ from cdviz.types import ProbeError, ProbeItem
 QUERY_MODES = ("answer", "prompt")
 # likelihood scores each option by its answer tokens: no single forward to capture, so not recorded.
 RECORD_PROTOCOLS = ("letters", "match")
+# Which match queries are captured: the true option's (the item's map, what every analysis reads),
+# or every option's as well (RunStore.get(..., option=k)), to compare where a model looks when
+# judging a true caption against its hard negative.
+MATCH_RECORD = ("true", "all")
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class RecordOptions:
     queries: str = "answer"                # answer: the answer position; prompt: every text token
     store_block: bool = False              # also store the head-mean image->image block
     protocol: str = "letters"              # how choice items are asked and scored (cdviz.evaluate.PROTOCOLS)
+    match_record: str = "true"             # match protocol: capture the true option's query, or "all" options
     shard_size: int = 32
     batch_size: int = 8
     dtype: str = "float32"
@@ -99,6 +104,10 @@ def check_options(options: RecordOptions) -> None:
         raise OptionError(f"--queries {options.queries!r}: use one of {', '.join(QUERY_MODES)}")
     if options.protocol not in RECORD_PROTOCOLS:
         raise OptionError(f"--protocol {options.protocol!r}: record scores with one of {', '.join(RECORD_PROTOCOLS)}")
+    if options.match_record not in MATCH_RECORD:
+        raise OptionError(f"--match-record {options.match_record!r}: use one of {', '.join(MATCH_RECORD)}")
+    if options.match_record == "all" and options.protocol != "match":
+        raise OptionError("--match-record all records every option's match query; it needs --protocol match")
     for name in ("shard_size", "batch_size"):
         value = getattr(options, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -245,10 +254,12 @@ def _run_model(adapter, items, images, layers, options, skip_bad, skipped, name=
     rows: list[dict] = []
     recorded: list[tuple[ProbeItem, Query]] = []
     plain: list[tuple[ProbeItem, Query]] = []
+    every_option = options.match_record == "all"
     for item in items:
         qs = plan_queries(item, options.protocol)
         recorded.append((item, qs[0]))
-        plain.extend((item, q) for q in qs[1:])
+        extra = [(item, q) for q in qs[1:]]
+        (recorded if every_option and qs[0].kind == "match" else plain).extend(extra)
     def run(layer_list):
         return lambda chunk: _forward(adapter, chunk, images, layer_list, options, tensors, facts, rows, name)
 
@@ -304,8 +315,11 @@ def _forward(adapter: Adapter, chunk, images, layers, options, tensors, facts, r
                 plans.append(SamplePlan(span, _query_rows(adapter, ids[b], int(batch.answer_pos[b]), options.queries)))
             with Capture(adapter, CapturePlan(list(layers), plans, store_block=options.store_block)) as cap:
                 logits = adapter.model(**batch.inputs, use_cache=False).logits
-            for b, (item, _q) in enumerate(chunk):
+            for b, (item, q) in enumerate(chunk):
                 _check_finite_attention(cap, b, item.uid, model_label(name, adapter))
+                if q != plan_queries(item, options.protocol)[0]:  # another option's query (--match-record all)
+                    _collect(cap, b, item.uid, tensors, option=q.caption)
+                    continue
                 _collect(cap, b, item.uid, tensors)
                 span, grid = batch.image_spans[b][0], batch.grids[b][0]
                 facts[item.uid] = {
@@ -339,13 +353,13 @@ def _check_finite_attention(cap: Capture, b: int, uid: str, label: str) -> None:
                                    "check the model with `cdviz eval`, or pass --skip-bad to record the item as a skip")
 
 
-def _collect(cap: Capture, b: int, uid: str, tensors: dict) -> None:
+def _collect(cap: Capture, b: int, uid: str, tensors: dict, option: int | None = None) -> None:
     """Stack the capture's per-layer tensors of sample ``b`` into [L, ...] fp16 tensors."""
     layers = cap.plan.layers
     fields = ["t2i", "mass", "entropy", "i2i", "i2i_filt", "i2i_paper"] + (["i2i_block"] if cap.plan.store_block else [])
     for f in fields:
         stacked = torch.stack([getattr(cap.results[layer], f)[b] for layer in layers])
-        tensors[tensor_key(uid, f)] = stacked
+        tensors[tensor_key(uid, f, option)] = stacked
 
 
 def _index_rows(k, items, probes, per_model, outcomes, skipped) -> pd.DataFrame:

@@ -34,7 +34,7 @@ from cdviz.probes.probeset import ProbeSet
 from cdviz.probes.shapes import make_shapes
 from cdviz.prompts import MATCH_QUESTION, VERIFY_QUESTION, match_answer, match_texts
 from cdviz.record import RecordOptions, record_run
-from cdviz.store import open_run
+from cdviz.store import StoreError, open_run
 from cdviz.types import DEFAULT_QUESTION, ProbeItem
 
 TINY = dict(n_layers=2, n_heads=2, n_kv_heads=2, intermediate=64, seed=0, image_size=48, patch_size=8,
@@ -457,6 +457,39 @@ def test_record_match_protocol(tiny, match_frame, tmp_path):
     ev = match_frame.sort_values(["uid", "caption"]).reset_index(drop=True)
     assert list(rec.uid) == list(ev.uid) and list(rec.caption) == list(ev.caption)
     np.testing.assert_allclose(rec.score, ev.score, atol=1e-4)
+
+
+def test_match_record_all_keeps_every_option_as_if_it_were_the_true_one(tiny, tmp_path):
+    """Each option's maps under --match-record all equal the maps recorded for an item whose true
+    option is that one (a path that never asks for another option), and nothing else changes."""
+    from dataclasses import replace
+
+    from cdviz.errors import OptionError
+
+    teacher, student, probes = tiny
+    some = ProbeSet(probes.root, [i for i in probes.items if i.kind == "choice"][:6], probes.meta)
+    every = open_run(record_run(teacher, student, some, tmp_path / "all",
+                                RecordOptions(protocol="match", match_record="all", batch_size=4)))
+    true_only = open_run(record_run(teacher, student, some, tmp_path / "true",
+                                    RecordOptions(protocol="match", batch_size=4)))
+    def rows(store):  # the same rows; only the order they were scored in differs
+        return store.outcomes.sort_values(["model", "uid", "caption"]).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(rows(every), rows(true_only), atol=1e-5)
+    flipped = ProbeSet(probes.root, [replace(i, correct=1 - i.correct) for i in some.items], probes.meta)
+    other = open_run(record_run(teacher, student, flipped, tmp_path / "flipped",
+                                RecordOptions(protocol="match", batch_size=4)))
+    for item in some.items:
+        for model in ("teacher", "student"):
+            for field in ("t2i", "i2i", "mass"):
+                np.testing.assert_allclose(every.get(item.uid, model, field), true_only.get(item.uid, model, field),
+                                           atol=2e-3)
+                np.testing.assert_allclose(every.get(item.uid, model, field, option=1 - item.correct),
+                                           other.get(item.uid, model, field), atol=2e-3)
+        with pytest.raises(StoreError, match="--match-record all"):
+            true_only.get(item.uid, "teacher", "t2i", option=1 - item.correct)
+    with pytest.raises(OptionError, match="needs --protocol match"):
+        record_run(teacher, student, some, tmp_path / "bad", RecordOptions(match_record="all"))
 
 
 def test_record_letters_has_no_strict(tiny, tmp_path):
