@@ -13,7 +13,8 @@ calls the analyses (so wiring changes stay here).
     analysis / cached_analysis  an analyses/ result: this server's copy, else rebuilt from the run's
                                 report (RUN/report), else computed once per server (never
                                 attribution, which loads models), or an Unavailable saying why
-    headline, layer_head_frame, item_misalignment   views of those results for the pages
+    findings_summary            what the findings sentences are made from (report or this server)
+    layer_head_frame, item_misalignment   views of those results for the pages
 
 Every cache key holds the run's path and a stamp of its files' mtimes, so a re-recorded run is
 read again. Tensors are never loaded whole: maps are read one slice at a time.
@@ -239,26 +240,18 @@ def _accuracy(path: str, stamp: float, by: str) -> pd.DataFrame:
 
 def chance_level(items: pd.DataFrame) -> float:
     """Mean over items of 1 / number of options: the accuracy of guessing (two options: 1/2)."""
-    counts = [len(json.loads(o)) for o in items["options"]] if "options" in items and len(items) else []
-    return float(np.mean([1 / k for k in counts if k])) if counts else 0.5
+    from cdviz.report.summary import chance_level as level
+
+    return level(items)
 
 
 def chance_warning(overall: pd.Series, chance: float = 0.5) -> str | None:
-    """A sentence when the teacher's overall accuracy is indistinguishable from chance, else None.
+    """A sentence when the teacher's overall accuracy is indistinguishable from chance, else None
+    (the report's rule, `cdviz.report.findings.chance_note`); ``overall`` is the "all" row of
+    ``accuracy_table``."""
+    from cdviz.report.findings import chance_note
 
-    ``overall`` is the "all" row of ``accuracy_table``; accuracy is the mean over option orders
-    (two options: chance 1/2) or match pairwise (chance 1/2). Indistinguishable: chance lies
-    inside the 95% normal-approximation interval of the teacher's accuracy over its n items.
-    """
-    n, acc = int(overall["n"]), float(overall["teacher"])
-    if n == 0 or acc != acc:
-        return None
-    half = 1.96 * (chance * (1 - chance) / n) ** 0.5
-    if abs(acc - chance) > half:
-        return None
-    return (f"The teacher is at chance on this probe set: {acc:.1%} against {chance:.0%} (n = {n}; 95% band "
-            f"{chance - half:.1%} to {chance + half:.1%}). It has no skill here for the student to lose, so the "
-            "misalignment and error-link views below describe models that guess; treat them as a tour of the tool.")
+    return chance_note("teacher", float(overall["teacher"]), int(overall["n"]), chance)
 
 
 def accuracy_table(run: Run, by: str) -> pd.DataFrame:
@@ -603,17 +596,35 @@ def compute_with_progress(run: Run, names: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def headline(run: Run) -> tuple[pd.DataFrame, pd.DataFrame, dict] | None:
-    """(misalignment by layer, error-link AUROC per layer, recommended targets) from the report's
-    summary or from results this server already has; None when neither exists."""
+def findings_summary(run: Run) -> tuple[dict, str]:
+    """(summary, where it came from) for `cdviz.report.findings.report_findings`: the report's
+    summary.json, else the parts this server has: accuracy, outcome groups and order dependence
+    always, misalignment / error link / targets once computed (missing parts are left out)."""
     summary = report_summary(run)
     if summary is not None:
-        return (pd.DataFrame(summary["misalignment"]["by_layer"]), pd.DataFrame(summary["error_link"]["auroc"]),
-                summary["recommended_targets"])
+        return summary, "the run's report"
+    from cdviz.report.summary import order_dependence, records
+
+    frame = items(run)
+    usable = frame[frame["status"].astype(str).eq("ok") & frame["group"].ne("unknown")]
+    overall = accuracy_table(run, "category").iloc[-1]
+    protocol = run.store.manifest.get("options", {}).get("protocol", "letters")
+    out: dict[str, Any] = {
+        "protocol": protocol, "models": run.store.manifest.get("models", {}),
+        "n_items": int(len(frame)), "n_analysed": int(len(usable)), "n_skipped": int(len(frame) - len(usable)),
+        "accuracy": {"overall": {k: (v.item() if hasattr(v, "item") else v) for k, v in overall.drop(
+            labels=["category"]).items()}, "chance": chance_level(usable)} if len(usable) else {},
+        "outcome_groups": {g: int((usable["group"] == g).sum()) for g in OUTCOMES},
+        "order_dependence": records(order_dependence(usable)) if protocol == "letters" else [],
+    }
     mis, link, targets = (cached_analysis(run, n) for n in ("misalignment", "error_link", "targets"))
-    if mis is None or link is None or targets is None:
-        return None
-    return mis.by_layer(), link.overall(), targets.to_dict()
+    if mis is not None:
+        out["misalignment"] = {"measures": list(mis.measures), "by_layer": records(mis.by_layer())}
+    if link is not None:
+        out["error_link"] = {"auroc": records(link.overall()), "n_tests": link.n_tests, "family": link.family}
+    if targets is not None:
+        out["recommended_targets"] = targets.to_dict()
+    return out, "this server's computation"
 
 
 def layer_head_frame(mis: Any, measure: str, category: str = "all", skill: str = "all",

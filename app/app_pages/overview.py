@@ -1,4 +1,4 @@
-"""Overview: the run's models and probe set, accuracy of teacher vs student, headline findings."""
+"""Overview: what was found (in sentences, first), the run's models and probe set, accuracy of teacher vs student."""
 
 from __future__ import annotations
 
@@ -6,41 +6,32 @@ import pandas as pd
 import streamlit as st
 
 from app import figures, state
+from cdviz.report.findings import report_findings
 
 HEADLINE = ("misalignment", "error_link", "targets")
 
 
-def headline_lines(by_layer: pd.DataFrame, auroc: pd.DataFrame, targets: dict) -> list[str]:
-    """The findings in a sentence each (numbers only, safe as markdown)."""
-    measure = targets["measure"]
-    layers = by_layer[by_layer["measure"] == measure].dropna(subset=["mean"])
-    lines = []
-    if len(layers):
-        worst, best = layers.loc[layers["mean"].idxmax()], layers.loc[layers["mean"].idxmin()]
-        lines.append(f"Attention is furthest apart at student layer **{worst.student_layer}** (teacher layers "
-                     f"{worst.teacher_layers}): mean `{measure}` misalignment **{worst['mean']:.3f}**, against "
-                     f"{best['mean']:.3f} at layer {best.student_layer}.")
-    auc = auroc[auroc["measure"] == measure].dropna(subset=["auroc"])
-    if len(auc):
-        top = auc.loc[auc["auroc"].idxmax()]
-        n_sig = int((auc["q_value"] < 0.05).sum())
-        lines.append(f"Among items the teacher gets right, misalignment predicts the student's errors best at "
-                     f"layer **{top.student_layer}**: AUROC **{top.auroc:.2f}** (95% CI {num(top.ci_low, '.2f')} to "
-                     f"{num(top.ci_high, '.2f')}, q = {num(top.q_value, '.2g')}); {n_sig} of {len(auc)} layers "
-                     "have q < 0.05.")
-    else:
-        lines.append("The error link cannot be measured: among items the teacher gets right, the student is "
-                     "always right or always wrong.")
-    pairs = ", ".join(f"{s} <- {','.join(map(str, g))}"
-                      for s, g in zip(targets["student_layers"], targets["teacher_groups"]))
-    lines.append(f"Recommended VAT targets (student <- teacher layers): {pairs or 'none'} "
-                 f"({targets['source'].replace('_', ' ')}).")
-    return lines
-
-
-def num(x, spec: str) -> str:
-    """A number from the report (JSON null for NaN) or a result, formatted; "n/a" when missing."""
-    return "n/a" if x is None or pd.isna(x) else format(x, spec)
+def findings_box(run: state.Run) -> None:
+    """The findings in sentences (cdviz.report.findings), first on the page; warnings marked."""
+    if st.session_state.get("ov_compute"):  # the button below was clicked: compute, then show
+        state.compute_with_progress(run, HEADLINE)
+    summary, source = state.findings_summary(run)
+    with st.container(border=True, key="ov_findings"):
+        st.subheader("What was found")
+        for f in report_findings(summary):
+            text = state.md_escape(f.text)
+            if f.warning:
+                st.warning(text, icon=":material/warning:")
+            else:
+                st.markdown(f"- {text}")
+        if state.n_usable(run) == 0:
+            st.info("No item has an outcome for both models, so there are no findings to report.")
+        elif not all(k in summary for k in ("misalignment", "error_link", "recommended_targets")):
+            st.info(f"Where the student looks differently, whether that predicts its errors and what to fine-tune "
+                    f"need the misalignment and error-link analyses ({state.n_usable(run):,} items to stream). "
+                    + state.REPORT_HINT.format(path=run.path) + "; or compute them here (kept while this server runs).")
+            st.button("Compute now", key="ov_compute")
+        st.caption(f"from {source}; every term is defined in the glossary of the run's report (index.html)")
 
 
 run = state.require_run()
@@ -48,6 +39,7 @@ store = run.store
 frame = state.items(run)
 st.title("Overview")
 st.text(f"run {run.name}  ({run.path})")
+findings_box(run)
 
 ok = frame[frame["status"].astype(str).eq("ok")]
 overall = state.accuracy_table(run, "category").iloc[-1]  # the "all" row
@@ -81,10 +73,6 @@ if len(frame) > len(ok):
     with st.expander(f"{len(skipped)} items skipped during recording"):
         st.dataframe(skipped, hide_index=True, width="stretch")
 
-chance_note = state.chance_warning(overall, state.chance_level(ok)) if scored else None
-if chance_note:
-    st.warning(chance_note)
-
 st.subheader("Accuracy: teacher vs student")
 by = st.radio("Group by", ["category", "skill"], horizontal=True, key="ov_by")
 table = state.accuracy_table(run, by)
@@ -101,20 +89,3 @@ else:
     else:
         st.caption("Accuracy is the mean over option orders (as the paper reports); consistent = right in every "
                    "order; delta = student - teacher.")
-
-st.subheader("Headline findings")
-found = state.headline(run)
-if state.n_usable(run) == 0:
-    st.info("No item has an outcome for both models, so there are no findings to report.")
-elif found is None:
-    st.info(f"The misalignment and error-link analyses have not been computed for this run yet "
-            f"({state.n_usable(run):,} items to stream). " + state.REPORT_HINT.format(path=run.path)
-            + "; or compute them here (kept while this server runs).")
-    if st.button("Compute now", key="ov_compute"):
-        state.compute_with_progress(run, HEADLINE)
-        found = state.headline(run)
-if found is not None:
-    source = "the run's report" if state.report_summary(run) else "this server's computation"
-    st.caption(f"from {source}")
-    for line in headline_lines(*found):
-        st.markdown(f"- {line}")

@@ -27,7 +27,9 @@ from analyses.sinks import sinks
 from analyses.targets import targets
 from cdviz.io import write_json_atomic, write_parquet_atomic, write_text_atomic
 from cdviz.report import figures as F
-from cdviz.report.html import Page, md_table
+from cdviz.report.findings import report_findings
+from cdviz.report.glossary import glossary
+from cdviz.report.html import Page, md_escape, md_table
 from cdviz.report.summary import accuracy_tables, make_summary
 from cdviz.store import RunStore, open_run
 
@@ -141,51 +143,74 @@ PROTOCOL_TEXT = {
 def _html(summary: dict, res: dict[str, Any], tables: dict[str, str]) -> str:
     mis, link, lc = res["misalignment"], res["error_link"], res["layer_correspondence"]
     t = res["targets"]
-    page = Page(f"cdviz report: {summary['probes'] or summary['run']}")
+    terms = glossary()
+    page = Page(f"cdviz report: {summary['probes'] or summary['run']}", collapsible=True,
+                glossary=[x.name for x in terms])
     m = summary["models"]
+    names = {k: _model_name(m[k]) for k in ("teacher", "student")}
+    page.findings(report_findings(summary))
+    page.links([("glossary", "#glossary"), ("fine-tune targets", "#targets"), ("summary.json", "summary.json"),
+                ("report.md", "report.md"), ("tables (parquet, CSV)", "tables/")])
     page.paragraph(f"run {summary['run']}; teacher {m['teacher']['path']} ({m['teacher']['n_layers']} layers), "
                    f"student {m['student']['path']} ({m['student']['n_layers']} layers); "
                    f"{summary['n_analysed']} of {summary['n_items']} items analysed.")
     page.paragraph(PROTOCOL_TEXT.get(summary.get("protocol", "letters"), ""))
-    page.heading("Accuracy: teacher vs student")
-    page.figure(F.fig_accuracy_by_category(summary))
-    page.table(pd.DataFrame(summary["accuracy"]["by_category"]), file=tables["accuracy_by_category"])
-    page.table(pd.DataFrame([summary["outcome_groups"]]))
-    page.heading("Where the student looks differently")
-    page.paragraph("Misalignment of each student layer with its teacher layer group (larger = further apart; "
-                   "i2i: 1 - VAT cosine of received attention; t2i: the answer position's attention over the image).")
-    page.figure(F.fig_misalignment_by_layer(mis))
-    page.figure(F.fig_layer_head_heatmap(mis.by_layer_head(), "mean", t.measure))
-    page.table(pd.DataFrame(summary["most_misaligned_layers"]))
-    page.heading("Does misalignment predict the student's errors?")
-    page.paragraph(f"AUROC of misalignment for 'student wrong' among items the teacher gets right; bootstrap 95% "
-                   f"intervals, rank-sum (all-permutation) p-values. q-values: {link.family}; mark a result by "
-                   "its q-value, not its p-value.")
-    page.figure(F.fig_auroc_by_layer(link))
-    page.figure(F.fig_misalignment_by_outcome(link, t.measure))
-    page.table(link.overall(), file=tables["error_link_auroc"])
-    page.heading("Layer correspondence")
-    page.figure(F.fig_layer_similarity(lc))
-    page.table(lc.heads[lc.heads.matched.astype(bool)], file=tables["head_matches"])
-    page.heading("Grounding on the named objects")
-    gr = res["grounding"]
-    page.figure(F.fig_grounding_by_layer(gr) if gr.by_layer().shape[0] else F.empty_figure("no items with boxes"))
-    page.table(gr.gap_auroc, file=tables["grounding_gap_auroc"])
-    page.heading("Attention sinks")
-    page.figure(F.fig_sinks_by_layer(res["sinks"]))
-    page.table(res["sinks"].frame[res["sinks"].frame["head"] == -1], file=tables["sinks"])
-    if res.get("attribution") is not None:
-        page.heading("Attention vs attribution")
-        page.figure(F.fig_attribution_agreement(res["attribution"]))
-        page.table(res["attribution"].by_layer(), file=tables["attribution"])
-    page.heading("Recommended fine-tune targets")
+    page.heading("Recommended fine-tune targets", anchor="targets")
     page.paragraph(f"source: {t.source}; measure: {t.measure}; student layers {t.student_layers} aligned to teacher "
                    f"groups {t.teacher_groups}. cdviz finetune --from-report reads these from summary.json.")
     page.paragraph(f"Why: {t.rule}")
     if t.power_text():
         page.paragraph(t.power_text(), note=True)
     page.table(t.evidence, file=tables["targets_evidence"])
+    page.heading("Accuracy: teacher vs student")
+    page.figure(F.fig_accuracy_by_category(summary))
+    page.table(pd.DataFrame(summary["accuracy"]["by_category"]), file=tables["accuracy_by_category"])
+    page.table(pd.DataFrame([summary["outcome_groups"]]))
+    if summary.get("order_dependence"):
+        page.paragraph("Order dependence: share of items each model gets right in some option orders and wrong in "
+                       "others (with two options: it answered by position).", note=True)
+        page.table(pd.DataFrame(summary["order_dependence"]))
+    page.heading("Where the student looks differently")
+    page.paragraph("Misalignment of each student layer's head-averaged map with its teacher layer group (larger = "
+                   "further apart; every measure is defined in the glossary). Each measure has its own panel and "
+                   "scale; the dotted line is the teacher's split-half noise floor.")
+    page.figure(F.fig_misalignment_by_layer(mis, student=names["student"]))
+    page.figure(F.fig_layer_head_heatmap(mis.by_layer_head(), "mean", t.measure, student=names["student"]))
+    page.table(pd.DataFrame(summary["most_misaligned_layers"]))
+    page.heading("Does misalignment predict the student's errors?")
+    page.paragraph(f"AUROC of misalignment for 'student wrong' among items the teacher gets right; bootstrap 95% "
+                   f"intervals, rank-sum (all-permutation) p-values. q-values: {link.family}; mark a result by "
+                   "its q-value, not its p-value.")
+    page.figure(F.fig_auroc_by_layer(link, student=names["student"]))
+    page.figure(F.fig_misalignment_by_outcome(link, t.measure, student=names["student"]))
+    page.table(link.overall(), file=tables["error_link_auroc"])
+    page.heading("Grounding on the named objects")
+    gr = res["grounding"]
+    page.figure(F.fig_grounding_by_layer(gr) if gr.by_layer().shape[0] else F.empty_figure("no items with boxes"))
+    page.table(gr.gap_auroc, file=tables["grounding_gap_auroc"])
+    page.heading("Layer correspondence")
+    page.paragraph("A data-driven map of which teacher layer each student layer resembles most. It is shown for "
+                   "reference only: every other analysis compares a student layer with its default teacher layer "
+                   "group (the teacher_layers column), not with this map.", note=True)
+    page.figure(F.fig_layer_similarity(lc, teacher=names["teacher"], student=names["student"]))
+    page.table(lc.heads[lc.heads.matched.astype(bool)], file=tables["head_matches"])
+    page.heading("Attention sinks")
+    page.figure(F.fig_sinks_by_layer(res["sinks"]))
+    sinks = res["sinks"].frame
+    page.paragraph("Values of the head-averaged received-attention vector.", note=True)
+    page.table(sinks[sinks["head"] == -1].drop(columns="head"), file=tables["sinks"])
+    if res.get("attribution") is not None:
+        page.heading("Attention vs attribution")
+        page.figure(F.fig_attribution_agreement(res["attribution"]))
+        page.table(res["attribution"].by_layer(), file=tables["attribution"])
+    page.heading("Glossary", anchor="glossary")
+    page.glossary(terms)
     return page.render()
+
+
+def _model_name(info: dict) -> str:
+    """A short model name for axis titles: the checkpoint folder or hub id."""
+    return Path(str(info.get("path") or "")).name or str(info.get("arch") or "")
 
 
 def _markdown(summary: dict, res: dict[str, Any]) -> str:
@@ -193,6 +218,9 @@ def _markdown(summary: dict, res: dict[str, Any]) -> str:
     acc = summary["accuracy"]["overall"]
     parts = [
         f"# cdviz report: {summary['probes'] or summary['run']}\n",
+        "## What was found\n",
+        "\n".join(f"- {'**warning:** ' if f.warning else ''}{md_escape(f.text)}" for f in report_findings(summary))
+        + "\n",
         f"{summary['n_analysed']} of {summary['n_items']} items analysed. Accuracy: teacher "
         f"{acc['teacher']:.3f}, student {acc['student']:.3f}.\n" if acc.get("teacher") is not None else "",
         "## Accuracy by category\n", md_table(pd.DataFrame(summary["accuracy"]["by_category"])),

@@ -18,11 +18,14 @@ summary.json (format "cdviz-compare", version 1; NaN as null):
     misalignment: [{measure, student_layer, before, after, delta, ci_low, ci_high, n, paired}]
     accuracy:     [{model, category, before, after, delta, ci_low, ci_high, n, paired}]
     error_link:   [{measure, student_layer, before, after, delta, ci_low, ci_high}]
+    finetuned:    null | {student_layers, teacher_groups, stages}: the layers the after run's student was
+                  aligned on, from its checkpoint's stage markers (`finetune_record`)
     files:        {html: "compare.html", tables: {name: "tables/name.parquet"}}
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -36,6 +39,8 @@ from analyses.stats import LEVEL, auroc_boot, bootstrap_ci
 from cdviz import __version__
 from cdviz.io import write_json_atomic, write_parquet_atomic, write_text_atomic
 from cdviz.report import figures as F
+from cdviz.report.findings import change_word, compare_findings
+from cdviz.report.glossary import glossary
 from cdviz.report.html import Page
 from cdviz.report.summary import item_accuracy, jsonable, records
 from cdviz.store import StoreError, open_run
@@ -43,6 +48,37 @@ from cdviz.store import StoreError, open_run
 FORMAT = "cdviz-compare"
 VERSION = 1
 MIN_PAIRED = 2  # fewer shared items than this: compare the runs as independent samples
+STAGE_MARKER = "cdviz_stage.json"  # what cdviz finetune writes beside each stage's weights (train/recipe.MARKER)
+MAX_STAGES = 16  # stages followed back along a checkpoint's sources
+
+
+def finetune_record(model_dir: str | Path) -> dict | None:
+    """The layers a checkpoint was fine-tuned on with attention alignment, from its stage markers.
+
+    Follows each stage's ``source`` back (a path as written, or relative to an ancestor of
+    ``model_dir``) and keeps the stages that trained VAT or t2i alignment with a layer map.
+    Returns {student_layers, teacher_groups, stages} (the latest such stage's map, every such
+    stage named) or None when no stage records one.
+    """
+    here, found, seen = Path(model_dir), [], set()
+    while here is not None and len(seen) < MAX_STAGES and (here / STAGE_MARKER).is_file():
+        seen.add(here.resolve())
+        try:
+            stage = json.loads((here / STAGE_MARKER).read_text())
+        except (OSError, ValueError):
+            break
+        weights = stage.get("weights") or {}
+        if stage.get("layer_map") and (weights.get("vat", 0) > 0 or weights.get("t2i", 0) > 0):
+            found.append((stage.get("stage", ""), stage["layer_map"]))
+        source = str(stage.get("source") or "")
+        candidates = [Path(source)] + [a / source for a in Path(model_dir).resolve().parents] if source else []
+        here = next((c for c in candidates if (c / STAGE_MARKER).is_file() and c.resolve() not in seen), None)
+    if not found:
+        return None
+    latest = found[0][1]
+    return {"student_layers": [int(s) for s in latest.get("student_layers", [])],
+            "teacher_groups": [[int(t) for t in g] for g in latest.get("teacher_groups", [])],
+            "stages": [name for name, _ in reversed(found)]}
 
 
 def diff_ci(before: np.ndarray, after: np.ndarray, paired: bool, n_boot: int, seed: int) -> tuple[float, float, float]:
@@ -130,6 +166,7 @@ def compare_runs(before: str | Path, after: str | Path, out: str | Path, *, meas
         "protocol": protocols["before"], "paired": paired, "n_shared": len(shared), "n_before": len(use["before"]), "n_after": len(use["after"]),
         "misalignment": records(tables["misalignment_delta"]), "accuracy": records(tables["accuracy_delta"]),
         "error_link": records(tables["error_link_delta"]),
+        "finetuned": finetune_record(stores["after"].model_info("student").get("path", "")),
         "files": {"html": "compare.html", "tables": paths},
     })
     write_json_atomic(out / "summary.json", summary)
@@ -200,20 +237,44 @@ def resampled_auroc(scores: np.ndarray, labels: np.ndarray, keep: np.ndarray, id
 
 
 def _html(summary: dict, tables: dict[str, pd.DataFrame]) -> str:
-    page = Page("cdviz comparison: before vs after")
+    terms = glossary()
+    page = Page("cdviz comparison: before vs after", collapsible=True, glossary=[t.name for t in terms])
+    page.findings(compare_findings(summary), title="Verdict")
+    page.links([("glossary", "#glossary"), ("summary.json", "summary.json"), ("tables (parquet, CSV)", "tables/")])
     page.paragraph(f"before: {summary['before']}; after: {summary['after']}; "
                    f"{'paired by item' if summary['paired'] else 'independent samples'} "
-                   f"({summary['n_shared']} shared items). Deltas are after - before with bootstrap 95% intervals. "
-                   f"Outcomes scored with the {summary.get('protocol', 'letters')} protocol"
+                   f"({summary['n_shared']} shared items). Deltas are after - before with bootstrap 95% intervals; "
+                   "'no change' where the interval includes 0. Outcomes scored with the "
+                   f"{summary.get('protocol', 'letters')} protocol"
                    + (" (accuracy = pairwise)." if summary.get("protocol") == "match" else "."))
-    page.heading("Misalignment per student layer")
-    page.paragraph("Negative: the student's attention moved closer to the teacher's.", note=True)
-    page.figure(F.fig_compare_layers(tables["misalignment_delta"]))
-    page.table(tables["misalignment_delta"], file=summary["files"]["tables"]["misalignment_delta"])
+    tuned = set((summary.get("finetuned") or {}).get("student_layers") or [])
+    page.heading("Misalignment per measure and student layer")
+    page.paragraph("Misalignment of the head-averaged map (larger = further apart), so a negative change means the "
+                   "student's attention moved closer to the teacher's.", note=True)
+    page.figure(F.fig_compare_layers(tables["misalignment_delta"], what="misalignment"))
+    page.table(_marked(tables["misalignment_delta"], tuned), max_rows=200,
+               file=summary["files"]["tables"]["misalignment_delta"])
     page.heading("Accuracy per category")
-    page.table(tables["accuracy_delta"], file=summary["files"]["tables"]["accuracy_delta"])
+    page.table(_marked(tables["accuracy_delta"], set()), file=summary["files"]["tables"]["accuracy_delta"])
     page.heading("Error link (AUROC) per student layer")
     if len(tables["error_link_delta"]):
-        page.figure(F.fig_compare_layers(tables["error_link_delta"]))
-    page.table(tables["error_link_delta"], file=summary["files"]["tables"]["error_link_delta"])
+        page.figure(F.fig_compare_layers(tables["error_link_delta"], what="AUROC"))
+    page.table(_marked(tables["error_link_delta"], tuned), max_rows=200,
+               file=summary["files"]["tables"]["error_link_delta"])
+    page.heading("Glossary", anchor="glossary")
+    page.glossary(terms)
     return page.render()
+
+
+def _marked(frame: pd.DataFrame, tuned: set) -> pd.DataFrame:
+    """A delta table with its verdict per row (fell / rose / no change) and, per student layer,
+    whether it was fine-tuned."""
+    if frame.empty:
+        return frame
+    out = frame.copy()
+    out.insert(out.columns.get_loc("delta") + 1, "change",
+               [change_word(d, lo, hi) for d, lo, hi in zip(out["delta"], out["ci_low"], out["ci_high"])])
+    if "student_layer" in out:
+        out.insert(out.columns.get_loc("student_layer") + 1, "fine-tuned",
+                   ["yes" if s in tuned else "" for s in out["student_layer"]])
+    return out

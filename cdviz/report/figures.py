@@ -2,7 +2,8 @@
 and the Streamlit dashboard (app/), so signatures here are a stable API.
 
     fig_accuracy_by_category(summary_or_frame)       grouped bars, teacher vs student per category
-    fig_misalignment_by_layer(mis_result_or_frame, measures=None)   mean +- 95% CI per student layer
+    fig_misalignment_by_layer(mis_result_or_frame, measures=None)   mean +- 95% CI per student layer, a
+                                                     panel (own scale) per measure, noise floor dotted
     fig_layer_head_heatmap(frame, value="mean", measure=None)       student layer x head heatmap
     fig_layer_similarity(layer_corr_result_or_frame) teacher x student similarity + monotone map
     fig_head_matching(layer_corr_result, student_layer)             head x head values, matched pairs
@@ -11,7 +12,11 @@ and the Streamlit dashboard (app/), so signatures here are a stable API.
     fig_grounding_by_layer(grounding_result)         in-box share per layer, both models
     fig_sinks_by_layer(sinks_result)                 sink share before / after the filter
     fig_attribution_agreement(attribution_result)    attention vs IG agreement per layer
-    fig_compare_layers(frame)                        compare_runs deltas per layer with CI
+    fig_compare_layers(frame)                        compare_runs deltas per layer with CI, a panel per
+                                                     measure; grey where the interval includes 0
+
+Layer axes tick at whole layers only; axis titles name the model (``student=`` / ``teacher=``
+labels, default "student" / "teacher") and say which direction is further apart.
 
 Every dataset string shown in a figure (categories, measures) goes through `label`, which
 HTML-escapes it: plotly renders its own subset of HTML in text, so a category named
@@ -23,12 +28,18 @@ from __future__ import annotations
 import html
 from typing import Any, Sequence
 
+import math
+
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 TEACHER_COLOR = "#4C72B0"
 STUDENT_COLOR = "#DD8452"
 GROUP_COLORS = {"TR/SR": "#55A868", "TR/SW": "#C44E52", "TW/SR": "#8172B3", "TW/SW": "#937860"}
+CHANGE_COLORS = {"fell": "#4C72B0", "rose": "#DD8452", "no change": "#9a9a9a"}
+MISALIGNMENT = "misalignment (larger = further apart)"
+PANEL_COLUMNS = 2
 
 
 def label(x: Any) -> str:
@@ -41,6 +52,29 @@ def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
     fig.update_layout(title=label(title), xaxis_title=label(x), yaxis_title=label(y), template="plotly_white",
                       margin=dict(l=60, r=20, t=50, b=50), legend=dict(orientation="h", y=-0.2))
     return fig
+
+
+def _integer_layers(fig: go.Figure) -> go.Figure:
+    """Layer axes show whole layers only (no 0.5 ticks)."""
+    fig.update_xaxes(tickmode="linear", tick0=0, dtick=1, tickformat="d")
+    return fig
+
+
+def _panels(measures: Sequence[str], title: str, x: str, y: str) -> go.Figure:
+    """One subplot per measure, each with its own y scale, titled by the (escaped) measure."""
+    cols = min(PANEL_COLUMNS, max(1, len(measures)))
+    rows = max(1, math.ceil(len(measures) / cols))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[label(m) for m in measures], shared_xaxes=False,
+                        horizontal_spacing=0.1, vertical_spacing=0.32 / rows)
+    fig.update_layout(title=label(title), template="plotly_white", height=max(360, 280 * rows),
+                      margin=dict(l=60, r=20, t=70, b=50), legend=dict(orientation="h", y=-0.12 / rows))
+    fig.update_xaxes(title_text=label(x), row=rows)
+    fig.update_yaxes(title_text=label(y), col=1)
+    return _integer_layers(fig)
+
+
+def _cell(i: int) -> dict:
+    return dict(row=i // PANEL_COLUMNS + 1, col=i % PANEL_COLUMNS + 1)
 
 
 def _err(frame: pd.DataFrame, value: str = "mean") -> dict:
@@ -64,29 +98,40 @@ def fig_accuracy_by_category(data: dict | pd.DataFrame) -> go.Figure:
     return _layout(fig, "Accuracy by category", "category", "accuracy")
 
 
-def fig_misalignment_by_layer(data, measures: Sequence[str] | None = None) -> go.Figure:
-    """Head-mean misalignment per student layer, one line per measure, with 95% intervals.
+def fig_misalignment_by_layer(data, measures: Sequence[str] | None = None, *, student: str = "student"
+                              ) -> go.Figure:
+    """Misalignment of the head-averaged map per student layer with 95% intervals: one panel per
+    measure (each on its own scale), the teacher's split-half noise floor dotted where known.
 
     Args:
         data: a MisalignmentResult or its ``by_layer()`` frame (measure, student_layer, mean,
-            ci_low, ci_high).
+            ci_low, ci_high, optionally baseline).
         measures: which measures to draw (default all).
+        student: the student's name for the layer axis.
     """
     frame = data.by_layer() if hasattr(data, "by_layer") else data
-    fig = go.Figure()
-    for m in measures or sorted(frame["measure"].unique()):
+    measures = list(measures or sorted(frame["measure"].unique()))
+    fig = _panels(measures, "Misalignment by student layer (head-averaged map)", f"student layer ({student})",
+                  MISALIGNMENT)
+    for i, m in enumerate(measures):
         sub = frame[frame["measure"] == m].sort_values("student_layer")
-        fig.add_scatter(x=sub["student_layer"], y=sub["mean"], error_y=_err(sub), mode="lines+markers", name=label(m))
-    return _layout(fig, "Misalignment by student layer (head mean)", "student layer", "misalignment")
+        fig.add_scatter(x=sub["student_layer"], y=sub["mean"], error_y=_err(sub), mode="lines+markers", name=label(m),
+                        marker_color=STUDENT_COLOR, showlegend=False, **_cell(i))
+        if "baseline" in sub and sub["baseline"].notna().any():
+            fig.add_scatter(x=sub["student_layer"], y=sub["baseline"], mode="lines", name="noise floor",
+                            line=dict(dash="dot", color="grey"), showlegend=i == 0, **_cell(i))
+    return fig
 
 
-def fig_layer_head_heatmap(frame: pd.DataFrame, value: str = "mean", measure: str | None = None) -> go.Figure:
+def fig_layer_head_heatmap(frame: pd.DataFrame, value: str = "mean", measure: str | None = None, *,
+                           student: str = "student") -> go.Figure:
     """Student layer x head heatmap of ``value``.
 
     Args:
-        frame: columns student_layer (or layer), head (-1 = head mean, drawn as "mean"), ``value``,
-            and optionally measure (e.g. MisalignmentResult.by_layer_head()).
+        frame: columns student_layer (or layer), head (-1 = the head-averaged map, drawn as
+            "avg map"), ``value``, and optionally measure (e.g. MisalignmentResult.by_layer_head()).
         measure: keep only this measure (default: the first one present).
+        student: the student's name for the axes.
     """
     if "measure" in frame:
         measure = measure or sorted(frame["measure"].unique())[0]
@@ -95,14 +140,17 @@ def fig_layer_head_heatmap(frame: pd.DataFrame, value: str = "mean", measure: st
     table = frame.pivot_table(index=layer_col, columns="head", values=value, aggfunc="mean")
     heads = [h for h in table.columns if h != -1] + ([-1] if -1 in table.columns else [])
     table = table[heads]
-    fig = go.Figure(go.Heatmap(z=table.to_numpy(), x=["mean" if h == -1 else str(h) for h in heads],
+    scale = "misalignment" if value == "mean" else value
+    fig = go.Figure(go.Heatmap(z=table.to_numpy(), x=["avg map" if h == -1 else str(h) for h in heads],
                                y=[str(v) for v in table.index], colorscale="Viridis",
-                               colorbar=dict(title=label(value))))
-    title = f"{value} by layer and head" + (f" ({measure})" if measure else "")
-    return _layout(fig, title, "head", "layer")
+                               colorbar=dict(title=label(scale))))
+    title = (f"{scale} by layer and head" + (f" ({measure}; larger = further apart)" if measure else "")
+             + "; avg map = the head-averaged map, not the mean of the heads")
+    return _layout(fig, title, f"head of {student}", f"layer of {student}")
 
 
-def fig_layer_similarity(result, metric: str = "", higher_is_aligned: bool | None = None) -> go.Figure:
+def fig_layer_similarity(result, metric: str = "", higher_is_aligned: bool | None = None, *, teacher: str = "teacher",
+                         student: str = "student") -> go.Figure:
     """Teacher x student layer similarity heatmap with the monotone layer map overlaid.
 
     Args:
@@ -127,8 +175,8 @@ def fig_layer_similarity(result, metric: str = "", higher_is_aligned: bool | Non
                     line=dict(color="white"))
     direction = "" if higher_is_aligned is None else \
         " (higher = more alike)" if higher_is_aligned else " (lower = more alike)"
-    return _layout(fig, f"Layer similarity: {field} {metric}{direction}".replace("  ", " "), "student layer",
-                   "teacher layer")
+    return _layout(fig, f"Layer similarity: {field} {metric}{direction}".replace("  ", " "),
+                   f"student layer ({student})", f"teacher layer ({teacher})")
 
 
 def fig_head_matching(result, student_layer: int) -> go.Figure:
@@ -143,7 +191,7 @@ def fig_head_matching(result, student_layer: int) -> go.Figure:
     return _layout(fig, f"Heads: student layer {student_layer} vs teacher layer {t}", "teacher head", "student head")
 
 
-def fig_auroc_by_layer(result, measure: str | None = None) -> go.Figure:
+def fig_auroc_by_layer(result, measure: str | None = None, *, student: str = "student") -> go.Figure:
     """Error-link AUROC per student layer with bootstrap 95% intervals; 0.5 = no link.
 
     Args:
@@ -160,10 +208,12 @@ def fig_auroc_by_layer(result, measure: str | None = None) -> go.Figure:
         fig.add_scatter(x=sub["student_layer"], y=sub["auroc"], error_y=_err(sub, "auroc"), mode="lines+markers",
                         name=label(m))
     fig.add_hline(y=0.5, line_dash="dash", line_color="grey")
-    return _layout(fig, "Does misalignment predict student errors? (teacher-right items)", "student layer", "AUROC")
+    fig.update_yaxes(range=[0, 1])
+    return _integer_layers(_layout(fig, "Does misalignment predict student errors? (teacher-right items)",
+                                   f"student layer ({student})", "AUROC (0.5 = no link; higher = errors more misaligned)"))
 
 
-def fig_misalignment_by_outcome(result, measure: str | None = None) -> go.Figure:
+def fig_misalignment_by_outcome(result, measure: str | None = None, *, student: str = "student") -> go.Figure:
     """Mean misalignment per student layer in each outcome group (TR/SR, TR/SW, TW/SR, TW/SW).
 
     Args:
@@ -179,7 +229,8 @@ def fig_misalignment_by_outcome(result, measure: str | None = None) -> go.Figure
         if len(sub):
             fig.add_scatter(x=sub["student_layer"], y=sub["mean"], error_y=_err(sub), mode="lines+markers",
                             name=f"{group} (n={int(sub['n'].iloc[0])})", marker_color=color)
-    return _layout(fig, f"Misalignment by outcome group ({measure})", "student layer", "misalignment")
+    return _integer_layers(_layout(fig, f"Misalignment by outcome group ({measure})", f"student layer ({student})",
+                                   MISALIGNMENT))
 
 
 def fig_grounding_by_layer(result) -> go.Figure:
@@ -206,7 +257,8 @@ def fig_sinks_by_layer(result) -> go.Figure:
                         marker_color=color)
         fig.add_scatter(x=sub["layer"], y=sub["sink_share_filt"], mode="lines+markers", name=f"{model} filtered",
                         marker_color=color, line=dict(dash="dot"))
-    return _layout(fig, "Attention sinks: share of received attention", "layer", "sink share")
+    return _integer_layers(_layout(fig, "Attention sinks: share of received attention (head-averaged)",
+                                   "layer (each model's own)", "sink share"))
 
 
 def fig_attribution_agreement(result) -> go.Figure:
@@ -217,22 +269,34 @@ def fig_attribution_agreement(result) -> go.Figure:
         sub = frame[frame["model"] == model].sort_values("layer")
         fig.add_scatter(x=sub["layer"], y=sub["spearman"], mode="lines+markers", name=model, marker_color=color)
     fig.add_hline(y=0.0, line_dash="dash", line_color="grey")
-    return _layout(fig, "Attention vs integrated-gradients attribution", "layer", "spearman")
+    return _integer_layers(_layout(fig, "Attention vs integrated-gradients attribution", "layer (each model's own)",
+                                   "spearman (higher = attention follows attribution)"))
 
 
-def fig_compare_layers(frame: pd.DataFrame, value: str = "delta") -> go.Figure:
-    """Per-layer change after - before with 95% intervals (compare_runs' layer table).
+def fig_compare_layers(frame: pd.DataFrame, value: str = "delta", *, what: str = "misalignment",
+                       student: str = "student") -> go.Figure:
+    """Per-layer change after - before with 95% intervals (compare_runs' layer tables), one panel
+    per measure on its own scale; points whose interval includes 0 are grey ("no change").
 
     Args:
         frame: columns measure, student_layer, ``value``, ci_low, ci_high.
+        what: the quantity that changed, for the titles ("misalignment" or "AUROC").
     """
-    fig = go.Figure()
-    for m in sorted(frame["measure"].unique()):
+    from cdviz.report.findings import change_word
+
+    measures = sorted(frame["measure"].unique())
+    hint = " (negative = closer to the teacher)" if what == "misalignment" else ""
+    fig = _panels(measures, f"Change in {what}, after - before{hint}", f"student layer ({student})",
+                  f"change in {what}")
+    for i, m in enumerate(measures):
         sub = frame[frame["measure"] == m].sort_values("student_layer")
+        words = [change_word(d, lo, hi) for d, lo, hi in zip(sub[value], sub["ci_low"], sub["ci_high"])]
         fig.add_scatter(x=sub["student_layer"], y=sub[value], error_y=_err(sub, value), mode="lines+markers",
-                        name=label(m))
-    fig.add_hline(y=0.0, line_dash="dash", line_color="grey")
-    return _layout(fig, f"Change after - before ({value})", "student layer", value)
+                        name=label(m), showlegend=False, line=dict(color="#cccccc"),
+                        marker=dict(color=[CHANGE_COLORS[w] for w in words], size=9),
+                        text=words, hovertemplate="layer %{x}: %{y:+.4f} (%{text})<extra></extra>", **_cell(i))
+        fig.add_hline(y=0.0, line_dash="dash", line_color="grey", **_cell(i))
+    return fig
 
 
 def empty_figure(message: str) -> go.Figure:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -76,6 +77,32 @@ def accuracy_tables(usable: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
+def chance_level(usable: pd.DataFrame) -> float:
+    """Mean over items of 1 / number of options: the accuracy of guessing (two options: 1/2)."""
+    counts = [len(json.loads(o)) for o in usable["options"]] if "options" in usable and len(usable) else []
+    return float(np.mean([1 / k for k in counts if k])) if counts else 0.5
+
+
+def order_dependence(usable: pd.DataFrame) -> pd.DataFrame:
+    """Per category (and "all"): the share of items whose outcome depends on the option order,
+    i.e. right in some orders and wrong in others (0 < accuracy over orders < 1), per model.
+
+    With two options this is a model answering by position: the same letter in both orders.
+    Items without a per-order accuracy (Winoground group scores) are left out; columns
+    category, n (items with per-order accuracy), teacher, student.
+    """
+    rows = []
+    groups = [*usable.groupby("category", sort=True), ("all", usable)] if len(usable) else []
+    for name, sub in groups:
+        row = {"category": str(name), "n": 0}
+        for m in ("teacher", "student"):
+            acc = sub[f"{m}_accuracy"].astype(float).dropna() if f"{m}_accuracy" in sub else pd.Series(dtype=float)
+            row["n"] = max(row["n"], len(acc))
+            row[m] = float(((acc > 0) & (acc < 1)).mean()) if len(acc) else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["category", "n", "teacher", "student"])
+
+
 def most_misaligned(by_layer: pd.DataFrame, top: int = TOP_LAYERS) -> pd.DataFrame:
     """The ``top`` student layers with the largest mean misalignment, per measure."""
     return (by_layer.sort_values(["measure", "mean"], ascending=[True, False]).groupby("measure", sort=True)
@@ -97,15 +124,18 @@ def make_summary(store: RunStore, usable: pd.DataFrame, results: dict[str, Any],
         models[m] = {"path": info.get("path", ""), "arch": info.get("arch", ""), "n_layers": info.get("n_layers"),
                      "n_heads": info.get("n_heads"), "layers": info.get("layers")}
     sinks = results["sinks"].frame
+    protocol = store.manifest.get("options", {}).get("protocol", "letters")
     summary = {
         "format": FORMAT, "version": VERSION, "cdviz_version": __version__,
         "run": str(store.root.resolve()), "probes": store.manifest.get("probes", {}).get("name", ""),
-        "protocol": store.manifest.get("options", {}).get("protocol", "letters"),
+        "protocol": protocol,
         "models": models,
         "n_items": int(len(store.index)), "n_analysed": int(len(usable)),
         "n_skipped": int(len(store.index) - len(usable)),
         "accuracy": {"overall": records(acc["overall"].drop(columns="scope"))[0],
-                     "by_category": records(acc["category"]), "by_skill": records(acc["skill"])},
+                     "by_category": records(acc["category"]), "by_skill": records(acc["skill"]),
+                     "chance": chance_level(usable)},
+        "order_dependence": records(order_dependence(usable)) if protocol == "letters" else [],
         "outcome_groups": {r["group"]: int(r["n"]) for r in records(link.groups[link.groups.category == "all"])},
         "layer_map": {"default_groups": {str(s): list(g) for s, g in zip(mis.student_layers, mis.teacher_groups)},
                       "monotone": {str(s): t for s, t in lc.layer_map.items()},
