@@ -77,9 +77,13 @@ class RunStore:
         if not path.is_file():
             raise StoreError(f"{self.root}: no manifest.json; this is not a cdviz run (make one with `cdviz record`)")
         try:
-            self.manifest: dict[str, Any] = json.loads(path.read_text())
+            self.manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise StoreError(f"{path}: corrupt manifest (not UTF-8 text); re-run `cdviz record` with the same "
+                             "command to rebuild it") from e
         except json.JSONDecodeError as e:
-            raise StoreError(f"{path}: corrupt manifest ({e.msg} at line {e.lineno}); re-run `cdviz record`") from e
+            raise StoreError(f"{path}: corrupt manifest ({e.msg} at line {e.lineno}); re-run `cdviz record` with "
+                            "the same command to rebuild it") from e
         if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT:
             self.manifest = self.manifest if isinstance(self.manifest, dict) else {}
             raise StoreError(f"{path}: not a cdviz run manifest (format {self.manifest.get('format')!r}); point at "
@@ -257,16 +261,25 @@ def file_sha256(path: Path) -> str:
 
 
 SHARDS_META = b"cdviz_shards"  # part file schema metadata: {model: {"size", "sha256"}} of shard K's files
+RUN_META = b"cdviz_run"  # part file schema metadata: run_identity of the manifest the part was recorded under
+
+
+def run_identity(manifest: dict) -> str:
+    """sha256 of what makes a run that run (models, probe set, options: what a resume must match),
+    so a part file can be matched to the command that wrote it when manifest.json is lost."""
+    ident = {k: manifest.get(k) for k in ("models", "probes", "options")}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
 def write_part(root: Path, k: int, index: pd.DataFrame, outcomes: pd.DataFrame,
-               shards: dict[str, dict] | None = None) -> None:
+               shards: dict[str, dict] | None = None, run: str | None = None) -> None:
     """Shard ``k``'s outcome and index rows; the index part is written last and marks the shard done.
 
-    ``shards`` ({model: what `write_shard` returned}) goes into the index part's schema metadata,
-    so `verify_run` can tell a damaged or replaced shard file from the one this part belongs to."""
+    ``shards`` ({model: what `write_shard` returned}) and ``run`` (`run_identity`) go into the index
+    part's schema metadata, so `verify_run` can tell a damaged or replaced shard file from the one this
+    part belongs to, and `cdviz record` can rebuild a corrupt manifest from parts it can match."""
     write_parquet_atomic(outcomes_part_path(root, k), outcomes)
-    if not shards:
+    if not shards and not run:
         write_parquet_atomic(part_path(root, k), index)
         return
     import pyarrow as pa
@@ -274,9 +287,24 @@ def write_part(root: Path, k: int, index: pd.DataFrame, outcomes: pd.DataFrame,
 
     table = pa.Table.from_pandas(index, preserve_index=False)
     meta = dict(table.schema.metadata or {})
-    meta[SHARDS_META] = json.dumps(shards, sort_keys=True).encode()
+    if shards:
+        meta[SHARDS_META] = json.dumps(shards, sort_keys=True).encode()
+    if run:
+        meta[RUN_META] = run.encode()
     with atomic_path(part_path(root, k)) as tmp:
         pq.write_table(table.replace_schema_metadata(meta), tmp)
+
+
+def part_run(path: Path) -> str | None:
+    """The `run_identity` a part file was written under; None when it holds none (an older cdviz);
+    StoreError when the file cannot be read."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except Exception as e:  # noqa: BLE001 - a truncated parquet file raises pyarrow's own errors
+        raise StoreError(f"{path} unreadable ({e})") from e
+    return meta[RUN_META].decode() if RUN_META in meta else None
 
 
 def outcomes_part_path(root: Path, k: int) -> Path:

@@ -234,13 +234,55 @@ def test_a_replaced_shard_fails_its_checksum(straight, tmp_path):
     assert b.is_file()
 
 
-def test_corrupt_or_future_manifest_on_resume(model, probes, straight, tmp_path):
+def test_fault_truncate_delete_and_corrupt_manifest_then_record_repairs(model, probes, straight, tmp_path):
+    """The fault test of #15: a truncated shard, a deleted shard and a corrupt manifest at once; the same
+    command repairs all three and the store equals an uninterrupted one, tensor for tensor."""
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    truncated = run / "shards" / "student" / "00001.safetensors"
+    truncated.write_bytes(truncated.read_bytes()[:-100])
+    (run / "shards" / "teacher" / "00002.safetensors").unlink()
+    (run / "manifest.json").write_text('{"format": "cdviz-run", "vers')
+    kept = (run / "shards" / "teacher" / "00000.safetensors").stat().st_mtime_ns
+    result = invoke(*record_args(model, probes, run, "--shard-size", 2))
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "manifest.json").read_text()) == json.loads((straight / "manifest.json").read_text())
+    assert verify_run(run, checksums=True).ok
+    assert_same_run(straight, run)
+    assert (run / "shards" / "teacher" / "00000.safetensors").stat().st_mtime_ns == kept  # intact shard kept
+
+
+def strip_run_identity(part: Path) -> None:
+    """Rewrite a part file as an older cdviz wrote it: no record of the command in its metadata."""
+    import pyarrow.parquet as pq
+
+    from cdviz.store import RUN_META
+
+    table = pq.read_table(part)
+    meta = {k: v for k, v in table.schema.metadata.items() if k != RUN_META}
+    pq.write_table(table.replace_schema_metadata(meta), part)
+
+
+def test_corrupt_manifest_is_refused_when_the_parts_cannot_be_matched(model, probes, straight, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(straight, run)
     (run / "manifest.json").write_text("{half")
-    with pytest.raises(StoreError, match="manifest.json is corrupt .* new --out"):
-        record(model, model, probes, run, RecordOptions(shard_size=2))
-    assert (run / "parts" / "00000.parquet").is_file()  # nothing recorded is deleted
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    # another command (other layers) cannot claim the parts
+    with pytest.raises(StoreError, match=r"manifest.json is corrupt .*00000.parquet was recorded by another command"):
+        record(model, model, probes, run, RecordOptions(shard_size=2, layers=(1,)))
+    # a part from before parts named their command cannot be matched either
+    strip_run_identity(run / "parts" / "00001.parquet")
+    before[run / "parts" / "00001.parquet"] = (run / "parts" / "00001.parquet").read_bytes()
+    result = invoke(*record_args(model, probes, run, "--shard-size", 2))
+    assert_clean_error(result, "manifest.json is corrupt", "00001.parquet does not say which command recorded it",
+                       "restore manifest.json or record into a new --out")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # nothing recorded is lost
+
+
+def test_future_manifest_on_resume_and_a_corrupt_one_before_any_shard(model, probes, straight, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
     future = {**json.loads((straight / "manifest.json").read_text()), "version": 99}
     (run / "manifest.json").write_text(json.dumps(future))
     with pytest.raises(StoreError, match="version 99 was written by a newer cdviz"):

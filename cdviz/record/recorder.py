@@ -9,9 +9,12 @@ Every file is written atomically and shard K counts as done only when parts/K.pa
 and both models' shard files verify against it (size, readable header; cdviz.store.check_shard),
 so a killed run (even kill -9) rerun with the same command redoes at most the unfinished
 shards, re-records damaged or deleted ones, removes their stale temporary files and ends with
-the same store. Items whose image is missing (left out on load with --skip-bad) get a
-"skipped" index row in the shards after every loaded item's. Under torchrun / accelerate launch each process takes the
-shards k with k % WORLD_SIZE == RANK; whichever finishes last merges.
+the same store. Each part file also holds the identity of the command that wrote it (models, probe
+set, options; cdviz.store.run_identity), so a corrupt manifest.json is rebuilt by the same command
+and refused, naming the part, by any other. Items whose image is missing (left out on load with
+--skip-bad) get a "skipped" index row in the shards after every loaded item's. Under torchrun /
+accelerate launch each process takes the shards k with k % WORLD_SIZE == RANK; whichever finishes
+last merges.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from cdviz.models.base import Adapter, AdapterError
 from cdviz.probes.probeset import ProbeSet, load_probeset
 from cdviz.record.capture import Capture, CaptureError, CapturePlan, SamplePlan
 from cdviz.store import (
-    FORMAT, FORMAT_VERSION, MODELS, StoreError, check_shard, clean_stale_tmp, finalize, tensor_key, version_message,
-    write_part, write_shard,
+    FORMAT, FORMAT_VERSION, MODELS, StoreError, check_shard, clean_stale_tmp, finalize, part_run, run_identity,
+    tensor_key, version_message, write_part, write_shard,
 )
 from cdviz.types import ProbeError, ProbeItem
 
@@ -184,21 +187,22 @@ def model_origin(adapter: Adapter) -> dict:
 
 
 def _claim_store(out: Path, manifest: dict) -> None:
+    """Write the manifest of a new run, or check that ``out`` holds this very run (a resume).
+
+    A corrupt manifest.json is written again when every readable part file was recorded under this
+    command (`run_identity` in its metadata); otherwise the shards cannot be matched and it is refused."""
     path = out / "manifest.json"
     if path.is_file():
         started = any((out / "parts").glob("*.parquet"))
-        try:
-            old = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            if started:
-                raise StoreError(f"{path} is corrupt ({e}), so the shards beside it cannot be matched to this "
-                                 "command; record into a new --out (or restore the manifest)") from e
-            old = None  # nothing recorded yet: the manifest is simply written again
-        if isinstance(old, dict) and old.get("version") != manifest["version"]:
+        old, why = _read_manifest(path)
+        if old is None:
+            _check_parts_are_this_run(out, path, why, manifest)
+            write_json_atomic(path, manifest)
+            return
+        if old.get("version") != manifest["version"]:
             raise StoreError(version_message(out, old.get("version")))
-        if started and (not isinstance(old, dict) or old.get("probes") != manifest["probes"]
-                        or old.get("options") != manifest["options"] or old.get("models") != manifest["models"]):
-            differ = [k for k in ("models", "probes", "options") if not isinstance(old, dict) or old.get(k) != manifest[k]]
+        differ = [k for k in ("models", "probes", "options") if old.get(k) != manifest[k]]
+        if started and differ:
             raise StoreError(
                 f"{out} holds a run with other {', '.join(differ)}; resume only with the same command, "
                 f"or choose a new --out"
@@ -206,6 +210,37 @@ def _claim_store(out: Path, manifest: dict) -> None:
         if started:
             return
     write_json_atomic(path, manifest)
+
+
+def _read_manifest(path: Path) -> tuple[dict | None, str]:
+    """(the manifest, "") or (None, why it cannot be read)."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        return None, f"{e.msg} at line {e.lineno}"
+    except UnicodeDecodeError as e:
+        return None, f"not UTF-8 text: {e.reason}"
+    return (old, "") if isinstance(old, dict) else (None, f"a JSON {type(old).__name__}, not an object")
+
+
+def _check_parts_are_this_run(out: Path, path: Path, why: str, manifest: dict) -> None:
+    """Raise StoreError unless every readable index part in ``out`` was recorded under ``manifest``'s
+    command; unreadable parts are damaged shards, which the run records again anyway."""
+    want = run_identity(manifest)
+    for part in sorted((out / "parts").glob("*.parquet")):
+        if ".outcomes." in part.name:
+            continue
+        try:
+            got = part_run(part)
+        except StoreError:
+            continue
+        if got is None:
+            raise StoreError(f"{path} is corrupt ({why}) and {part} does not say which command recorded it (an "
+                             "older cdviz), so the shards cannot be matched to this command; restore manifest.json "
+                             "or record into a new --out")
+        if got != want:
+            raise StoreError(f"{path} is corrupt ({why}) and {part} was recorded by another command (other models, "
+                             "probe set or options); rerun the command that recorded it, or record into a new --out")
 
 
 def _record_shard(k, items, adapters, probes, out, manifest, options, skip_bad, progress, preskipped=None) -> None:
@@ -242,7 +277,8 @@ def _record_shard(k, items, adapters, probes, out, manifest, options, skip_bad, 
             frame.insert(3, "skill", [meta[u].skill for u in frame.uid])
         outcome_frames.append(frame)
     outcomes = pd.concat(outcome_frames, ignore_index=True)
-    write_part(out, k, _index_rows(k, items, probes, per_model, outcomes, skipped), outcomes, shards=files)
+    write_part(out, k, _index_rows(k, items, probes, per_model, outcomes, skipped), outcomes, shards=files,
+               run=run_identity(manifest))
     if progress:
         progress(len(items))
 
