@@ -4,6 +4,7 @@ its widgets exist, and changing a selector changes what is shown."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,11 @@ def table(at, *columns: str):
         if all(c in value.columns for c in columns):
             return value
     raise AssertionError(f"no dataframe with columns {columns}")
+
+
+def plain(text: str) -> str:
+    """Markdown text with state.md_escape's backslashes removed."""
+    return re.sub(r"\\(.)", r"\1", text)
 
 
 def texts(at) -> str:
@@ -44,27 +50,32 @@ def test_overview(runs_root, open_app):
     assert "replace_att" in set(acc["category"])
     at.radio(key="ov_by").set_value("skill").run()
     assert set(table(at, "skill", "delta")["skill"]) == {"perception", "recognition", "all"}
-    assert "not been computed" in texts(at)
+    before = plain(texts(at))
+    assert "need the misalignment and error-link analyses" in before and "Accuracy on 60 items" in before
+    assert "The student looks most differently" not in before
     at.button(key="ov_compute").click().run()
     assert not at.exception
-    lines = texts(at)
-    assert "furthest apart at student layer" in lines and "Recommended VAT targets" in lines
+    lines = plain(texts(at))
+    assert "The student looks most differently from the teacher at student layer" in lines
+    assert "Fine-tune student layer" in lines or "The fine-tune targets are a fallback" in lines
+    assert "need the misalignment and error-link analyses" not in lines
 
 
-def test_overview_headline_comes_from_the_report(reported_root, open_app):
+def test_overview_findings_come_from_the_report(reported_root, open_app):
+    from cdviz.report.findings import report_findings
+
     at = open_app(reported_root)
-    assert "from the run's report" in texts(at)
+    shown = plain(texts(at))
+    assert "from the run's report" in shown
     assert not [b for b in at.button if b.key == "ov_compute"]
     summary = json.loads((reported_root / "demo" / "report" / "summary.json").read_text())
-    layers = [r for r in summary["misalignment"]["by_layer"] if r["measure"] == "i2i:vat_cosine"]
-    worst = max(layers, key=lambda r: r["mean"])
-    auroc = [r for r in summary["error_link"]["auroc"] if r["measure"] == "i2i:vat_cosine"]
-    best = max(auroc, key=lambda r: r["auroc"])
-    lines = [m.value for m in at.markdown]
-    assert f"student layer **{worst['student_layer']}**" in lines[0] and f"**{worst['mean']:.3f}**" in lines[0]
-    assert f"layer **{best['student_layer']}**: AUROC **{best['auroc']:.2f}**" in lines[1]
+    found = report_findings(summary)
+    assert {f.topic for f in found} >= {"accuracy", "difference", "error link", "targets"}
+    for f in found:
+        assert f.text in shown, f.text
+    assert plain(at.markdown[0].value) == "- " + found[0].text  # the box comes first on the page
     targets = summary["recommended_targets"]
-    assert all(f"{s} <- " in lines[2] for s in targets["student_layers"])
+    assert all(f"student layer {s} toward" in shown for s in targets["student_layers"])
 
 
 def test_run_picker_switches_runs(runs_root, open_app):

@@ -12,7 +12,7 @@ from cdviz.report import build_report, report_steps
 from cdviz.store import open_run
 
 SUMMARY_KEYS = {"format", "version", "cdviz_version", "run", "probes", "protocol", "models", "n_items", "n_analysed",
-                "n_skipped", "accuracy", "outcome_groups", "layer_map", "misalignment", "most_misaligned_layers", "error_link",
+                "n_skipped", "accuracy", "outcome_groups", "order_dependence", "layer_map", "misalignment", "most_misaligned_layers", "error_link",
                 "grounding", "sinks", "attribution", "recommended_targets", "files"}
 EVIL = '<script>alert("cdviz")</script>'
 
@@ -45,6 +45,10 @@ def test_summary_keys_and_content(small_report, small_run):
     cats = {r["category"] for r in summary["accuracy"]["by_category"]}
     assert cats == set(idx.category)
     assert sum(summary["outcome_groups"].values()) == 120
+    # two options per item; the synthetic outcomes are the same in both orders
+    assert summary["accuracy"]["chance"] == 0.5
+    order = {r["category"]: r for r in summary["order_dependence"]}
+    assert set(order) == cats | {"all"} and order["all"]["n"] == 120 and order["all"]["teacher"] == 0.0
     top = {(r["measure"], r["student_layer"]) for r in summary["most_misaligned_layers"]}
     assert ("i2i:vat_cosine", 1) in top and ("i2i:vat_cosine", 2) in top
     targets = summary["recommended_targets"]

@@ -35,10 +35,16 @@ def test_accuracy_by_category_escapes_labels():
 def test_result_figures(results):
     mis, link = results["mis"], results["link"]
     n_measures = len(mis.measures)
-    assert len(F.fig_misalignment_by_layer(mis).data) == n_measures
-    assert len(F.fig_misalignment_by_layer(mis.by_layer(), measures=["t2i:js"]).data) == 1
+    by_layer = F.fig_misalignment_by_layer(mis, student="tiny-student")
+    lines = [t for t in by_layer.data if t.name != "noise floor"]
+    assert len(lines) == n_measures and len(by_layer.data) == 2 * n_measures  # each panel: measure + noise floor
+    assert len({t.yaxis for t in lines}) == n_measures  # one panel, one y scale per measure
+    assert by_layer.layout.xaxis.dtick == 1 and by_layer.layout.xaxis.tickformat == "d"  # whole layers only
+    assert "tiny-student" in by_layer.layout.xaxis3.title.text and "further apart" in by_layer.layout.yaxis.title.text
+    assert len(F.fig_misalignment_by_layer(mis.by_layer(), measures=["t2i:js"]).data) == 2
     heat = F.fig_layer_head_heatmap(mis.by_layer_head(), "mean", "i2i:vat_cosine")
-    assert heat.data[0].z.shape == (4, 5) and list(heat.data[0].x)[-1] == "mean"
+    assert heat.data[0].z.shape == (4, 5) and list(heat.data[0].x)[-1] == "avg map"
+    assert "head-averaged map" in heat.layout.title.text
     assert len(F.fig_auroc_by_layer(link).data) == n_measures
     assert len(F.fig_auroc_by_layer(link, "t2i:js").data) == 1
     assert {t.name.split(" ")[0] for t in F.fig_misalignment_by_outcome(link).data} <= {"TR/SR", "TR/SW", "TW/SR",
@@ -53,7 +59,11 @@ def test_result_figures(results):
 def test_compare_and_placeholder_figures():
     frame = pd.DataFrame({"measure": ["m", "m"], "student_layer": [0, 1], "delta": [-0.1, 0.0],
                           "ci_low": [-0.2, -0.1], "ci_high": [0.0, 0.1]})
-    assert len(F.fig_compare_layers(frame).data) == 1
+    fig = F.fig_compare_layers(frame)
+    assert len(fig.data) == 1 and list(fig.data[0].marker.color) == [F.CHANGE_COLORS["no change"]] * 2
+    fell = frame.assign(ci_high=[-0.05, 0.1])
+    assert list(F.fig_compare_layers(fell).data[0].marker.color) == [F.CHANGE_COLORS["fell"],
+                                                                      F.CHANGE_COLORS["no change"]]
     assert F.empty_figure("<nothing>").layout.annotations[0].text == "&lt;nothing&gt;"
 
 
