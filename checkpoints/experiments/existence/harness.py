@@ -1,0 +1,155 @@
+"""Can the demo teacher's decoder learn to read the image through yes/no questions? (checkpoints/DESIGNS.md, design 7)
+
+A standalone loop, outside cdviz's trainer, on the zoo's initial teacher (vision tower pretrained
+and frozen, decoder and connector from scratch): "Is there a COLOUR SHAPE in the image?" with
+yes and no equally often, the loss on the answer token only, accuracy on 500 test-split scenes
+every 100 steps. Run from the repository root after `cdviz zoo build` has made its init-teacher:
+
+    python checkpoints/experiments/existence/harness.py --init checkpoints/.build/init-teacher --steps 600 \\
+        [--neg hard|easy|text] [--route W] [--ground W] [--center S] [--lr LR]
+
+--neg hard: the absent pair's colour and shape are both in view (needs binding); easy: its colour
+is not in view; text: the answer is "yes" for red, green and blue whatever the image (no image
+needed: the loop's own check that the decoder learns at all). --route supervises the answer
+row's attention onto the question's colour and shape words (--route-layers), --ground onto the
+named object's patches (--ground-layers, "yes" samples). --center subtracts each image's mean
+projected patch and scales the rest by S.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+from cdviz.probes.shapes_scene import COLOURS, SHAPES, generate_scenes, render_scene
+from cdviz.zoo_vision import object_map
+
+PATCH = 8
+GRID = 6  # 48 px scenes, 8 px patches
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--init", default="checkpoints/.build/init-teacher")
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--n", type=int, default=6000, help="training samples (batches of 32 drawn from them)")
+    ap.add_argument("--neg", choices=("hard", "easy", "text"), default="hard")
+    ap.add_argument("--route", type=float, default=0.0)
+    ap.add_argument("--route-layers", default="0,1")
+    ap.add_argument("--ground", type=float, default=0.0)
+    ap.add_argument("--ground-layers", default="2,3")
+    ap.add_argument("--center", type=float, default=0.0)
+    ap.add_argument("--tag", default="run")
+    return ap.parse_args()
+
+
+def question(scene, rng: random.Random, neg: str) -> tuple[str, bool, np.ndarray]:
+    """(question, answer is yes, [GRID * GRID] patches of the named object) for one scene."""
+    image = np.asarray(render_scene(scene))
+    per_patch = object_map(scene, image).reshape(GRID, PATCH, GRID, PATCH).transpose(0, 2, 1, 3)
+    per_patch = per_patch.reshape(GRID * GRID, -1)  # [36, 64] object id per pixel
+    yes = rng.random() < 0.5
+    if yes:
+        k = rng.randrange(len(scene.objects))
+        colour, shape = scene.objects[k].colour, scene.objects[k].shape
+        region = (per_patch == k + 1).sum(1) >= 3
+    else:
+        colours = {o.colour for o in scene.objects}
+        shapes = {o.shape for o in scene.objects}
+        absent = [(c, s) for c in COLOURS for s in SHAPES if not scene.find({"colour": c, "shape": s})]
+        if neg == "easy":
+            pool = [(c, s) for c, s in absent if c not in colours]
+        else:  # both words in view on different objects when the scene allows it
+            pool = [(c, s) for c, s in absent if c in colours and s in shapes] or \
+                   [(c, s) for c, s in absent if c in colours or s in shapes]
+        colour, shape = rng.choice(pool)
+        region = np.zeros(GRID * GRID, dtype=bool)
+    if neg == "text":
+        yes, region = colour in ("red", "green", "blue"), np.zeros(GRID * GRID, dtype=bool)
+    return f"Is there a {colour} {shape} in the image?", yes, region
+
+
+def batches(processor, split: str, n: int, seed: int, neg: str, size: int) -> list[tuple[dict, torch.Tensor, torch.Tensor]]:
+    """Encoded batches of one split: (inputs, [B] yes, [B, 36] region)."""
+    rng = random.Random(seed)
+    samples = []
+    for scene in generate_scenes(0, 48, splits=(split,)):
+        if len(samples) == n:
+            break
+        text, yes, region = question(scene, rng, neg)
+        prompt = processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}], add_generation_prompt=True)
+        samples.append((render_scene(scene), prompt, yes, region))
+    out = []
+    for i in range(0, len(samples), size):
+        chunk = samples[i:i + size]  # every prompt has the same length: no padding
+        inputs = processor(images=[s[0] for s in chunk], text=[s[1] for s in chunk], return_tensors="pt")
+        out.append((inputs, torch.tensor([s[2] for s in chunk]), torch.tensor(np.stack([s[3] for s in chunk]))))
+    return out
+
+
+def main() -> None:
+    a = parse_args()
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    processor = AutoProcessor.from_pretrained(a.init)
+    model = LlavaForConditionalGeneration.from_pretrained(a.init, attn_implementation="eager")
+    model.model.vision_tower.requires_grad_(False)
+    if a.center:
+        model.model.multi_modal_projector.register_forward_hook(
+            lambda module, args, out: (out - out.mean(dim=-2, keepdim=True)) * a.center)  # [B, 36, D]
+    tok = processor.tokenizer
+    yes_id, no_id = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
+    content_ids = torch.tensor(tok.convert_tokens_to_ids([*COLOURS, *SHAPES]))
+    train = batches(processor, "train", a.n, 1, a.neg, 32)
+    test = batches(processor, "test", 500, 2, a.neg, 100)
+    image_pos = (train[0][0]["input_ids"][0] == model.config.image_token_index).nonzero().squeeze(1)  # [36]
+    route_layers = [int(x) for x in a.route_layers.split(",")]
+    ground_layers = [int(x) for x in a.ground_layers.split(",")]
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=a.lr, weight_decay=0.0)
+
+    def accuracy() -> float:
+        model.eval()
+        right = n = 0
+        with torch.no_grad():
+            for inputs, yes, _ in test:
+                logits = model(**inputs).logits[:, -1]  # [B, V] at the answer position
+                right += ((logits[:, yes_id] > logits[:, no_id]) == yes).sum().item()
+                n += len(yes)
+        model.train()
+        return right / n
+
+    rng, start = random.Random(0), time.time()
+    for step in range(1, a.steps + 1):
+        inputs, yes, region = train[rng.randrange(len(train))]
+        out = model(**inputs, output_attentions=bool(a.route or a.ground))
+        target = torch.where(yes, torch.tensor(yes_id), torch.tensor(no_id))
+        loss = F.cross_entropy(out.logits[:, -1], target)
+        parts = {"ce": loss.item()}
+        if a.route:
+            words = torch.isin(inputs["input_ids"], content_ids).float()  # [B, T]
+            rows = torch.stack([out.attentions[i][:, :, -1].mean(1) for i in route_layers])  # [L, B, T] head mean
+            route = -(rows * words).sum(-1).clamp_min(1e-6).log().mean()
+            loss, parts["route"] = loss + a.route * route, route.item()
+        if a.ground and region.any():
+            rows = torch.stack([out.attentions[i][:, :, -1, image_pos].mean(1) for i in ground_layers])  # [L, B, 36]
+            share = (rows * region.float()).sum(-1) / rows.sum(-1).clamp_min(1e-6)  # [L, B]
+            ground = -share[:, region.any(1)].clamp_min(1e-6).log().mean()
+            loss, parts["ground"] = loss + a.ground * ground, ground.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 100 == 0:
+            shown = {k: round(v, 3) for k, v in parts.items()}
+            print(a.tag, step, shown, "test accuracy", round(accuracy(), 3), f"{time.time() - start:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
