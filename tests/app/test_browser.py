@@ -1,6 +1,8 @@
 """The dashboard in a real browser: `streamlit run app/main.py` on a synthetic run, every page opened
 in headless Chromium (Playwright), no error element, one screenshot per page in
-test-artifacts/screenshots/<page>.png.
+test-artifacts/screenshots/<page>.png; the batch report and the comparison too (report.png,
+compare.png). The findings box must be on the first screen of the Overview, the report and the
+comparison, and name the recommended layers.
 
 Needs Debian's Chromium at /usr/bin/chromium (`apt-get install -y chromium`); skipped without it.
 """
@@ -14,6 +16,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+import json
 
 import pytest
 
@@ -81,7 +85,41 @@ def _settle(page) -> None:
     page.wait_for_timeout(1500)  # plotly and the table canvas draw after the last message
 
 
-def test_every_page_in_chromium(server):
+def _findings_on_first_screen(box, root: Path, viewport_height: int = 1000) -> None:
+    """The findings box starts and ends within the first screen and names every recommended layer."""
+    summary = json.loads((root / "demo" / "report" / "summary.json").read_text())
+    top = box.bounding_box()
+    assert top is not None and top["y"] + top["height"] < viewport_height, top
+    text = box.inner_text()
+    for s in summary["recommended_targets"]["student_layers"]:
+        assert f"student layer {s} toward" in text.replace("\\", ""), text
+
+
+def test_report_and_comparison_in_chromium(browser_root, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from cdviz.report import compare_runs
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    compare = compare_runs(browser_root / "demo", browser_root / "after", tmp_path / "compare", n_boot=50)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto((browser_root / "demo" / "report" / "index.html").as_uri())
+            page.wait_for_selector(".js-plotly-plot")
+            _findings_on_first_screen(page.locator("section.findings"), browser_root)
+            page.screenshot(path=str(SHOTS / "report.png"))
+            page.goto((compare / "compare.html").as_uri())
+            page.wait_for_selector(".js-plotly-plot")
+            box = page.locator("section.findings")
+            assert box.bounding_box()["y"] < 1000 and "misalignment fell" in box.inner_text()
+            page.screenshot(path=str(SHOTS / "compare.png"))
+        finally:
+            browser.close()
+
+
+def test_every_page_in_chromium(server, browser_root):
     from playwright.sync_api import sync_playwright
 
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -103,6 +141,8 @@ def test_every_page_in_chromium(server):
                 page.wait_for_timeout(500)
                 page.screenshot(path=str(SHOTS / f"{name}.png"))
                 page.set_viewport_size({"width": 1600, "height": 1000})
+                if name == "overview":
+                    _findings_on_first_screen(page.locator(".st-key-ov_findings"), browser_root)
                 if name == "item_explorer":
                     assert page.locator(".js-plotly-plot").count() >= 3  # teacher, student, difference
                     shown = page.get_by_text("item 1 of 40").count()
