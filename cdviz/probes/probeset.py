@@ -4,8 +4,13 @@ point into a user's local copy of a benchmark, which is never copied.
 
     save_probeset(items, DIR, name=...)  ->  load_probeset(DIR)  round-trips exactly.
 
-A relative image path must stay inside DIR: "../x.png" (or "a/../../x.png") is refused, so a probe
-set cannot make cdviz read files beside it.
+Image paths stay inside: a relative path must not leave DIR ("../x.png", "a/../../x.png"), and an
+absolute one must lie in DIR or in a folder probeset.json lists under ``image_roots``, which
+`save_probeset` (and so `cdviz probes import`) fills with the folders of the images it was given.
+An item added or edited later cannot make cdviz read a file elsewhere; the check is lexical, as a
+Hugging Face cache holds images as links to blobs outside their folder. probeset.json is part of
+the probe set: a set crafted to list "/" is trusted as far as its own items are (the dashboard
+keeps its own allow-list).
 """
 
 from __future__ import annotations
@@ -75,16 +80,22 @@ def save_probeset(
     params: dict[str, Any] | None = None,
     skipped: Iterable[Skip] = (),
 ) -> Path:
-    """Write ``items`` as a probe set under ``root`` (images must already be in place)."""
+    """Write ``items`` as a probe set under ``root`` (images must already be in place); the folders of
+    absolute image paths outside ``root`` become its ``image_roots``."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
     n = 0
+    outside: set[str] = set()
     with atomic_path(root / "items.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as f:
         for item in items:
             if item.uid in seen:
                 raise ProbeError(f"probe item {item.uid!r}: duplicate uid; every uid in a probe set must be unique")
             seen.add(item.uid)
+            for k in range(len(item.images)):
+                path = _lexical(resolve_image(root, item, k))
+                if not _inside(path, [_lexical(root)]):
+                    outside.add(os.path.dirname(path))
             f.write(item.to_json() + "\n")
             n += 1
     skipped = [s.to_dict() for s in skipped]
@@ -98,6 +109,7 @@ def save_probeset(
             "cdviz_version": __version__,
             "params": params or {},
             "skipped": skipped,
+            "image_roots": _outermost(outside),
         },
     )
     return root
@@ -120,6 +132,7 @@ def load_probeset(root: str | Path, *, check_images: bool = True, skip_bad: bool
                 f"{meta_path}: format {meta.get('format')!r} v{meta.get('version')} is not a probe set this "
                 f"cdviz ({__version__}) reads; regenerate it or upgrade cdviz"
             )
+    roots = [_lexical(root), *(_lexical(Path(r)) for r in meta.get("image_roots", []) if isinstance(r, str) and r)]
     items: list[ProbeItem] = []
     skipped = [Skip(**s) for s in meta.get("skipped", [])]
     seen: set[str] = set()
@@ -152,7 +165,15 @@ def load_probeset(root: str | Path, *, check_images: bool = True, skip_bad: bool
                     try:
                         paths.append(resolve_image(root, item, k))
                     except ProbeError as e:
+                        parsed = item
                         raise ProbeError(f"{where}: {e}") from e
+                    if not _inside(_lexical(paths[-1]), roots):
+                        parsed = item
+                        raise ProbeError(
+                            f"{where}: probe item {item.uid!r}: image {item.images[k]!r} lies outside the probe set "
+                            f"folder {root} and the image folders its probeset.json lists; copy the image into "
+                            f"{root}, import the benchmark with `cdviz probes import ... --images-dir DIR` (which "
+                            "lists DIR), or pass --skip-bad to record the item as a skip")
                 if check_images:
                     for p in paths:
                         if not p.is_file():
@@ -184,6 +205,24 @@ def resolve_image(root: Path, item: ProbeItem, index: int = 0) -> Path:
         raise ProbeError(f"probe item {item.uid!r}: image path {raw!r} leaves the probe set folder {root}; "
                          "give a path inside it, or an absolute path to the benchmark's own copy")
     return Path(root) / p
+
+
+def _lexical(path: Path) -> str:
+    # abspath, not resolve: a Hugging Face cache holds images as links to blobs elsewhere.
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _inside(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def _outermost(folders: set[str]) -> list[str]:
+    """The folders none of whose ancestors is also listed, sorted."""
+    kept: list[str] = []
+    for f in sorted(folders):  # an ancestor sorts before its descendants
+        if not _inside(f, kept):
+            kept.append(f)
+    return kept
 
 
 def _read_json(path: Path) -> Any:

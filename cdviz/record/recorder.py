@@ -408,7 +408,7 @@ def _index_rows(k, items, probes, per_model, outcomes, skipped) -> pd.DataFrame:
         row = {
             "uid": item.uid, "source": item.source, "category": item.category, "subcategory": item.subcategory,
             "skill": item.skill, "kind": item.kind, "split": item.split, "shard": k,
-            "image": str(probes.image_path(item, 0).resolve()), "options": json.dumps(list(item.options)),
+            "image": _image_cell(probes, item), "options": json.dumps(list(item.options)),
             "correct_option": item.correct, "question": item.question,
             "boxes": json.dumps([b.to_dict() for b in item.boxes]),
             "status": "skipped" if item.uid in skipped else "ok", "skip_reason": skipped.get(item.uid, ""),
@@ -428,6 +428,15 @@ def _index_rows(k, items, probes, per_model, outcomes, skipped) -> pd.DataFrame:
             row[f"{name}_margin"] = float(r.margin) if ok else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _image_cell(probes: ProbeSet, item: ProbeItem) -> str:
+    """The item's first image as an absolute path; as written when it cannot be one (an item skipped
+    on load because its path leaves the probe set)."""
+    try:
+        return str(probes.image_path(item, 0).resolve())
+    except ProbeError:
+        return str(item.images[0])
 
 
 def _chunks(seq: list, size: int):
