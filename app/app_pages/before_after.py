@@ -10,6 +10,7 @@ import streamlit as st
 
 from app import figures, state
 from cdviz.report import figures as rfig
+from cdviz.report.findings import change_word, compare_findings
 
 
 def compare_tables(before: state.Run, after: state.Run, mis_b: Any, mis_a: Any) -> dict[str, pd.DataFrame]:
@@ -67,16 +68,34 @@ for label, run in (("before", before), ("after", after)):
         st.stop()
 tables = compare_tables(before, after, results["before"], results["after"])
 paired = state.compare_summary(before, after)
+if paired:
+    with st.container(border=True, key="ba_verdict"):
+        st.subheader("Verdict")
+        for f in compare_findings(paired):
+            (st.warning if f.warning else st.markdown)(("" if f.warning else "- ") + state.md_escape(f.text))
 st.caption("Means of each run and their difference (after - before)." + (
-    " Paired bootstrap intervals of the differences below come from `cdviz compare`." if paired else
-    f" For bootstrap intervals of the differences run `cdviz compare {before.path} {after.path}`."))
+    " Paired bootstrap intervals of the differences come from `cdviz compare`." if paired else
+    f" For bootstrap intervals of the differences and a verdict run `cdviz compare {before.path} {after.path}`; "
+    "until then changes are shown without colour."))
+
+
+def delta_colour(model: str) -> str:
+    """Colour a metric's change only when the paired interval excludes 0 ("off" = neutral grey)."""
+    row = next((r for r in (paired or {}).get("accuracy", []) if r["model"] == model and r["category"] == "all"),
+               None)
+    if row is None or change_word(row["delta"], row.get("ci_low"), row.get("ci_high")) == "no change":
+        return "off"
+    return "normal"
+
 
 st.subheader("Accuracy")
 acc = tables["accuracy"]
 overall = acc[acc["category"] == "all"].iloc[0]
 c = st.columns(2)
-c[0].metric("student accuracy", f"{overall.student_after:.1%}", f"{overall.student_delta:+.1%}")
-c[1].metric("teacher accuracy", f"{overall.teacher_after:.1%}", f"{overall.teacher_delta:+.1%}")
+c[0].metric("student accuracy", f"{overall.student_after:.1%}", f"{overall.student_delta:+.1%}",
+             delta_color=delta_colour("student"))
+c[1].metric("teacher accuracy", f"{overall.teacher_after:.1%}", f"{overall.teacher_delta:+.1%}",
+             delta_color=delta_colour("teacher"))
 st.plotly_chart(figures.delta_bars(acc[acc["category"] != "all"], "category", "student_delta",
                                    title="student accuracy, after - before", y_title="accuracy change"),
                 width="stretch", key="ba_acc_chart")
@@ -89,7 +108,7 @@ if layers.empty:
     st.stop()
 measure = st.selectbox("Measure", list(dict.fromkeys(layers["measure"])), key="ba_measure")
 sub = layers[layers["measure"] == measure]
-st.plotly_chart(figures.delta_bars(sub, "student_layer", "delta", title=f"{measure}: after - before (head mean)",
+st.plotly_chart(figures.delta_bars(sub, "student_layer", "delta", title=f"{measure}: after - before (head-averaged map)",
                                    y_title="misalignment change", higher_is_better=False),
                 width="stretch", key="ba_layer_chart")
 st.dataframe(sub, hide_index=True, width="stretch", key="ba_layer_table")
@@ -97,7 +116,7 @@ if paired:
     deltas = pd.DataFrame(paired["misalignment"])
     deltas = deltas[deltas["measure"] == measure]
     if len(deltas):
-        st.plotly_chart(rfig.fig_compare_layers(deltas), width="stretch", key="ba_paired_chart")
+        st.plotly_chart(rfig.fig_compare_layers(deltas, what="misalignment"), width="stretch", key="ba_paired_chart")
         st.dataframe(deltas, hide_index=True, width="stretch", key="ba_paired_table")
 
 st.subheader("Misalignment per layer and category")

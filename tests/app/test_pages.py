@@ -184,6 +184,9 @@ def test_before_after(runs_root, open_app):
     assert table(at, "measure", "delta", "ci_low_before")["measure"].unique().tolist() == ["t2i:js"]
     acc = table(at, "student_delta")
     assert "all" in set(acc["category"])
+    assert "shown without colour" in texts(at) and "Verdict" not in [h.value for h in at.subheader]
+    gray = type(at.metric[0].proto).MetricColor.GRAY
+    assert all(m.proto.color == gray for m in at.metric)  # no interval: no colour claim
 
 
 def test_before_after_shows_paired_intervals_from_cdviz_compare(runs_root, tmp_path, open_app):
@@ -199,6 +202,19 @@ def test_before_after_shows_paired_intervals_from_cdviz_compare(runs_root, tmp_p
     paired = table(at, "measure", "delta", "paired")
     assert set(paired["measure"]) == {"i2i:vat_cosine"} and paired["paired"].all()
     assert (paired["ci_high"] < 0).sum() >= 2  # the planted layers got closer, with intervals below 0
+    from cdviz.report.findings import change_word, compare_findings
+
+    summary = json.loads((tmp_path / "after" / "compare" / "summary.json").read_text())
+    shown = plain(texts(at))
+    for f in compare_findings(summary):
+        assert f.text in shown, f.text
+    vat = next(f.text for f in compare_findings(summary) if f.text.startswith("i2i:vat_cosine misalignment"))
+    assert "fell at layer 1 by" in vat and "fell at layer 2 by" in vat  # the planted layers
+    student = next(r for r in summary["accuracy"] if r["model"] == "student" and r["category"] == "all")
+    word = change_word(student["delta"], student["ci_low"], student["ci_high"])
+    colours = {m.label: m.proto.color for m in at.metric}
+    gray = type(at.metric[0].proto).MetricColor.GRAY
+    assert (colours["student accuracy"] == gray) == (word == "no change")
 
 
 def test_before_after_needs_two_runs(reported_root, open_app):
