@@ -130,6 +130,18 @@ def test_report_on_a_half_written_run_says_what_is_missing(model, probes, tmp_pa
     assert not damaged and "4 of 6 items recorded" in message
 
 
+def test_build_report_from_python_refuses_a_half_written_run(straight, tmp_path):
+    from cdviz.report import build_report
+
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    for p in [*(run / "parts").glob("00001*"), run / "index.parquet", run / "outcomes.parquet"]:
+        p.unlink()
+    with pytest.raises(StoreError, match=r"4 of 6 items recorded \(1 of 3 shards missing: 00001\).*cdviz record"):
+        build_report(run, n_boot=20, n_perm=20)
+    assert not (run / "report").exists()
+
+
 def test_items_skipped_on_load_are_in_the_index(model, probes, tmp_path):
     lost = {**first_item(probes), "uid": "lost", "images": ["images/gone.png"]}
     lines = (probes / "items.jsonl").read_text().splitlines()[:3]

@@ -50,7 +50,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, progres
     """Analyse the run at ``run_dir`` and write the report; returns the output directory.
 
     Args:
-        run_dir: a finished run store.
+        run_dir: a finished run store; a partial or damaged one raises StoreError saying what is
+            missing and the command that finishes it, as `cdviz report` does.
         out_dir: where to write (default RUN/report).
         progress: called with the number of items just processed (see `report_steps`).
         t2i_metrics: metrics for the t2i misalignment (add "emd" for the exact, slow one).
@@ -60,6 +61,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, progres
         timings: if given, filled with seconds per phase.
     """
     store = open_run(run_dir)
+    store.require_whole()  # never analyse part of a run as if it were all of it
     out = Path(out_dir) if out_dir is not None else store.root / "report"
     timings = timings if timings is not None else {}
 
