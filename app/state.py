@@ -320,6 +320,12 @@ def metric_direction(name: str) -> str:
     return "higher = more alike" if HIGHER_IS_ALIGNED[name] else "lower = more alike"
 
 
+def as_misalignment(name: str, value: float) -> float:
+    """A metric's value as the report shows it: a misalignment, larger = further apart (1 - a
+    similarity, a distance as it is)."""
+    return 1.0 - value if HIGHER_IS_ALIGNED[name] else value
+
+
 # -------------------------------------------------------------------------------------- images
 
 def _image_roots(run: Run) -> list[Path]:

@@ -113,13 +113,18 @@ st.caption("Each map is normalised over the image tokens and shown relative to a
 c = st.columns([1, 3])
 metric = c[0].selectbox("Metric", list(state.PAIR_METRICS), key="ie_metric",
                         help="Computed on the common grid; see cdviz/metrics.py")
-c[0].metric(metric, f"{cmp.metrics[metric]:.4f}", help=state.metric_direction(metric))
+c[0].metric(f"{metric} misalignment", f"{state.as_misalignment(metric, cmp.metrics[metric]):.4f}",
+            help="larger = further apart, as in the report (1 - similarity for similarities); the metric itself: "
+                 f"{cmp.metrics[metric]:.4f}, {state.metric_direction(metric)}")
 if field == "t2i":
     for model, layer, head in (("teacher", t_group[0], t_head), ("student", s_layer, s_head)):
         sc = state.item_scalars(run, uid, model, layer, head, query)
         c[0].text(f"{model}: {sc['mass']:.1%} of the query's attention on the image, entropy {sc['entropy']:.2f} nats")
-c[1].dataframe(pd.DataFrame({"metric": list(cmp.metrics), "value": list(cmp.metrics.values()),
-                             "direction": [state.metric_direction(m) for m in cmp.metrics]}),
+c[1].dataframe(pd.DataFrame({"metric": list(cmp.metrics),
+                             "misalignment (larger = further apart)": [state.as_misalignment(m, v)
+                                                                       for m, v in cmp.metrics.items()],
+                             "metric value": list(cmp.metrics.values()),
+                             "metric direction": [state.metric_direction(m) for m in cmp.metrics]}),
                hide_index=True, width="stretch", key="ie_metrics_table")
 
 st.subheader("Question and answers")

@@ -126,7 +126,12 @@ def test_item_explorer_navigation_and_selectors(runs_root, open_app):
         at.selectbox(key=key).set_value(value).run()
         assert not at.exception
         assert at.metric[0].value != shown, key
-    assert at.metric[0].label == "js"
+    assert at.metric[0].label == "js misalignment"
+    pair = table(at, "misalignment (larger = further apart)", "metric value").set_index("metric")
+    for name, row in pair.iterrows():  # one meaning per name: every value shown as a misalignment
+        flipped = name in ("vat_cosine", "spearman", "topk_iou")
+        assert row.iloc[0] == pytest.approx(1 - row["metric value"] if flipped else row["metric value"]), name
+    assert float(at.metric[0].value) == pytest.approx(pair.loc["js"].iloc[0], abs=1e-4)
     options = table(at, "option", "text")
     assert list(options["text"]) == ["option 0 true", "option 0 false"] and options["correct"].tolist() == [True, False]
     outcomes = table(at, "chosen_text")
