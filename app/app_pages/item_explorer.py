@@ -61,9 +61,9 @@ t_layer = c[2].selectbox(
 head_choices = {m: [None, *range(store.n_heads(m))] for m in ("student", "teacher")}
 per_head = field != "i2i_paper"
 s_head = c[3].selectbox("Student head", head_choices["student"], key="ie_student_head", disabled=not per_head,
-                        format_func=lambda h: "mean" if h is None else str(h))
+                        format_func=lambda h: "avg map" if h is None else str(h))
 t_head = c[4].selectbox("Teacher head", head_choices["teacher"], key="ie_teacher_head", disabled=not per_head,
-                        format_func=lambda h: "mean" if h is None else str(h))
+                        format_func=lambda h: "avg map" if h is None else str(h))
 # Query rows are counted back from the answer position, which both models recorded last; the two
 # tokenizers may split the prompt differently, so only the rows both have are offered.
 tokens = {m: state.json_list(row.get(f"{m}_query_tokens")) for m in ("student", "teacher")}

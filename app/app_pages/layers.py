@@ -9,6 +9,9 @@ import streamlit as st
 from app import state
 from cdviz.report import figures as rfig
 
+AVG_MAP = "avg map (the layer's value)"
+MEAN_OF_HEADS = "mean of heads"
+
 run = state.require_run()
 st.title("Layers and heads")
 state.require_usable(run)
@@ -40,10 +43,15 @@ else:
                         key="lh_heatmap")
         groups = dict(zip(mis.student_layers, mis.teacher_groups))
         table = frame.pivot_table(index="student_layer", columns="head", values="mean")
-        table = table[[h for h in table.columns if h != -1] + [-1]]  # heads, then their mean
-        table.columns = ["mean" if h == -1 else f"head {h}" for h in table.columns]
+        heads = [h for h in table.columns if h != -1]
+        table = table[heads + [-1]]
+        # The layer's value (every other page's) is the head-averaged map's; the mean over heads differs.
+        table.columns = [AVG_MAP if h == -1 else f"head {h}" for h in table.columns]
+        table[MEAN_OF_HEADS] = table[[f"head {h}" for h in heads]].mean(axis=1)
         table.insert(0, "teacher layers", [",".join(map(str, groups[s])) for s in table.index])
         st.dataframe(table, width="stretch", key="lh_table")
+        st.caption(f"'{AVG_MAP}' is the misalignment of the map averaged over heads: the layer's value in the "
+                   f"report and every plot. '{MEAN_OF_HEADS}' is the mean of the per-head misalignments.")
     st.plotly_chart(rfig.fig_misalignment_by_layer(mis), width="stretch", key="lh_by_layer")
 
 st.subheader("Layer correspondence")

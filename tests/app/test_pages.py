@@ -98,6 +98,9 @@ def test_layers_measure_and_filters(runs_root, open_app):
     at.selectbox(key="lh_category").set_value("swap_att").run()
     assert metrics(at)["items"] == "10"
     assert list(table(at, "student layer")["student layer"]) == [0, 1, 2, 3]
+    heads = table(at, "avg map (the layer's value)", "mean of heads")
+    per_head = heads[[c for c in heads.columns if c.startswith("head ")]]
+    assert heads["mean of heads"].to_numpy() == pytest.approx(per_head.mean(axis=1).to_numpy())
 
 
 def test_layers_empty_filter_says_so(runs_root, open_app):
