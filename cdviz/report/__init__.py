@@ -4,6 +4,12 @@
     compare_runs(BEFORE, AFTER, OUT)               -> OUT/          see cdviz/report/compare.py
     report_steps(RUN)                              total of build_report's progress(n) increments
     figures                                        pure result -> plotly Figure functions (also used by app/)
+    findings.report_findings(summary) / compare_findings(summary)
+                                                   what was found, in sentences from the numbers: the
+                                                   box that opens index.html, compare.html and the
+                                                   dashboard's Overview / Before-after pages
+    glossary.glossary()                            one meaning per name (measures from the metric
+                                                   registry); index.html and compare.html end with it
 
 summary.json (format "cdviz-report", version 1); NaN is written as null:
 
@@ -16,6 +22,9 @@ summary.json (format "cdviz-report", version 1); NaN is written as null:
       by_skill:    [{skill, n, ...same}]
         teacher / student = accuracy averaged over query orders; *_consistent = right in every
         order (Winoground: group score); delta = student - teacher
+      chance:      mean over items of 1 / number of options (the accuracy of guessing)
+    order_dependence: [{category, n, teacher, student}] ("all" last): share of items a model gets right
+                 in some option orders and wrong in others (letters protocol; [] otherwise)
     outcome_groups: {"TR/SR": n, "TR/SW": n, "TW/SR": n, "TW/SW": n}
     layer_map: {default_groups: {"<student layer>": [teacher layers]}, monotone: {"<student layer>":
                 teacher layer}, field, metric}
