@@ -417,13 +417,16 @@ def zoo_build_cmd(
     seed: int = typer.Option(0, help="Seed for data, initialisation and training."),
     teacher_ground: float = typer.Option(1.0, "--teacher-ground",
                                          help="Weight of the teacher's grounding loss (0: off)."),
+    teacher_route: float = typer.Option(1.0, "--teacher-route",
+                                        help="Weight of the teacher's route loss (the answer row reads the words "
+                                             "naming the asked-about objects; 0: off)."),
     teacher_qa_steps: int = typer.Option(1000, "--teacher-qa-steps",
                                          help="Teacher steps on the short questions alone before the full mix."),
-    teacher_bind_steps: int = typer.Option(3000, "--teacher-bind-steps",
+    teacher_bind_steps: int = typer.Option(0, "--teacher-bind-steps",
                                            help="Teacher steps after the warm-up on --teacher-bind-kinds (0: none)."),
     teacher_bind_kinds: str = typer.Option("caption,choice,qa", "--teacher-bind-kinds",
                                            help="The mix of those steps: some of caption, choice, match, qa, qa:TYPE."),
-    teacher_steps: int = typer.Option(1500, "--teacher-steps", help="Last teacher steps, on the full mix."),
+    teacher_steps: int = typer.Option(2000, "--teacher-steps", help="Last teacher steps, on the full mix."),
     teacher_qa_kinds: str = typer.Option("qa:colour,qa:exists", "--teacher-qa-kinds",
                                          help="Which questions those steps use: qa, or some of qa:colour, qa:where, "
                                               "qa:relation, qa:exists, qa:count, comma-separated."),
@@ -432,9 +435,9 @@ def zoo_build_cmd(
     """Train teacher, student-sft, student-kd and student-compodistill (resumable)."""
     from cdviz.zoo import ZooSpec, build_zoo
 
-    if teacher_ground < 0 or teacher_qa_steps < 0 or teacher_bind_steps < 0 or teacher_steps < 1:
-        raise typer.BadParameter("--teacher-ground, --teacher-qa-steps and --teacher-bind-steps must be >= 0, "
-                                 "--teacher-steps >= 1")
+    if min(teacher_ground, teacher_route, teacher_qa_steps, teacher_bind_steps) < 0 or teacher_steps < 1:
+        raise typer.BadParameter("--teacher-ground, --teacher-route, --teacher-qa-steps and --teacher-bind-steps "
+                                 "must be >= 0, --teacher-steps >= 1")
     from cdviz.probes.shapes import SAMPLE_KINDS
 
     def kind_list(text: str, flag: str) -> tuple[str, ...]:
@@ -447,7 +450,8 @@ def zoo_build_cmd(
     bind_kinds = kind_list(teacher_bind_kinds, "--teacher-bind-kinds")
     if protocol not in ("match", "letters"):
         raise typer.BadParameter(f"--protocol {protocol!r}: choose match or letters")
-    spec = ZooSpec(seed=seed, teacher_ground=teacher_ground, teacher_qa_steps=teacher_qa_steps, teacher_qa_kinds=kinds,
+    spec = ZooSpec(seed=seed, teacher_ground=teacher_ground, teacher_route=teacher_route,
+                   teacher_qa_steps=teacher_qa_steps, teacher_qa_kinds=kinds,
                    teacher_bind_steps=teacher_bind_steps, teacher_bind_kinds=bind_kinds, teacher_steps=teacher_steps,
                    protocol=protocol)
     with user_errors():

@@ -62,15 +62,19 @@ class ZooSpec:
     teacher_mlp: int = 384
     student_mlp: int = 192
     vision_steps: int = 800        # patch-attribute pretraining of the shared vision tower
-    teacher_steps: int = 1500      # last teacher phase: the full mix (shapes_kinds)
+    teacher_steps: int = 2000      # last teacher phase: the full mix (shapes_kinds)
     teacher_ground: float = 1.0    # grounding-loss weight for the teacher (cdviz/train/config.py); 0: off
     teacher_ground_layers: tuple[int, ...] | None = None  # None: the teacher's middle band (cdviz.layer_map)
+    # Route-loss weight (cdviz/train/config.py): the answer row reads the words naming the asked-about
+    # objects in the layers below the grounding band. With grounding alone the teacher looked at every
+    # object in view equally and never bound (checkpoints/DESIGNS.md, designs 6 and 8). 0: off.
+    teacher_route: float = 1.0
     teacher_qa_steps: int = 1000   # steps on the short questions alone before the full mix (0: none)
     teacher_qa_kinds: tuple[str, ...] = ("qa:colour", "qa:exists")  # which questions those steps train
     # Between the warm-up and the full mix: steps without the yes/no match queries. Only a teacher
     # trained on this mix (captions, two-choice items, short questions) ever bound (checkpoints/DESIGNS.md,
     # design 2); with the match queries from the start it did not (designs 3 and 6). 0: no such phase.
-    teacher_bind_steps: int = 3000
+    teacher_bind_steps: int = 0
     teacher_bind_kinds: tuple[str, ...] = ("caption", "choice", "qa")
     # The full mix every model trains on (cdviz.probes.shapes.SAMPLE_KINDS); None: every kind (captions,
     # two-choice items in both orders, yes/no match queries of every category with both answers, short
@@ -161,7 +165,7 @@ def build_zoo(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), log: C
 
     log(f"1/6 teacher: CE{' + grounding' if spec.teacher_ground else ''} on shapes-world instructions "
         "(vision tower pretrained and frozen)")
-    grounding = dict(trainable="llm+connector", ground=spec.teacher_ground,
+    grounding = dict(trainable="llm+connector", ground=spec.teacher_ground, route=spec.teacher_route,
                      ground_layers=list(spec.teacher_ground_layers) if spec.teacher_ground_layers else None)
     if spec.teacher_qa_steps:
         init_teacher = train_model(init_teacher, work / "teacher-qa", steps=spec.teacher_qa_steps, lr=spec.lr,
@@ -237,6 +241,7 @@ def evaluate_zoo(out: str | Path = "checkpoints", protocol: str | None = None,
     settings.setdefault("teacher_ground", 0.0)
     settings.setdefault("teacher_qa_steps", 0)
     settings.setdefault("teacher_bind_steps", 0)
+    settings.setdefault("teacher_route", 0.0)
     built = ZooSpec(**settings)  # as the models were built (their run-kd report scored with its protocol)
     spec = replace(built, protocol=protocol or built.protocol)
     if spec.protocol not in PROTOCOLS or spec.protocol == "likelihood":
@@ -582,7 +587,8 @@ def build_command(out: Path, spec: ZooSpec) -> str:
     """The ``cdviz zoo build`` command that rebuilds ``spec``: every option that differs from today's defaults."""
     default = ZooSpec()
     flags = [f"--out {out}", f"--seed {spec.seed}"]
-    for name in ("teacher_steps", "teacher_ground", "teacher_qa_steps", "teacher_bind_steps", "protocol"):
+    for name in ("teacher_steps", "teacher_ground", "teacher_route", "teacher_qa_steps", "teacher_bind_steps",
+                 "protocol"):
         if getattr(spec, name) != getattr(default, name):
             flags.append(f"--{name.replace('_', '-')} {getattr(spec, name)}")
     if spec.teacher_qa_steps and tuple(spec.teacher_qa_kinds) != tuple(default.teacher_qa_kinds):

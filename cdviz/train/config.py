@@ -28,8 +28,16 @@ lr 2e-4, no weight decay, cosine schedule with 3% warmup. LoRA r defaults to hid
 row, the share of the head-mean attention over the image that falls on the patches of the
 example's regions (the objects the answer is about), loss -log(share), in ``ground_layers``.
 Only data with regions uses it (the shapes world has them); other examples are skipped.
-``cdviz zoo build --teacher-ground`` trains the demo teacher with it (an experiment, off by
-default: checkpoints/experiments/grounded-teacher).
+``cdviz zoo build --teacher-ground`` trains the demo teacher with it.
+
+``route`` (off by default, no teacher needed) supervises where the answer row reads the question:
+the share of its head-mean attention (over the whole sequence) on the tokens of the words that
+name the objects the answer is about, loss -log(share), in ``route_layers`` (default: the layers
+below the grounding band). Only examples that list such words use it (the shapes world's short
+questions and match queries; JSONL records with "route_words"). Grounding alone did not make the
+demo teacher select the asked-about object: its answer row spread its attention evenly over the
+objects in view, because it had not learned to carry the question's words to the answer row
+(checkpoints/DESIGNS.md).
 """
 
 from __future__ import annotations
@@ -45,12 +53,13 @@ from typing import Any
 from cdviz.errors import CdvizError
 
 STAGES = ("dpt", "dft", "sft", "ce")
+LOSS_WEIGHTS = ("ce", "kd", "vat", "t2i", "ground", "route")
 TRAINABLE_PARTS = ("all", "llm", "connector", "vision", "lora", "taf")
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dpt": {"trainable": "taf", "ce": 1.0, "kd": 1.0, "vat": 0.0, "t2i": 0.0, "ground": 0.0},
-    "dft": {"trainable": "lora+taf", "ce": 1.0, "kd": 1.0, "vat": 1.0, "t2i": 0.0, "ground": 0.0},
-    "sft": {"trainable": "lora+taf", "ce": 1.0, "kd": 0.0, "vat": 0.0, "t2i": 0.0, "ground": 0.0},
-    "ce": {"trainable": "all", "ce": 1.0, "kd": 0.0, "vat": 0.0, "t2i": 0.0, "ground": 0.0},
+    "dpt": {"trainable": "taf", "ce": 1.0, "kd": 1.0, "vat": 0.0, "t2i": 0.0, "ground": 0.0, "route": 0.0},
+    "dft": {"trainable": "lora+taf", "ce": 1.0, "kd": 1.0, "vat": 1.0, "t2i": 0.0, "ground": 0.0, "route": 0.0},
+    "sft": {"trainable": "lora+taf", "ce": 1.0, "kd": 0.0, "vat": 0.0, "t2i": 0.0, "ground": 0.0, "route": 0.0},
+    "ce": {"trainable": "all", "ce": 1.0, "kd": 0.0, "vat": 0.0, "t2i": 0.0, "ground": 0.0, "route": 0.0},
 }
 
 
@@ -64,7 +73,7 @@ STAGE_RULES: dict[str, tuple[str, float, bool, float | None, bool]] = {
     "steps": ("int", 1, True, None, True), "epochs": ("num", 0, False, None, False),
     "lr": ("num", 0, False, None, False), "warmup_ratio": ("num", 0, True, 1, False),
     "weight_decay": ("num", 0, True, None, False),
-    **{w: ("num", 0, True, None, False) for w in ("ce", "kd", "vat", "t2i", "ground")},
+    **{w: ("num", 0, True, None, False) for w in LOSS_WEIGHTS},
     "lora_r": ("int", 1, True, None, True), "lora_alpha": ("num", 0, False, None, True),
     "lora_dropout": ("num", 0, True, 1, False), "batch_size": ("int", 1, True, None, True),
     "grad_accum": ("int", 1, True, None, True),
@@ -111,6 +120,7 @@ class StageConfig:
     vat: float | None = None
     t2i: float | None = None
     ground: float | None = None       # answer-row attention on the example's regions (needs data with regions)
+    route: float | None = None        # answer-row attention on the words naming them (needs data with route words)
     lora_r: int | None = None
     lora_alpha: float | None = None
     lora_dropout: float = 0.05
@@ -158,6 +168,7 @@ class TrainConfig:
     shapes_probe_captions: bool = False    # also train the probes' partial captions as caption answers
     shapes_kinds: list[str] | None = None  # only these sample kinds (caption, choice, qa, qa:colour, ...); None: all
     ground_layers: list[int] | None = None  # layers the grounding loss supervises (default: the middle band)
+    route_layers: list[int] | None = None   # layers the route loss supervises (default: those below the band)
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig(s) for s in ("dpt", "dft", "sft")])
     # VAT layers: explicit > report > the paper's band (cdviz/layer_map.py)
     from_report: str | None = None
@@ -198,7 +209,7 @@ class TrainConfig:
             raise ConfigError("no stages; give e.g. stages = ['dpt', 'dft', 'sft']")
         for key, rule in RUN_RULES.items():
             check_value("setting", key, getattr(self, key), rule)
-        for key in ("ground_layers", "student_layers", "record_layers"):
+        for key in ("ground_layers", "route_layers", "student_layers", "record_layers"):
             layers = getattr(self, key)
             if layers is not None and (not isinstance(layers, list) or not layers or any(
                     isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in layers)):

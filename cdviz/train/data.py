@@ -5,7 +5,8 @@
               {"image": "rel/path.jpg", "conversations": [{"from": "human", "value": "<image>\\n..."},
                                                         {"from": "gpt", "value": "..."}, ...]})
               (optional "regions": [{"x", "y", "w", "h"}, ...] pixel boxes of what the answers are
-              about, for the grounding loss)
+              about, for the grounding loss; optional "route_words": ["red", "circle", ...], the
+              words of the question that name it, for the route loss)
       -> Stream: example order for micro-batch m on this rank (a fresh permutation per epoch,
          a pure function of (seed, epoch), so resuming at step k needs no saved iterator)
       -> Collator: processor + chat template, right padding; labels only on answer tokens
@@ -49,6 +50,8 @@ class Example:
     image: Image.Image | None = None
     # Pixel boxes {"x", "y", "w", "h"} of what the answer is about, for the grounding loss; None: unknown.
     regions: list[dict[str, float]] | None = None
+    # Words of the prompt that name what the answer is about, for the route loss; None: unknown.
+    route_words: list[str] | None = None
 
 
 class Source(Protocol):
@@ -87,7 +90,20 @@ class ShapesInstructions:
         scene = self.scenes[k]
         messages = [_turn("user", s["prompt"], image=True), _turn("assistant", s["answer"])]
         regions = [dict(zip("xywh", map(float, scene.objects[j].box))) for j in s.get("objects", [])]
-        return Example(f"shapes-{scene.seed}-{scene.index}-{i}", messages, render_scene(scene), regions)
+        return Example(f"shapes-{scene.seed}-{scene.index}-{i}", messages, render_scene(scene), regions,
+                       naming_words(s))
+
+
+def naming_words(sample: dict[str, str]) -> list[str] | None:
+    """The words of a short question or match query that name objects (attribute values and plural
+    shapes); None for descriptions and two-choice items, whose prompts name every option's objects."""
+    from cdviz.probes.shapes_scene import PLURALS, VALUES, words
+
+    if sample["kind"] not in ("qa", "match"):
+        return None
+    names = {v for values in VALUES.values() for v in values} | set(PLURALS.values())
+    found = [w for w in words(sample["prompt"]) if w in names]
+    return found or None
 
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -163,7 +179,11 @@ def parse_record(rec: dict, where: str, image_root: Path) -> Example:
         first["content"].insert(0, {"type": "image"})
     if not any(m["role"] == "assistant" for m in messages):
         raise DataError(f"{where}: no assistant turn, nothing to learn")
-    return Example(str(rec.get("id", where)), messages, image, _parse_regions(rec.get("regions"), where, image))
+    route = rec.get("route_words")
+    if route is not None and (not isinstance(route, list) or not all(isinstance(w, str) and w.strip() for w in route)):
+        raise DataError(f"{where}: 'route_words' must be a list of words from the prompt, e.g. [\"red\", \"circle\"]")
+    return Example(str(rec.get("id", where)), messages, image, _parse_regions(rec.get("regions"), where, image),
+                   route or None)
 
 
 def _parse_regions(raw: Any, where: str, image: Image.Image | None) -> list[dict[str, float]] | None:
@@ -232,6 +252,7 @@ class Encoded:
     grids:      per sample the image's (rows, cols) or None
     prompt_end: per sample the row whose logits predict the first answer token
     regions:    per sample [N] share of each image patch inside the example's regions, or None
+    route:      per sample bool [T], the prompt tokens of the example's route words, or None
     """
 
     inputs: dict[str, Any]
@@ -240,12 +261,14 @@ class Encoded:
     grids: list[Grid | None]
     prompt_end: list[int] = field(default_factory=list)
     regions: list[torch.Tensor | None] = field(default_factory=list)
+    route: list[torch.Tensor | None] = field(default_factory=list)
 
     def to(self, device, dtype: torch.dtype | None = None) -> Encoded:
         moved = {k: (v.to(device, dtype) if dtype is not None and v.is_floating_point() else v.to(device))
                  if isinstance(v, torch.Tensor) else v for k, v in self.inputs.items()}
         regions = [r.to(device) if r is not None else None for r in self.regions]
-        return Encoded(moved, self.labels.to(device), self.spans, self.grids, self.prompt_end, regions)
+        route = [r.to(device) if r is not None else None for r in self.route]
+        return Encoded(moved, self.labels.to(device), self.spans, self.grids, self.prompt_end, regions, route)
 
 
 @dataclass
@@ -330,7 +353,26 @@ def encode(adapter, examples: Sequence[Example], max_len: int | None = None) -> 
     for b in range(len(examples)):
         hits = torch.nonzero(labels[b] != IGNORE).flatten()
         prompt_end.append(int(hits[0]) - 1 if len(hits) else -1)
-    return Encoded(inputs, labels, spans, grids, prompt_end, [_region_cover(ex, g) for ex, g in zip(examples, grids)])
+    route = [_route_tokens(tok, ex, inputs["input_ids"][b], prompt_end[b], spans[b]) for b, ex in enumerate(examples)]
+    return Encoded(inputs, labels, spans, grids, prompt_end,
+                   [_region_cover(ex, g) for ex, g in zip(examples, grids)], route)
+
+
+def _route_tokens(tokenizer, ex: Example, ids: torch.Tensor, prompt_end: int, span) -> torch.Tensor | None:
+    """bool [T]: the prompt tokens (before the answer, outside the image) that spell the example's
+    route words, as the words stand alone or after a space; None when there are none."""
+    if not ex.route_words or prompt_end < 0:
+        return None
+    wanted: set[int] = set()
+    for w in ex.route_words:
+        for text in (w, " " + w):
+            wanted.update(tokenizer(text, add_special_tokens=False).input_ids)
+    wanted -= set(tokenizer.all_special_ids) | set(tokenizer(" ", add_special_tokens=False).input_ids)
+    on = torch.isin(ids, torch.tensor(sorted(wanted), dtype=ids.dtype))
+    on[prompt_end + 1:] = False
+    if span is not None:
+        on[span[0]:span[1]] = False
+    return on if bool(on.any()) else None
 
 
 def _region_cover(ex: Example, grid: Grid | None) -> torch.Tensor | None:

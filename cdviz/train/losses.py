@@ -164,15 +164,20 @@ class TrainCapture(Capture):
     A sample without an image gets the empty span (0, 0) and is skipped by the losses.
     ``block_layers`` (default: all ``layers``) limits the image blocks to the layers VAT reads:
     a layer captured only for its answer-row maps (T2I, grounding) skips the [N, N] block.
+    ``row_layers`` also keep the query rows' head-mean attention over the whole sequence
+    (``rows[layer][b]`` [R, S], for the route loss).
     """
 
     def __init__(self, adapter, layers: Sequence[int], spans: Sequence[tuple[int, int] | None],
-                 query_rows: Sequence[Sequence[int]] | None = None, block_layers: Sequence[int] | None = None):
+                 query_rows: Sequence[Sequence[int]] | None = None, block_layers: Sequence[int] | None = None,
+                 row_layers: Sequence[int] = ()):
         rows = query_rows or [[] for _ in spans]
         plans = [SamplePlan(span or (0, 0), list(r) if span else []) for span, r in zip(spans, rows)]
         super().__init__(adapter, CapturePlan(sorted(set(layers)), plans, with_grad=True))
         self.block_layers = set(layers if block_layers is None else block_layers)
+        self.row_layers = set(row_layers)
         self.t2i: dict[int, list[torch.Tensor | None]] = {}
+        self.rows: dict[int, list[torch.Tensor | None]] = {}
 
     def observe(self, layer, module, query, key, attention_mask, scaling, softcap) -> None:
         if layer in self.block_layers:
@@ -183,10 +188,12 @@ class TrainCapture(Capture):
         key = key.repeat_interleave(n_heads // key.shape[1], dim=1)  # [B, H, S, D] grouped-query heads
         scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
         maps: list[torch.Tensor | None] = []
+        full: list[torch.Tensor | None] = []
         for b, sp in enumerate(self.plan.samples):
             start, end = sp.image_span
             if not sp.query_rows or end == start:
                 maps.append(None)
+                full.append(None)
                 continue
             mask = None
             if attention_mask is not None:
@@ -195,7 +202,10 @@ class TrainCapture(Capture):
             probs = row_probabilities(query[b], key[b], mask, scaling, rows, getattr(module, "is_causal", True),
                                       softcap)  # [H, R, S]
             maps.append(probs[:, :, start:end].mean(0))  # [R, N]
+            full.append(probs.mean(0) if layer in self.row_layers else None)  # [R, S]
         self.t2i[layer] = maps
+        if layer in self.row_layers:
+            self.rows[layer] = full
 
 
 def _group_mean(per_layer: dict[int, list], layers: Sequence[int], b: int) -> torch.Tensor:
@@ -287,4 +297,25 @@ def grounding_from_rows(t2i: dict[int, list[torch.Tensor | None]], layers: Seque
             p = t2i[layer][b].squeeze(0)  # [N]
             share = (p * on).sum() / p.sum().clamp_min(eps)
             terms.append(-torch.log(share.clamp_min(eps)))
+    return torch.stack(terms).mean()
+
+
+def routing_from_rows(rows: dict[int, list[torch.Tensor | None]], layers: Sequence[int],
+                      words: Sequence[torch.Tensor | None], samples: Sequence[int], eps: float = 1e-6) -> torch.Tensor:
+    """Route loss: mean over ``samples`` and ``layers`` of -log(share of the answer row's attention,
+    over the whole sequence, that falls on the tokens of the words naming what the answer is about).
+
+    Args:
+        rows: captured answer rows, ``rows[layer][b]`` [1, S] head-mean attention (TrainCapture.rows).
+        words: per sample bool [T] (T >= S), the tokens of those words (Encoded.route).
+
+    Returns:
+        scalar.
+    """
+    terms = []
+    for b in samples:
+        for layer in layers:
+            p = rows[layer][b].squeeze(0)  # [S]
+            on = words[b][:p.shape[0]].to(p.dtype)
+            terms.append(-torch.log((p * on).sum().clamp_min(eps)))
     return torch.stack(terms).mean()

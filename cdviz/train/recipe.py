@@ -43,7 +43,7 @@ from cdviz.errors import CdvizError
 from cdviz.io import write_json_atomic
 from cdviz.models import AdapterError, check_pair, load_model
 from cdviz.train import checkpoint as ckpt
-from cdviz.train.config import ConfigError, StageConfig, TrainConfig
+from cdviz.train.config import LOSS_WEIGHTS, ConfigError, StageConfig, TrainConfig
 from cdviz.train.data import Collator, MicroBatches, Stream, identity, make_source
 from cdviz.layer_map import middle_band, resolve_layer_map
 from cdviz.train.tracking import MetricsLog, progress_bar
@@ -127,6 +127,18 @@ def ground_layers(layers: list[int] | None, n_layers: int) -> list[int]:
     return sorted(set(layers))
 
 
+def route_layers(layers: list[int] | None, n_layers: int, band: list[int]) -> list[int]:
+    """The layers the route loss supervises: ``layers`` checked, or those below the grounding
+    ``band`` (layer 0 when the band starts there): the answer row must read the question before
+    it can look for what the question names."""
+    if layers is None:
+        return list(range(band[0])) or [0]
+    bad = [i for i in layers if not 0 <= i < n_layers]
+    if bad or not layers:
+        raise ConfigError(f"route_layers={layers}: the model has layers 0..{n_layers - 1}; give some of those")
+    return sorted(set(layers))
+
+
 class Recipe:
     """One stage of fine-tuning."""
 
@@ -164,9 +176,12 @@ class Recipe:
             lm = resolve_layer_map(self.student.n_layers, self.teacher.n_layers, report=cfg.from_report,
                                    student_layers=cfg.student_layers, teacher_groups=cfg.teacher_groups,
                                    paper_compat=cfg.paper_compat)
-        self.settings = LossSettings({k: getattr(stage, k) for k in ("ce", "kd", "vat", "t2i", "ground")}, lm,
+        n = self.student.n_layers
+        self.settings = LossSettings({k: getattr(stage, k) for k in LOSS_WEIGHTS}, lm,
                                      cfg.temperature, cfg.kd_chunk, cfg.vat_filter, cfg.t2i_metric, cfg.paper_compat,
-                                     ground_layers(cfg.ground_layers, self.student.n_layers) if stage.ground else [])
+                                     ground_layers(cfg.ground_layers, n) if stage.ground else [],
+                                     route_layers(cfg.route_layers, n, ground_layers(cfg.ground_layers, n))
+                                     if stage.route else [])
         self.peft = self._setup_trainable()
         if cfg.gradient_checkpointing:
             self.student.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

@@ -4,7 +4,7 @@
                                                    image blocks / answer-row maps in its group layers
     with TrainCapture(student, layer_map.student_layers, spans):
         parts = DistillForward(student.model)(batch.student, targets, teacher_head, capture)
-    parts = {"loss": weighted sum, "ce": ..., "kd": ..., "vat": ..., "t2i": ..., "ground": ...}
+    parts = {"loss": weighted sum, "ce": ..., "kd": ..., "vat": ..., "t2i": ..., "ground": ..., "route": ...}
 
 ``distill_forward`` is those lines as one function: the Recipe's micro-step and
 ``cdviz bench train`` both call it, so the benchmark times the trainer's own path.
@@ -26,7 +26,7 @@ from torch import nn
 
 from cdviz.train.data import DataError, Encoded
 from cdviz.layer_map import LayerMap
-from cdviz.train.losses import (TrainCapture, grounding_from_rows, head_losses, score_mask, shifted_targets,
+from cdviz.train.losses import (TrainCapture, grounding_from_rows, routing_from_rows, head_losses, score_mask, shifted_targets,
                                 t2i_from_rows, vat_from_blocks)
 
 
@@ -42,6 +42,7 @@ class LossSettings:
     t2i_metric: str = "js"
     paper_compat: bool = False
     ground_layers: list[int] = field(default_factory=list)
+    route_layers: list[int] = field(default_factory=list)
 
     def on(self, name: str) -> bool:
         return bool(self.weights.get(name, 0.0))
@@ -50,6 +51,7 @@ class LossSettings:
     def capture_layers(self) -> tuple[list[int], list[int]]:
         """(student layers, teacher layers) whose attention VAT / T2I / grounding needs; empty when none is on."""
         student: set[int] = set(self.ground_layers) if self.on("ground") else set()
+        student |= set(self.route_layers) if self.on("route") else set()
         teacher: list[int] = []
         if (self.on("vat") or self.on("t2i")) and self.layer_map is not None:
             student |= set(self.layer_map.student_layers)
@@ -65,7 +67,7 @@ class LossSettings:
 
     @property
     def needs_query_rows(self) -> bool:
-        return self.on("t2i") or self.on("ground")
+        return self.on("t2i") or self.on("ground") or self.on("route")
 
 
 @dataclass
@@ -163,6 +165,11 @@ class DistillForward(nn.Module):
                         and enc.prompt_end[b] >= 0] if capture is not None else []
             parts["ground"] = (grounding_from_rows(capture.t2i, st.ground_layers, enc.regions, grounded)
                                if grounded else hidden.sum() * 0)
+        if st.on("route"):
+            routed = [b for b, r in enumerate(enc.route) if r is not None and enc.prompt_end[b] >= 0] \
+                if capture is not None else []
+            parts["route"] = (routing_from_rows(capture.rows, st.route_layers, enc.route, routed)
+                              if routed else hidden.sum() * 0)
         total = sum(st.weights.get(k, 0.0) * v for k, v in parts.items())
         return {"loss": total, **parts}
 
@@ -189,7 +196,8 @@ def distill_forward(module: nn.Module, settings: LossSettings, student, teacher,
         head = teacher.model.get_output_embeddings()
     layers, _ = settings.capture_layers
     rows = answer_query_rows(enc) if settings.needs_query_rows else None
-    cap = TrainCapture(student, layers, enc.spans, rows, settings.block_layers[0]) if layers else None
+    cap = (TrainCapture(student, layers, enc.spans, rows, settings.block_layers[0],
+                        row_layers=settings.route_layers if settings.on("route") else ()) if layers else None)
     with cap if cap is not None else nullcontext():
         with autocast():
             return module(enc, targets, head, cap)

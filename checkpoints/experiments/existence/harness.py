@@ -41,6 +41,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--n", type=int, default=6000, help="training samples (batches of 32 drawn from them)")
     ap.add_argument("--neg", choices=("hard", "easy", "text"), default="hard")
+    ap.add_argument("--task", choices=("exists", "colour"), default="exists",
+                    help="colour: \"What colour is the SHAPE?\" about an object whose shape is unique in its scene")
     ap.add_argument("--route", type=float, default=0.0)
     ap.add_argument("--route-layers", default="0,1")
     ap.add_argument("--ground", type=float, default=0.0)
@@ -50,11 +52,19 @@ def parse_args() -> argparse.Namespace:
     return ap.parse_args()
 
 
-def question(scene, rng: random.Random, neg: str) -> tuple[str, bool, np.ndarray]:
-    """(question, answer is yes, [GRID * GRID] patches of the named object) for one scene."""
+def question(scene, rng: random.Random, neg: str, task: str = "exists") -> tuple[str, bool | str, np.ndarray] | None:
+    """(question, answer is yes (exists) or the colour (colour), [GRID * GRID] patches of the named
+    object) for one scene; None: the scene has no object to ask about."""
     image = np.asarray(render_scene(scene))
     per_patch = object_map(scene, image).reshape(GRID, PATCH, GRID, PATCH).transpose(0, 2, 1, 3)
     per_patch = per_patch.reshape(GRID * GRID, -1)  # [36, 64] object id per pixel
+    if task == "colour":
+        unique = [k for k, o in enumerate(scene.objects) if len(scene.find({"shape": o.shape})) == 1]
+        if not unique:
+            return None
+        k = rng.choice(unique)
+        return (f"What colour is the {scene.objects[k].shape}?", scene.objects[k].colour,
+                (per_patch == k + 1).sum(1) >= 3)
     yes = rng.random() < 0.5
     if yes:
         k = rng.randrange(len(scene.objects))
@@ -76,17 +86,22 @@ def question(scene, rng: random.Random, neg: str) -> tuple[str, bool, np.ndarray
     return f"Is there a {colour} {shape} in the image?", yes, region
 
 
-def batches(processor, split: str, n: int, seed: int, neg: str, size: int) -> list[tuple[dict, torch.Tensor, torch.Tensor]]:
-    """Encoded batches of one split: (inputs, [B] yes, [B, 36] region)."""
+def batches(processor, split: str, n: int, seed: int, neg: str, size: int, task: str = "exists"
+            ) -> list[tuple[dict, torch.Tensor, torch.Tensor]]:
+    """Encoded batches of one split: (inputs, [B] answer token id, [B, 36] region)."""
     rng = random.Random(seed)
     samples = []
     for scene in generate_scenes(0, 48, splits=(split,)):
         if len(samples) == n:
             break
-        text, yes, region = question(scene, rng, neg)
+        asked = question(scene, rng, neg, task)
+        if asked is None:
+            continue
+        text, answer, region = asked
         prompt = processor.apply_chat_template(
             [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}], add_generation_prompt=True)
-        samples.append((render_scene(scene), prompt, yes, region))
+        answer = answer if isinstance(answer, str) else ("yes" if answer else "no")
+        samples.append((render_scene(scene), prompt, processor.tokenizer.convert_tokens_to_ids(answer), region))
     out = []
     for i in range(0, len(samples), size):
         chunk = samples[i:i + size]  # every prompt has the same length: no padding
@@ -106,10 +121,10 @@ def main() -> None:
         model.model.multi_modal_projector.register_forward_hook(
             lambda module, args, out: (out - out.mean(dim=-2, keepdim=True)) * a.center)  # [B, 36, D]
     tok = processor.tokenizer
-    yes_id, no_id = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
     content_ids = torch.tensor(tok.convert_tokens_to_ids([*COLOURS, *SHAPES]))
-    train = batches(processor, "train", a.n, 1, a.neg, 32)
-    test = batches(processor, "test", 500, 2, a.neg, 100)
+    train = batches(processor, "train", a.n, 1, a.neg, 32, a.task)
+    test = batches(processor, "test", 500, 2, a.neg, 100, a.task)
+    answer_ids = torch.tensor(tok.convert_tokens_to_ids(list(COLOURS) if a.task == "colour" else ["yes", "no"]))
     image_pos = (train[0][0]["input_ids"][0] == model.config.image_token_index).nonzero().squeeze(1)  # [36]
     route_layers = [int(x) for x in a.route_layers.split(",")]
     ground_layers = [int(x) for x in a.ground_layers.split(",")]
@@ -119,19 +134,18 @@ def main() -> None:
         model.eval()
         right = n = 0
         with torch.no_grad():
-            for inputs, yes, _ in test:
-                logits = model(**inputs).logits[:, -1]  # [B, V] at the answer position
-                right += ((logits[:, yes_id] > logits[:, no_id]) == yes).sum().item()
-                n += len(yes)
+            for inputs, answer, _ in test:
+                logits = model(**inputs).logits[:, -1, answer_ids]  # [B, answers] at the answer position
+                right += (answer_ids[logits.argmax(-1)] == answer).sum().item()
+                n += len(answer)
         model.train()
         return right / n
 
     rng, start = random.Random(0), time.time()
     for step in range(1, a.steps + 1):
-        inputs, yes, region = train[rng.randrange(len(train))]
+        inputs, answer, region = train[rng.randrange(len(train))]
         out = model(**inputs, output_attentions=bool(a.route or a.ground))
-        target = torch.where(yes, torch.tensor(yes_id), torch.tensor(no_id))
-        loss = F.cross_entropy(out.logits[:, -1], target)
+        loss = F.cross_entropy(out.logits[:, -1], answer)
         parts = {"ce": loss.item()}
         if a.route:
             words = torch.isin(inputs["input_ids"], content_ids).float()  # [B, T]
