@@ -1,93 +1,100 @@
-"""Dashboard-only figures: pure functions (arrays and frames in, plotly Figure out), no Streamlit.
+"""Dashboard figures: pure functions (arrays and frames in, Vega-Lite chart out), no Streamlit.
 
     attention_overlay(att, grid, image, image_size, boxes)    one model's map over the image
     difference_overlay(diff, grid, image, image_size, boxes)  student - teacher on a common grid
+    head_grid(maps, grid)                                     every head of one layer, one small map each
     accuracy_bars(table, by)                                  teacher vs student accuracy per group
     delta_bars(table, x, y)                                   before/after differences
+    distribution_by_group(values, groups, labels)             per-item values, a box per outcome group
+    layer_head_heatmap(frame, measure)                        student layer x head; a click selects a cell
+    by_layer(frame, y)                                        a value per student layer with its interval
 
-Figures of analysis results (layer x head heatmaps, correspondence, AUROC, outcome groups) live
-in cdviz.report.figures, shared with the batch report. Text that comes from a dataset (box
-phrases, category names) is HTML-escaped before it goes into a figure, because plotly renders
-a subset of HTML in labels.
+Why Vega-Lite (altair) and not plotly as the batch report: a fresh browser has to fetch and parse
+Streamlit's 4.7 MB plotly bundle before the first plotly chart draws, about 2.5 s of the 3 s a page
+may take (measured in headless Chromium on the demo run); the Vega-Lite bundle costs about 0.5 s.
+The report's plotly figures (cdviz.report.figures) stay in the HTML report and behind the pages'
+"interactive report figures" switches.
 
-Tests: .venv/bin/pytest tests/app/test_figures.py -q
+Vega-Lite draws every string as text, never as markup, so dataset text needs no escaping here.
+
+Tests: pytest tests/app/test_app_figures.py -q
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 from typing import Sequence
 
+import altair as alt
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 from PIL import Image
 
-TEACHER_COLOUR = "#1f77b4"
-STUDENT_COLOUR = "#ff7f0e"
+TEACHER_COLOUR = "#4C72B0"
+STUDENT_COLOUR = "#DD8452"
 BOX_COLOUR = "#00e5ff"
-SEQUENTIAL = "Inferno"
-GOOD, BAD = "#2ca02c", "#d62728"
-DIVERGING = "RdBu_r"  # red: the student looks more there than the teacher; blue: less
-
-
-def _escape(text: object) -> str:
-    return html.escape(str(text), quote=True)
+SEQUENTIAL = "inferno"
+GOOD, BAD, NEUTRAL = "#2ca02c", "#d62728", "#9a9a9a"
+DIVERGING = "redblue"  # reversed below: red where the student looks more than the teacher, blue less
+OVERLAY_WIDTH = 300  # px; the height follows the image's aspect
+CELL = "cell"  # name of the layer x head heatmap's click selection
+LAYER_AXIS = alt.Axis(tickMinStep=1, format="d")  # whole layers only
 
 
 def _data_uri(image: Image.Image) -> str:
     buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    image.convert("RGB").save(buf, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _cells(values: np.ndarray, grid: tuple[int, int], width: float, height: float) -> pd.DataFrame:
+    """One row per grid cell: its pixel rectangle in the image's frame and its value."""
+    rows, cols = grid
+    r, c = np.divmod(np.arange(rows * cols), cols)  # row-major on the patch grid
+    return pd.DataFrame({"row": r, "col": c, "x": c * width / cols, "x2": (c + 1) * width / cols,
+                         "y": r * height / rows, "y2": (r + 1) * height / rows,
+                         "value": np.asarray(values, dtype=np.float64).reshape(-1)})
 
 
 def _overlay(values: np.ndarray, grid: tuple[int, int], image: Image.Image | None,
-             image_size: tuple[int, int] | None, boxes: Sequence[dict], title: str, colorscale: str,
-             zmin: float | None, zmax: float | None, zmid: float | None, colorbar_title: str,
-             opacity: float) -> go.Figure:
-    """Heatmap [rows * cols] drawn over the image's pixel frame, boxes on top.
+             image_size: tuple[int, int] | None, boxes: Sequence[dict], title: str, scale: alt.Scale,
+             legend_title: str, opacity: float, width: int) -> alt.LayerChart:
+    """A heatmap of ``values`` [rows * cols] drawn over the image's pixel frame, boxes on top.
 
-    Coordinates are the original image's pixels (``image_size``), so boxes recorded in pixels
-    line up even when ``image`` was downscaled for display.
+    Coordinates are the original image's pixels (``image_size``), so boxes recorded in pixels line
+    up even when ``image`` was downscaled for display.
     """
     rows, cols = grid
-    z = np.asarray(values, dtype=np.float64).reshape(rows, cols)  # row-major on the patch grid
     if image_size is None:
         image_size = image.size if image is not None else (cols * 16, rows * 16)
-    width, height = image_size
-    fig = go.Figure()
+    w, h = (float(v) for v in image_size)
+    height = max(1, round(width * h / w))
+    x = alt.X("x:Q", scale=alt.Scale(domain=[0, w], nice=False, zero=False), axis=None)
+    y = alt.Y("y:Q", scale=alt.Scale(domain=[0, h], nice=False, zero=False, reverse=True), axis=None)
+    layers = []
     if image is not None:
-        fig.add_trace(go.Image(source=_data_uri(image), x0=0, y0=0, dx=width / image.size[0],
-                               dy=height / image.size[1], hoverinfo="skip"))
-    fig.add_trace(go.Heatmap(
-        z=z, x0=width / cols / 2, dx=width / cols, y0=height / rows / 2, dy=height / rows,
-        colorscale=colorscale, zmin=zmin, zmax=zmax, zmid=zmid, opacity=opacity if image is not None else 1.0,
-        colorbar=dict(title=dict(text=colorbar_title, side="right"), thickness=12),
-        hovertemplate="row %{customdata[0]}, col %{customdata[1]}<br>%{z:.3g}<extra></extra>",
-        customdata=np.stack(np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij"), axis=-1),
-    ))
-    for b in boxes:
-        x0, y0 = float(b["x"]), float(b["y"])
-        x1, y1 = x0 + float(b["w"]), y0 + float(b["h"])
-        fig.add_shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, line=dict(color=BOX_COLOUR, width=2))
-        if b.get("phrase"):
-            fig.add_annotation(x=x0, y=y0, text=_escape(b["phrase"]), showarrow=False, xanchor="left",
-                               yanchor="bottom", font=dict(color=BOX_COLOUR, size=11),
-                               bgcolor="rgba(0,0,0,0.55)")
-    fig.update_xaxes(range=[0, width], visible=False, constrain="domain")
-    # Image convention: y grows downwards, and one pixel is square.
-    fig.update_yaxes(range=[height, 0], visible=False, scaleanchor="x", constrain="domain")
-    fig.update_layout(title=dict(text=_escape(title), font=dict(size=14)), margin=dict(l=0, r=0, t=36, b=0),
-                      height=340)
-    return fig
+        layers.append(alt.Chart(pd.DataFrame({"x": [0.0], "y": [0.0], "url": [_data_uri(image)]})).mark_image(
+            width=width, height=height, align="left", baseline="top").encode(x=x, y=y, url="url:N"))
+    layers.append(alt.Chart(_cells(values, grid, w, h)).mark_rect(opacity=opacity if image is not None else 1.0)
+                  .encode(x=x, x2="x2", y=y, y2="y2",
+                          color=alt.Color("value:Q", scale=scale, title=legend_title),
+                          tooltip=["row:O", "col:O", alt.Tooltip("value:Q", format=".3g")]))
+    if boxes:
+        frame = pd.DataFrame([{"x": float(b["x"]), "y": float(b["y"]), "x2": float(b["x"]) + float(b["w"]),
+                               "y2": float(b["y"]) + float(b["h"]), "phrase": str(b.get("phrase") or "")}
+                              for b in boxes])
+        layers.append(alt.Chart(frame).mark_rect(fill=None, stroke=BOX_COLOUR, strokeWidth=2)
+                      .encode(x=x, x2="x2", y=y, y2="y2"))
+        layers.append(alt.Chart(frame).mark_text(align="left", baseline="bottom", color=BOX_COLOUR, fontSize=11)
+                      .encode(x=x, y=y, text="phrase:N"))
+    return alt.layer(*layers).properties(width=width, height=height, title=title)
 
 
 def attention_overlay(att: np.ndarray, grid: tuple[int, int], image: Image.Image | None = None,
                       image_size: tuple[int, int] | None = None, boxes: Sequence[dict] = (), title: str = "",
-                      zmax: float | None = None, colorbar_title: str = "x uniform",
-                      opacity: float = 0.55) -> go.Figure:
+                      zmax: float | None = None, legend_title: str = "x uniform", opacity: float = 0.55,
+                      width: int = OVERLAY_WIDTH) -> alt.LayerChart:
     """One attention map over the image.
 
     Args:
@@ -98,67 +105,146 @@ def attention_overlay(att: np.ndarray, grid: tuple[int, int], image: Image.Image
         boxes: dicts with pixel x, y, w, h and an optional phrase.
         zmax: top of the colour scale; pass the same value to two panels to compare them.
     """
-    return _overlay(att, grid, image, image_size, boxes, title, SEQUENTIAL, 0.0, zmax, None, colorbar_title, opacity)
+    top = float(zmax) if zmax is not None else float(np.nanmax(att)) if np.size(att) else 1.0
+    scale = alt.Scale(scheme=SEQUENTIAL, domain=[0.0, top or 1.0])
+    return _overlay(att, grid, image, image_size, boxes, title, scale, legend_title, opacity, width)
 
 
 def difference_overlay(diff: np.ndarray, grid: tuple[int, int], image: Image.Image | None = None,
                        image_size: tuple[int, int] | None = None, boxes: Sequence[dict] = (),
-                       title: str = "student - teacher", colorbar_title: str = "difference",
-                       opacity: float = 0.65) -> go.Figure:
+                       title: str = "student - teacher", legend_title: str = "difference",
+                       opacity: float = 0.65, width: int = OVERLAY_WIDTH) -> alt.LayerChart:
     """A signed map (student minus teacher on their common grid), colour scale centred on 0."""
     bound = float(np.nanmax(np.abs(diff))) if np.size(diff) and np.isfinite(diff).any() else 1.0
     bound = bound or 1.0
-    return _overlay(diff, grid, image, image_size, boxes, title, DIVERGING, -bound, bound, 0.0, colorbar_title,
-                    opacity)
+    scale = alt.Scale(scheme=DIVERGING, domain=[-bound, bound], domainMid=0.0, reverse=True)
+    return _overlay(diff, grid, image, image_size, boxes, title, scale, legend_title, opacity, width)
 
 
-def accuracy_bars(table: pd.DataFrame, by: str) -> go.Figure:
+def head_grid(maps: np.ndarray, grid: tuple[int, int], title: str = "", columns: int = 8,
+              cell_px: int = 110) -> alt.FacetChart:
+    """Every head's map of one layer as small heatmaps sharing one colour scale (bertviz-style).
+
+    Args:
+        maps: [H, rows * cols] one map per head, each relative to uniform (1 = uniform).
+        grid: (rows, cols) of the model's patch grid.
+    """
+    rows, cols = grid
+    frame = pd.concat([_cells(m, grid, cols, rows).assign(head=h) for h, m in enumerate(np.asarray(maps))])
+    x = alt.X("x:Q", scale=alt.Scale(domain=[0, cols], nice=False), axis=None)
+    y = alt.Y("y:Q", scale=alt.Scale(domain=[0, rows], nice=False, reverse=True), axis=None)
+    chart = alt.Chart(frame).mark_rect().encode(
+        x=x, x2="x2", y=y, y2="y2", color=alt.Color("value:Q", scale=alt.Scale(scheme=SEQUENTIAL), title="x uniform"),
+        tooltip=["head:O", "row:O", "col:O", alt.Tooltip("value:Q", format=".3g")],
+    ).properties(width=cell_px, height=max(1, round(cell_px * rows / cols)))
+    return chart.facet(facet=alt.Facet("head:O", title="head"), columns=columns, title=title)
+
+
+def accuracy_bars(table: pd.DataFrame, by: str) -> alt.Chart:
     """Grouped bars of teacher and student accuracy.
 
     Args:
         table: one row per group with columns ``by``, ``teacher``, ``student`` (fractions) and ``n``.
         by: the grouping column (e.g. "category").
     """
-    labels = [_escape(v) for v in table[by]]
-    fig = go.Figure()
-    for model, colour in (("teacher", TEACHER_COLOUR), ("student", STUDENT_COLOUR)):
-        fig.add_trace(go.Bar(x=labels, y=table[model], name=model, marker_color=colour,
-                             customdata=table["n"], hovertemplate="%{x}: %{y:.1%} of %{customdata} items"))
-    fig.update_layout(barmode="group", yaxis=dict(title="accuracy", tickformat=".0%", range=[0, 1]),
-                      xaxis_title=by, height=340, margin=dict(l=0, r=0, t=30, b=0),
-                      legend=dict(orientation="h", y=1.1))
-    return fig
+    long = table[[by, "n", "teacher", "student"]].melt(id_vars=[by, "n"], var_name="model", value_name="accuracy")
+    long[by] = long[by].astype(str)
+    return alt.Chart(long).mark_bar().encode(
+        x=alt.X(f"{by}:N", title=by), xOffset=alt.XOffset("model:N", sort=["teacher", "student"]),
+        y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%"),
+                title="accuracy (higher = better)"),
+        color=alt.Color("model:N", scale=alt.Scale(domain=["teacher", "student"],
+                                                   range=[TEACHER_COLOUR, STUDENT_COLOUR]),
+                        legend=alt.Legend(orient="top")),
+        tooltip=[f"{by}:N", "model:N", alt.Tooltip("accuracy:Q", format=".1%"), "n:Q"],
+    ).properties(height=300)
 
 
 def delta_bars(table: pd.DataFrame, x: str, y: str, title: str = "", y_title: str = "",
-               higher_is_better: bool = True) -> go.Figure:
-    """Bars of a signed change per ``x`` (after - before): green where it went the good way."""
+               higher_is_better: bool = True) -> alt.LayerChart:
+    """Bars of a signed change per ``x`` (after - before): green where it went the good way, grey at 0."""
     values = table[y].to_numpy(dtype=np.float64)
-    good = values >= 0 if higher_is_better else values <= 0
-    fig = go.Figure(go.Bar(x=[_escape(v) for v in table[x]], y=values, marker_color=np.where(good, GOOD, BAD),
-                           hovertemplate="%{x}: %{y:+.4g}<extra></extra>"))
-    fig.add_hline(y=0, line_color="#888", line_width=1)
-    fig.update_xaxes(title=_escape(x), type="category")
-    fig.update_layout(title=_escape(title), yaxis_title=_escape(y_title), height=320,
-                      margin=dict(l=0, r=0, t=40, b=0))
-    return fig
+    good = values > 0 if higher_is_better else values < 0
+    colour = np.where(values == 0, NEUTRAL, np.where(good, GOOD, BAD))
+    frame = pd.DataFrame({x: table[x].astype(str).to_numpy(), y: values, "colour": colour})
+    bars = alt.Chart(frame).mark_bar().encode(
+        x=alt.X(f"{x}:N", title=x, sort=None), y=alt.Y(f"{y}:Q", title=y_title or y),
+        color=alt.Color("colour:N", scale=None), tooltip=[f"{x}:N", alt.Tooltip(f"{y}:Q", format="+.4g")])
+    zero = alt.Chart(pd.DataFrame({"zero": [0.0]})).mark_rule(color="#888").encode(y="zero:Q")
+    return alt.layer(bars, zero).properties(title=title, height=300)
 
 
 def distribution_by_group(values: np.ndarray, groups: Sequence[str], labels: dict[str, str], title: str = "",
-                          y_title: str = "misalignment") -> go.Figure:
-    """Box plots (with points) of per-item values, one box per outcome group, in ``labels`` order.
+                          y_title: str = "misalignment (larger = further apart)") -> alt.Chart:
+    """Box plots of per-item values, one box per outcome group, in ``labels`` order; empty groups
+    are left out.
 
     Args:
         values: [I] one value per item. groups: [I] each item's group key.
-        labels: {group key: label} giving the order and the legend text.
+        labels: {group key: label} giving the order and the tooltip text.
     """
-    values, groups = np.asarray(values, dtype=np.float64), np.asarray(groups)
-    fig = go.Figure()
-    for key, text in labels.items():
-        sel = values[groups == key]
-        if sel.size:
-            fig.add_trace(go.Box(y=sel, name=f"{_escape(key)} (n={sel.size})", boxpoints="outliers",
-                                 hovertext=_escape(text)))
-    fig.update_layout(title=_escape(title), yaxis_title=_escape(y_title), showlegend=False, height=340,
-                      margin=dict(l=0, r=0, t=40, b=0))
-    return fig
+    values, groups = np.asarray(values, dtype=np.float64), np.asarray(groups).astype(str)
+    counts = {k: int((groups == k).sum()) for k in labels}
+    names = {k: f"{k} (n={n})" for k, n in counts.items() if n}
+    keep = np.isin(groups, list(names))
+    frame = pd.DataFrame({"group": [names[g] for g in groups[keep]], "value": values[keep],
+                          "meaning": [labels[g] for g in groups[keep]]})
+    return alt.Chart(frame).mark_boxplot(extent=1.5).encode(
+        x=alt.X("group:N", sort=list(names.values()), title="outcome group"),
+        y=alt.Y("value:Q", title=y_title), tooltip=["meaning:N"],
+    ).properties(title=title, height=320)
+
+
+def layer_head_heatmap(frame: pd.DataFrame, measure: str, student: str = "student") -> alt.Chart:
+    """Student layer x head misalignment; "avg map" is the head-averaged map (the layer's value),
+    not the mean over heads. Clicking a cell selects its (student_layer, head) as ``CELL``.
+
+    Args:
+        frame: ``state.layer_head_frame`` output: student_layer, head (-1 = avg map), mean, n.
+    """
+    data = frame.assign(head_label=[("avg map" if h == -1 else str(int(h))) for h in frame["head"]])
+    heads = sorted(h for h in data["head"].unique() if h != -1)
+    order = [str(int(h)) for h in heads] + (["avg map"] if (data["head"] == -1).any() else [])
+    cell = alt.selection_point(name=CELL, fields=["student_layer", "head"], on="click")
+    return alt.Chart(data).mark_rect().encode(
+        x=alt.X("head_label:O", sort=order, title=f"head of {student} (click a cell: its items)"),
+        y=alt.Y("student_layer:O", title=f"layer of {student}"),
+        color=alt.Color("mean:Q", scale=alt.Scale(scheme="viridis"), title="misalignment"),
+        opacity=alt.condition(cell, alt.value(1.0), alt.value(0.6)),
+        tooltip=["student_layer:O", "head_label:N", alt.Tooltip("mean:Q", format=".4f"), "n:Q"],
+    ).add_params(cell).properties(title=f"{measure}: misalignment by layer and head (larger = further apart)",
+                                  height=max(160, 28 * data["student_layer"].nunique()))
+
+
+def by_layer(frame: pd.DataFrame, y: str, y_title: str, colour: str | None = None, title: str = "",
+             rule: float | None = None, x: str = "student_layer", x_title: str = "student layer",
+             facet: str | None = None) -> alt.Chart:
+    """A value per layer with its 95% interval (``ci_low``/``ci_high`` columns when present).
+
+    Args:
+        frame: one row per layer (and per ``colour`` / ``facet`` value).
+        y: the value column. colour: a column drawing one line per value (e.g. measure, group).
+        rule: a reference value drawn dashed (0.5 for an AUROC, 0 for a change). A ``baseline``
+            column (the teacher's noise floor) is drawn dotted.
+        facet: a column giving one panel per value, each with its own y scale.
+    """
+    data = frame.dropna(subset=[y])
+    base = alt.Chart()  # data given to the layer (or facet) below, as Vega-Lite requires for facets
+    enc = {"x": alt.X(f"{x}:Q", axis=LAYER_AXIS, title=x_title, scale=alt.Scale(nice=False, zero=False))}
+    if colour:
+        enc["color"] = alt.Color(f"{colour}:N", legend=alt.Legend(orient="top", title=None))
+    tips = [f"{x}:Q", alt.Tooltip(f"{y}:Q", format=".4g")] + ([f"{colour}:N"] if colour else [])
+    layers = [base.mark_line(point=True).encode(y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False)),
+                                                tooltip=tips, **enc)]
+    if {"ci_low", "ci_high"} <= set(frame.columns):
+        layers.append(base.mark_errorbar().encode(y=alt.Y("ci_low:Q", title=y_title), y2="ci_high", **enc))
+    if "baseline" in frame and frame["baseline"].notna().any():  # the teacher's split-half noise floor
+        layers.append(base.mark_line(strokeDash=[2, 3], color="grey").encode(
+            x=enc["x"], y="baseline:Q", tooltip=[alt.Tooltip("baseline:Q", title="noise floor", format=".4g")]))
+    if rule is not None:
+        layers.append(base.mark_rule(strokeDash=[4, 4], color="grey").encode(y=alt.datum(rule)))
+    if facet:
+        return (alt.layer(*layers).properties(width=320, height=220)
+                .facet(facet=alt.Facet(f"{facet}:N", title=None), columns=2, data=data)
+                .resolve_scale(y="independent").properties(title=title))
+    return alt.layer(*layers, data=data).properties(title=title, height=300)

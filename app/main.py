@@ -3,7 +3,8 @@
     streamlit run app/main.py                                # runs under $CDVIZ_RUNS_ROOT or runs/
     streamlit run app/main.py -- --runs-root DIR --run NAME  # another folder, a run opened first
 
-Each page is a thin view in app/app_pages/; data comes from app/state.py.
+Each page is a thin view in app/app_pages/; data comes from app/state.py. The view is kept in the
+URL (app/links.py): http://localhost:8501/item_explorer?run=demo&layer=2&head=avg+map&item=ID
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app import state  # noqa: E402
+from app import links, state  # noqa: E402
 
 PAGES = [
     st.Page("app_pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
@@ -34,8 +35,11 @@ st.set_page_config(page_title="cdviz", page_icon=":material/visibility:", layout
 cfg = state.settings()
 with st.sidebar:
     names = state.list_runs(cfg.runs_root)
+    refused = links.refused_run(names)
+    if refused:
+        st.warning(state.md_escape(refused))
     if names:
-        st.selectbox("Run", names, index=state.default_run(names, cfg.run), key="run",
+        st.selectbox("Run", names, index=state.default_run(names, cfg.run), key="run", bind="query-params",
                      help=f"Runs found under {cfg.runs_root.resolve()}")
     st.caption(f"runs root: `{cfg.runs_root}`")
 st.navigation(PAGES).run()

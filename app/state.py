@@ -281,6 +281,17 @@ def item_map(run: Run, uid: str, model: str, field: str, layer: int, head: int |
     return _item_map(*run.key, uid, model, field, int(layer), None if head is None else int(head), int(query))
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def _item_heads(path: str, stamp: float, uid: str, model: str, field: str, layer: int, query: int) -> np.ndarray:
+    x = _store(path, stamp).get(uid, model, field, layer)  # [H, Q, N] for t2i, else [H, N]
+    return x[:, query] if field == "t2i" else x
+
+
+def item_heads(run: Run, uid: str, model: str, field: str, layer: int, query: int = -1) -> np.ndarray:
+    """[H, N] every head's map of one layer for one item (one store read); ``query`` as in item_map."""
+    return _item_heads(*run.key, uid, model, field, int(layer), int(query))
+
+
 def item_scalars(run: Run, uid: str, model: str, layer: int, head: int | None, query: int) -> dict[str, float]:
     """Share of the query row's attention on image tokens, and its entropy (nats)."""
     out = {}
@@ -652,6 +663,15 @@ def layer_head_frame(mis: Any, measure: str, category: str = "all", skill: str =
     layers, heads = np.meshgrid(mis.student_layers, mis.head_labels(), indexing="ij")
     return pd.DataFrame({"measure": measure, "student_layer": layers.ravel(), "head": heads.ravel(),
                          "mean": mean.ravel().astype(np.float64), "n": int(keep.sum())})
+
+
+def misalignment_measures(run: Run) -> list[str]:
+    """Measures whose per-item misalignment is at hand (this server's result, else the report's)."""
+    mis = _slot(*run.key, "misalignment")["result"]
+    if mis is not None:
+        return list(mis.measures)
+    table = _report_table(*run.key, "misalignment_items")
+    return [] if table is None else list(dict.fromkeys(table["measure"]))
 
 
 def item_misalignment(run: Run, measure: str, layer: int) -> pd.DataFrame | None:

@@ -7,7 +7,6 @@ import numpy as np
 import streamlit as st
 
 from app import figures, state
-from cdviz.report import figures as rfig
 
 run = state.require_run()
 st.title("Attribution")
@@ -20,7 +19,10 @@ if result is None:
 agreement = result.by_layer()
 st.caption("Agreement between |attribution| and each layer's head-mean attention of the answer position, "
            f"averaged over {agreement['n'].max()} sampled items (spearman; top-10% IoU in the table).")
-st.plotly_chart(rfig.fig_attribution_agreement(agreement), width="stretch", key="at_agreement")
+st.altair_chart(figures.by_layer(agreement, "spearman", "spearman (higher = attention follows attribution)",
+                                 colour="model", rule=0.0, x="layer", x_title="layer (each model's own)",
+                                 title="Attention vs integrated-gradients attribution"),
+                width="stretch", key="at_agreement")
 st.dataframe(agreement, hide_index=True, width="stretch", key="at_agreement_table")
 
 st.subheader("Sampled items")
@@ -49,7 +51,7 @@ boxes = state.item_boxes(index.loc[uid]) if uid in index.index else []
 if why:
     st.caption(f"Maps drawn without the image: {state.md_escape(why)}.")
 left, right = st.columns(2)  # two different quantities: each panel keeps its own colour scale
-left.plotly_chart(figures.attention_overlay(cmp.teacher, grid, image, size, boxes,
-                                            title=f"{model}: |integrated gradients|"), width="stretch", key="at_attr")
-right.plotly_chart(figures.attention_overlay(cmp.student, grid, image, size, boxes,
-                                             title=f"{model}: attention, layer {layer}"), width="stretch", key="at_att")
+left.altair_chart(figures.attention_overlay(cmp.teacher, grid, image, size, boxes,
+                                            title=f"{model}: |integrated gradients|"), key="at_attr")
+right.altair_chart(figures.attention_overlay(cmp.student, grid, image, size, boxes,
+                                             title=f"{model}: attention, layer {layer}"), key="at_att")

@@ -9,7 +9,6 @@ import pandas as pd
 import streamlit as st
 
 from app import figures, state
-from cdviz.report import figures as rfig
 from cdviz.report.findings import change_word, compare_findings
 
 
@@ -96,8 +95,8 @@ c[0].metric("student accuracy", f"{overall.student_after:.1%}", f"{overall.stude
              delta_color=delta_colour("student"))
 c[1].metric("teacher accuracy", f"{overall.teacher_after:.1%}", f"{overall.teacher_delta:+.1%}",
              delta_color=delta_colour("teacher"))
-st.plotly_chart(figures.delta_bars(acc[acc["category"] != "all"], "category", "student_delta",
-                                   title="student accuracy, after - before", y_title="accuracy change"),
+st.altair_chart(figures.delta_bars(acc[acc["category"] != "all"], "category", "student_delta",
+                                   title="student accuracy, after - before", y_title="accuracy change (higher = better)"),
                 width="stretch", key="ba_acc_chart")
 st.dataframe(acc, hide_index=True, width="stretch", key="ba_acc_table")
 
@@ -108,15 +107,17 @@ if layers.empty:
     st.stop()
 measure = st.selectbox("Measure", list(dict.fromkeys(layers["measure"])), key="ba_measure")
 sub = layers[layers["measure"] == measure]
-st.plotly_chart(figures.delta_bars(sub, "student_layer", "delta", title=f"{measure}: after - before (head-averaged map)",
-                                   y_title="misalignment change", higher_is_better=False),
+st.altair_chart(figures.delta_bars(sub, "student_layer", "delta", title=f"{measure}: after - before (head-averaged map)",
+                                   y_title="misalignment change (lower = closer)", higher_is_better=False),
                 width="stretch", key="ba_layer_chart")
 st.dataframe(sub, hide_index=True, width="stretch", key="ba_layer_table")
 if paired:
     deltas = pd.DataFrame(paired["misalignment"])
     deltas = deltas[deltas["measure"] == measure]
     if len(deltas):
-        st.plotly_chart(rfig.fig_compare_layers(deltas, what="misalignment"), width="stretch", key="ba_paired_chart")
+        st.altair_chart(figures.by_layer(deltas, "delta", "misalignment change (after - before; lower = closer)",
+                                         rule=0.0, title=f"{measure}: change with its paired 95% interval"),
+                        width="stretch", key="ba_paired_chart")
         st.dataframe(deltas, hide_index=True, width="stretch", key="ba_paired_table")
 
 st.subheader("Misalignment per layer and category")

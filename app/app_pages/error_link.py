@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import figures, state
-from cdviz.report import figures as rfig
+from app import figures, links, state
 
 run = state.require_run()
 st.title("Error link")
@@ -31,11 +30,18 @@ per_item = state.item_misalignment(run, measure, layer)
 if per_item is None:
     left.info("Per-item values are not at hand (the report was built without its per-item table).")
 else:
-    left.plotly_chart(figures.distribution_by_group(per_item["misalignment"].to_numpy(), per_item["group"].to_numpy(),
+    left.altair_chart(figures.distribution_by_group(per_item["misalignment"].to_numpy(), per_item["group"].to_numpy(),
                                                     {g: state.GROUP_LABELS[g] for g in state.OUTCOMES},
                                                     title=f"student layer {layer}: per-item misalignment"),
                       width="stretch", key="el_distribution")
-right.plotly_chart(rfig.fig_misalignment_by_outcome(link, measure), width="stretch", key="el_by_outcome")
+outcome = link.by_outcome[(link.by_outcome["measure"] == measure) & link.by_outcome["mean"].notna()]
+right.altair_chart(figures.by_layer(outcome.drop(columns=["baseline"], errors="ignore"), "mean",
+                                    "misalignment (larger = further apart)", colour="group",
+                                    title=f"Misalignment by outcome group ({measure})"),
+                   width="stretch", key="el_by_outcome")
+st.page_link(links.ITEM_EXPLORER, icon=":material/sort:",
+             label=f"Teacher right, student wrong: these items at student layer {layer}, most misaligned first",
+             query_params=links.item_link(run.name, layer=int(layer), group="TR/SW", measure=measure))
 st.dataframe(link.groups[link.groups["category"] == "all"][["group", "n", "share"]]
              .assign(meaning=lambda f: f["group"].map(state.GROUP_LABELS)),
              hide_index=True, width="stretch", key="el_groups")
@@ -50,7 +56,9 @@ if auc["auroc"].notna().any():
     c[0].metric("strongest layer", f"{int(best.student_layer)}")
     c[1].metric("AUROC", f"{best.auroc:.3f}", help=f"95% CI {best.ci_low:.3f} to {best.ci_high:.3f}")
     c[2].metric(f"layers with q < 0.05 ({link.correction})", f"{int((auc['q_value'] < 0.05).sum())} of {len(auc)}")
-    st.plotly_chart(rfig.fig_auroc_by_layer(auc, measure), width="stretch", key="el_auroc")
+    st.altair_chart(figures.by_layer(auc, "auroc", "AUROC (0.5 = no link; higher = errors more misaligned)", rule=0.5,
+                                     title="Does misalignment predict student errors? (teacher-right items)"),
+                    width="stretch", key="el_auroc")
 else:
     st.info("No AUROC here: among the teacher-right items of this category the student is always right or always "
             "wrong (one class is empty).")
@@ -68,3 +76,9 @@ with st.expander("Logistic regression: P(student wrong) ~ misalignment (z-scored
     logit = link.logistic
     st.dataframe(logit[(logit["measure"] == measure) & (logit["category"] == category)], hide_index=True,
                  width="stretch", key="el_logistic")
+
+st.divider()
+cols = st.columns(3)
+cols[0].page_link("app_pages/overview.py", label="Overview: what was found", icon=":material/dashboard:")
+cols[1].page_link("app_pages/layers.py", label="Where: layers and heads", icon=":material/grid_on:")
+cols[2].page_link(links.ITEM_EXPLORER, label="Item explorer", icon=":material/image_search:")

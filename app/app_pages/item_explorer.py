@@ -6,64 +6,88 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import figures, state
+from app import figures, links, state
 from cdviz.store import StoreError
 
 FIELD_LABELS = {"t2i": "t2i: text query -> image", "i2i": "i2i: attention each image token receives",
                 "i2i_filt": "i2i_filt: same, sinks filtered", "i2i_paper": "i2i_paper: VAT vector (head mean)"}
 MATCHED = -1  # teacher layer choice: the group the analyses pair with the student layer
 
+BOUND = {"bind": "query-params"}  # the widget's key is its URL parameter (app/links.py)
+
 run = state.require_run()
 store = run.store
 frame = state.items(run)
 st.title("Item explorer")
 
-c = st.columns(3)
-category = c[0].selectbox("Category", ["all", *sorted(frame["category"].astype(str).unique())], key="ie_category")
-skill = c[1].selectbox("Skill", ["all", *sorted(frame["skill"].astype(str).unique())], key="ie_skill")
-group = c[2].selectbox("Outcome", ["all", *state.GROUP_LABELS], key="ie_group",
-                       format_func=lambda g: "all items" if g == "all" else state.GROUP_LABELS[g])
-shown = state.filter_items(frame, category, skill, group)
-if shown.empty:
-    st.info("No recorded item matches these filters; widen the category, skill or outcome."
-            if len(state.filter_items(frame)) else "Every item of this run was skipped during recording; the "
-            "Overview lists why.")
-    st.stop()
-uids = shown["uid"].astype(str).tolist()
-
-if st.session_state.get("ie_uid") not in uids:
-    st.session_state["ie_uid"] = uids[0]
-
-
-def step(delta: int) -> None:
-    # Runs before the next script run, so the selectbox below is drawn with the new value.
-    st.session_state["ie_uid"] = uids[(uids.index(st.session_state["ie_uid"]) + delta) % len(uids)]
-
-
-nav = st.columns([1, 8, 1], vertical_alignment="bottom")
-nav[0].button("Previous", key="ie_prev", on_click=step, args=(-1,), width="stretch")
-uid = nav[1].selectbox(f"Item ({len(uids):,} match)", uids, key="ie_uid")
-nav[2].button("Next", key="ie_next", on_click=step, args=(1,), width="stretch")
-row = shown[shown["uid"].astype(str) == uid].iloc[0]
-st.caption(f"item {uids.index(uid) + 1} of {len(uids)} · outcome: {state.GROUP_LABELS[row['group']]}")
-
 s_layers, t_layers = store.layers("student"), store.layers("teacher")
 groups = state.layer_groups(run)
-c = st.columns(6)
+head_choices = {m: [None, *range(store.n_heads(m))] for m in ("student", "teacher")}
+measures = state.misalignment_measures(run)
+
+c = st.columns(5)
+category = c[0].selectbox("Category", ["all", *sorted(frame["category"].astype(str).unique())], key="category",
+                          **BOUND)
+skill = c[1].selectbox("Skill", ["all", *sorted(frame["skill"].astype(str).unique())], key="skill", **BOUND)
+group = c[2].selectbox("Outcome", ["all", *state.GROUP_LABELS], key="group", **BOUND,
+                       format_func=lambda g: "all items" if g == "all" else state.GROUP_LABELS[g])
+order = c[3].selectbox("Order", [links.RECORDED, links.MOST_MISALIGNED], key="sort", **BOUND,
+                       help="Most misaligned first: by the misalignment of the student layer's head-averaged map "
+                            "in the sort measure, from the misalignment analysis")
+sort_measure = c[4].selectbox("Sort measure", measures, key="measure", **BOUND, disabled=order == links.RECORDED,
+                              help="field:metric; larger = further apart")
+
+c = st.columns(5)
 field = c[0].selectbox("Field", list(FIELD_LABELS), format_func=FIELD_LABELS.get, key="ie_field")
-s_layer = c[1].selectbox("Student layer", s_layers, index=len(s_layers) // 2, key="ie_student_layer")
+s_layer = c[1].selectbox("Student layer", s_layers, index=len(s_layers) // 2, key="layer", **BOUND)
 t_choices = ([MATCHED] if groups else []) + t_layers
 t_layer = c[2].selectbox(
     "Teacher layer", t_choices, key="ie_teacher_layer",
     index=0 if groups else min(len(t_layers) - 1, round(s_layers.index(s_layer) * len(t_layers) / len(s_layers))),
     format_func=lambda t: f"matched: {','.join(map(str, groups[s_layer]))}" if t == MATCHED else str(t),
     help="'matched' averages the teacher layers the analyses compare with this student layer")
-head_choices = {m: [None, *range(store.n_heads(m))] for m in ("student", "teacher")}
 per_head = field != "i2i_paper"
-s_head = c[3].selectbox("Student head", head_choices["student"], key="ie_student_head", disabled=not per_head,
-                        format_func=lambda h: "avg map" if h is None else str(h))
+s_head = c[3].selectbox("Student head", head_choices["student"], key="head", **BOUND, disabled=not per_head,
+                        format_func=links.head_label)
 t_head = c[4].selectbox("Teacher head", head_choices["teacher"], key="ie_teacher_head", disabled=not per_head,
-                        format_func=lambda h: "avg map" if h is None else str(h))
+                        format_func=links.head_label)
+
+shown = state.filter_items(frame, category, skill, group)
+if shown.empty:
+    st.info("No recorded item matches these filters; widen the category, skill or outcome."
+            if len(state.filter_items(frame)) else "Every item of this run was skipped during recording; the "
+            "Overview lists why.")
+    st.stop()
+scores = None
+if order == links.MOST_MISALIGNED:
+    per_item = state.item_misalignment(run, sort_measure, s_layer) if sort_measure else None
+    if per_item is None:
+        st.info("Sorting by misalignment needs the misalignment analysis: compute it on the Overview, or "
+                + state.REPORT_HINT.format(path=run.path) + ". Items are shown as recorded.")
+    else:
+        scores = per_item.set_index(per_item["uid"].astype(str))["misalignment"]
+        shown = shown.assign(_score=shown["uid"].astype(str).map(scores)).sort_values(
+            "_score", ascending=False, na_position="last", kind="stable")
+uids = shown["uid"].astype(str).tolist()
+if st.session_state.get("item") not in uids:  # a URL's item that matches wins over this
+    st.session_state["item"] = uids[0]
+
+
+def step(delta: int) -> None:
+    # Runs before the next script run, so the selectbox below is drawn with the new value.
+    st.session_state["item"] = uids[(uids.index(st.session_state["item"]) + delta) % len(uids)]
+
+
+nav = st.columns([1, 8, 1], vertical_alignment="bottom")
+nav[0].button("Previous", key="ie_prev", on_click=step, args=(-1,), width="stretch", shortcut="K",
+              help="Keyboard: K")
+uid = nav[1].selectbox(f"Item ({len(uids):,} match)", uids, key="item", **BOUND)
+nav[2].button("Next", key="ie_next", on_click=step, args=(1,), width="stretch", shortcut="J", help="Keyboard: J")
+row = shown[shown["uid"].astype(str) == uid].iloc[0]
+where = (f" · {sort_measure} misalignment at student layer {s_layer}: {scores.get(uid, float('nan')):.4f}"
+         if scores is not None else "")
+st.caption(f"item {uids.index(uid) + 1} of {len(uids)} · outcome: {state.GROUP_LABELS[row['group']]}{where}")
+
 # Query rows are counted back from the answer position, which both models recorded last; the two
 # tokenizers may split the prompt differently, so only the rows both have are offered.
 tokens = {m: state.json_list(row.get(f"{m}_query_tokens")) for m in ("student", "teacher")}
@@ -75,7 +99,8 @@ def token_label(q: int) -> str:
     return " / ".join(sorted(names)) + (" (answer)" if q == -1 else "")
 
 
-query = c[5].selectbox("Query token", list(range(-1, -n_rows - 1, -1)), key="ie_query", format_func=token_label,
+c = st.columns(2)
+query = c[0].selectbox("Query token", list(range(-1, -n_rows - 1, -1)), key="ie_query", format_func=token_label,
                        disabled=field != "t2i", help="Text query row of t2i; the last row is the answer position")
 if not per_head:
     s_head = t_head = None
@@ -94,19 +119,17 @@ boxes = state.item_boxes(row)
 if why:
     st.caption(f"Maps drawn without the image: {state.md_escape(why)}.")
 
-opacity = st.slider("Map opacity over the image", 0.0, 1.0, 0.55, 0.05, key="ie_opacity", disabled=image is None)
+opacity = c[1].slider("Map opacity over the image", 0.0, 1.0, 0.55, 0.05, key="ie_opacity", disabled=image is None)
 zmax = float(max(cmp.teacher.max(), cmp.student.max()))
 t_label = ",".join(map(str, t_group))
 panels = st.columns(3)
-panels[0].plotly_chart(figures.attention_overlay(cmp.teacher, t_grid, image, size, boxes, zmax=zmax, opacity=opacity,
-                                                 title=f"teacher, layer {t_label}"), width="stretch",
-                       key="ie_fig_teacher")
-panels[1].plotly_chart(figures.attention_overlay(cmp.student, s_grid, image, size, boxes, zmax=zmax, opacity=opacity,
-                                                 title=f"student, layer {s_layer}"), width="stretch",
-                       key="ie_fig_student")
-panels[2].plotly_chart(figures.difference_overlay(cmp.diff, cmp.grid, image, size, boxes, opacity=opacity,
+panels[0].altair_chart(figures.attention_overlay(cmp.teacher, t_grid, image, size, boxes, zmax=zmax, opacity=opacity,
+                                                 title=f"teacher, layer {t_label}"), key="ie_fig_teacher")
+panels[1].altair_chart(figures.attention_overlay(cmp.student, s_grid, image, size, boxes, zmax=zmax, opacity=opacity,
+                                                 title=f"student, layer {s_layer}"), key="ie_fig_student")
+panels[2].altair_chart(figures.difference_overlay(cmp.diff, cmp.grid, image, size, boxes, opacity=opacity,
                                                   title=f"student - teacher ({cmp.grid[0]}x{cmp.grid[1]} grid)"),
-                       width="stretch", key="ie_fig_diff")
+                       key="ie_fig_diff")
 st.caption("Each map is normalised over the image tokens and shown relative to a uniform map (1 = uniform), "
            "so grids of different sizes share one colour scale.")
 
@@ -126,6 +149,25 @@ c[1].dataframe(pd.DataFrame({"metric": list(cmp.metrics),
                              "metric value": list(cmp.metrics.values()),
                              "metric direction": [state.metric_direction(m) for m in cmp.metrics]}),
                hide_index=True, width="stretch", key="ie_metrics_table")
+
+with st.expander("Every head of one layer for this item", key="ie_heads_box", on_change="rerun") as box:
+    if not box.open:  # drawn only when opened: one store read and a chart per head
+        pass
+    elif not per_head:
+        st.info("i2i_paper is recorded as a head mean only; pick another field to see the heads.")
+    else:
+        c = st.columns(2)
+        grid_model = c[0].radio("Model", ["student", "teacher"], horizontal=True, key="ie_heads_model")
+        grid_layers = s_layers if grid_model == "student" else t_layers
+        grid_layer = c[1].selectbox("Layer", grid_layers, key="ie_heads_layer",
+                                    index=grid_layers.index(s_layer if grid_model == "student" else t_group[0])
+                                    if (s_layer if grid_model == "student" else t_group[0]) in grid_layers else 0)
+        maps = state.item_heads(run, uid, grid_model, field, grid_layer, query)  # [H, N]
+        rel = maps / np.clip(maps.sum(1, keepdims=True), 1e-12, None) * maps.shape[1]  # x uniform per head
+        st.altair_chart(figures.head_grid(rel, store.grid(uid, grid_model),
+                                          title=f"{grid_model}, layer {grid_layer}, {field}: each head's map"),
+                        key="ie_fig_heads")
+        st.caption("Each head's map relative to uniform (1 = uniform), all on one colour scale.")
 
 st.subheader("Question and answers")
 st.text(str(row.get("question", "")))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import state
+from app import figures, links, state
 from cdviz.report import figures as rfig
 
 AVG_MAP = "avg map (the layer's value)"
@@ -39,8 +39,21 @@ else:
         c[0].metric("items", f"{int(frame['n'].iloc[0]):,}")
         c[1].metric("most misaligned head", f"layer {int(worst.student_layer)}, head {int(worst['head'])}")
         c[2].metric("its misalignment", f"{worst['mean']:.4f}")
-        st.plotly_chart(rfig.fig_layer_head_heatmap(frame, value="mean", measure=measure), width="stretch",
-                        key="lh_heatmap")
+        event = st.altair_chart(figures.layer_head_heatmap(frame, measure), width="stretch", key="lh_heatmap",
+                                on_select="rerun", selection_mode=figures.CELL)
+        picked = event.selection.get(figures.CELL) if event else None
+        if picked:  # a clicked cell opens its items, most misaligned first
+            cell = picked[0]
+            head = int(cell["head"])
+            st.switch_page(links.ITEM_EXPLORER, query_params=links.item_link(
+                run.name, layer=int(cell["student_layer"]), head=None if head == -1 else head, measure=measure,
+                group=None if group == "all" else group, category=None if category == "all" else category))
+        st.page_link(links.ITEM_EXPLORER, icon=":material/sort:",
+                     label=f"Items at student layer {int(worst.student_layer)} (head {int(worst['head'])} shown), "
+                           "the layer's most misaligned first",
+                     query_params=links.item_link(run.name, layer=int(worst.student_layer), head=int(worst["head"]),
+                                                  measure=measure, group=None if group == "all" else group,
+                                                  category=None if category == "all" else category))
         groups = dict(zip(mis.student_layers, mis.teacher_groups))
         table = frame.pivot_table(index="student_layer", columns="head", values="mean")
         heads = [h for h in table.columns if h != -1]
@@ -52,7 +65,9 @@ else:
         st.dataframe(table, width="stretch", key="lh_table")
         st.caption(f"'{AVG_MAP}' is the misalignment of the map averaged over heads: the layer's value in the "
                    f"report and every plot. '{MEAN_OF_HEADS}' is the mean of the per-head misalignments.")
-    st.plotly_chart(rfig.fig_misalignment_by_layer(mis), width="stretch", key="lh_by_layer")
+    st.altair_chart(figures.by_layer(mis.by_layer(), "mean", "misalignment (larger = further apart)", facet="measure",
+                                     title="Misalignment by student layer (head-averaged map), 95% intervals; "
+                                           "dotted: the teacher's noise floor"), key="lh_by_layer")
 
 st.subheader("Layer correspondence")
 lc = results["layer_correspondence"]
@@ -61,7 +76,10 @@ if isinstance(lc, state.Unavailable):
 else:
     st.caption(f"Mean {lc.field} {lc.metric} between every teacher and student layer over {lc.n_items:,} items; "
                "the line is the best monotone layer map.")
-    st.plotly_chart(rfig.fig_layer_similarity(lc), width="stretch", key="lh_similarity")
+    with st.expander("Similarity of every teacher and student layer (interactive report figure)",
+                     key="lh_similarity_box", on_change="rerun") as box:
+        if box.open:  # plotly's bundle is heavy for a fresh browser: loaded only when asked for
+            st.plotly_chart(rfig.fig_layer_similarity(lc), width="stretch", key="lh_similarity")
     grouped = state.layer_groups(run) or {}
     st.dataframe(pd.DataFrame({
         "student layer": list(lc.layer_map),
@@ -70,5 +88,13 @@ else:
                                                                     for s in lc.layer_map],
     }), hide_index=True, width="stretch", key="lh_layer_map")
     if len(lc.heads):
-        s_layer = st.selectbox("Head matching for student layer", list(lc.layer_map), key="lh_head_layer")
-        st.plotly_chart(rfig.fig_head_matching(lc, s_layer), width="stretch", key="lh_heads")
+        with st.expander("Head matching (interactive report figure)", key="lh_heads_box", on_change="rerun") as box:
+            if box.open:
+                s_layer = st.selectbox("Head matching for student layer", list(lc.layer_map), key="lh_head_layer")
+                st.plotly_chart(rfig.fig_head_matching(lc, s_layer), width="stretch", key="lh_heads")
+
+st.divider()
+cols = st.columns(3)
+cols[0].page_link("app_pages/overview.py", label="Overview: what was found", icon=":material/dashboard:")
+cols[1].page_link("app_pages/error_link.py", label="Does it predict errors: error link", icon=":material/troubleshoot:")
+cols[2].page_link(links.ITEM_EXPLORER, label="Item explorer", icon=":material/image_search:")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import figures, state
+from app import figures, links, state
 from cdviz.report.findings import report_findings
 
 HEADLINE = ("misalignment", "error_link", "targets")
@@ -32,6 +32,27 @@ def findings_box(run: state.Run) -> None:
                     + state.REPORT_HINT.format(path=run.path) + "; or compute them here (kept while this server runs).")
             st.button("Compute now", key="ov_compute")
         st.caption(f"from {source}; every term is defined in the glossary of the run's report (index.html)")
+        drill_links(run, summary)
+
+
+def drill_links(run: state.Run, summary: dict) -> None:
+    """Links into the item explorer: the teacher-right / student-wrong items, and the recommended
+    (else most misaligned) student layers' items, most misaligned first."""
+    recommended = summary.get("recommended_targets", {})
+    by_layer = [r for r in summary.get("misalignment", {}).get("by_layer", []) if r.get("mean") is not None]
+    measure = recommended.get("measure") or next((r["measure"] for r in by_layer), None)
+    targets = recommended.get("student_layers") or []
+    rows = [r for r in by_layer if r["measure"] == measure and r["mean"] == r["mean"]]  # NaN != NaN
+    if not targets and rows:
+        targets = [max(rows, key=lambda r: r["mean"])["student_layer"]]
+    cols = st.columns(1 + len(targets[:3]))
+    cols[0].page_link(links.ITEM_EXPLORER, label="Teacher right, student wrong: the items",
+                      icon=":material/error:", query_params=links.item_link(run.name, group="TR/SW", measure=measure,
+                                                                           sort=links.RECORDED if measure is None
+                                                                           else links.MOST_MISALIGNED))
+    for col, layer in zip(cols[1:], targets[:3]):
+        col.page_link(links.ITEM_EXPLORER, label=f"Student layer {layer}: most misaligned items",
+                      icon=":material/sort:", query_params=links.item_link(run.name, layer=int(layer), measure=measure))
 
 
 run = state.require_run()
@@ -79,7 +100,7 @@ table = state.accuracy_table(run, by)
 if not scored:
     st.info("No item has an outcome for both models, so there is no accuracy to show.")
 else:
-    st.plotly_chart(figures.accuracy_bars(table[table[by] != "all"], by), width="stretch", key="ov_acc_chart")
+    st.altair_chart(figures.accuracy_bars(table[table[by] != "all"], by), width="stretch", key="ov_acc_chart")
     st.dataframe(table, hide_index=True, width="stretch", key="ov_acc_table",
                  column_config={c: st.column_config.NumberColumn(format="percent") for c in state.ACCURACY_COLUMNS[1:]})
     if protocol == "match":
@@ -89,3 +110,10 @@ else:
     else:
         st.caption("Accuracy is the mean over option orders (as the paper reports); consistent = right in every "
                    "order; delta = student - teacher.")
+
+st.divider()
+cols = st.columns(4)
+cols[0].page_link("app_pages/layers.py", label="Where: layers and heads", icon=":material/grid_on:")
+cols[1].page_link("app_pages/error_link.py", label="Does it predict errors: error link", icon=":material/troubleshoot:")
+cols[2].page_link(links.ITEM_EXPLORER, label="One item at a time: item explorer", icon=":material/image_search:")
+cols[3].page_link("app_pages/before_after.py", label="After fine-tuning: before/after", icon=":material/compare:")

@@ -1,61 +1,110 @@
-"""app/figures.py: pure figures, checked on their traces and shapes."""
+"""app/figures.py: pure Vega-Lite figures, checked on their compiled specs and data."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 from PIL import Image
 
 from app import figures
+
+
+def _layers(chart) -> list[dict]:
+    return chart.to_dict()["layer"]
+
+
+def _values(spec: dict, full: dict) -> list[dict]:
+    """The rows a layer (or the chart) draws: inline data, or a named dataset of the chart."""
+    data = spec.get("data") or full.get("data")
+    return data["values"] if "values" in data else full["datasets"][data["name"]]
 
 
 def test_overlay_places_grid_on_image_pixels_and_draws_boxes():
     att = np.arange(6, dtype=np.float64)  # grid 2 x 3, row-major
     img = Image.new("RGB", (30, 20), (10, 20, 30))
     boxes = [{"phrase": "red <b>cube</b>", "x": 3, "y": 4, "w": 10, "h": 6, "image": 0}]
-    fig = figures.attention_overlay(att, (2, 3), img, (60, 40), boxes, title="t", zmax=7.0)
-    image, heat = fig.data
-    assert isinstance(image, go.Image) and image.source.startswith("data:image/png;base64,")
-    assert image.dx == 2 and image.dy == 2  # a 30 x 20 display copy of a 60 x 40 original
-    np.testing.assert_array_equal(heat.z, [[0, 1, 2], [3, 4, 5]])
-    assert (heat.x0, heat.dx, heat.y0, heat.dy) == (10, 20, 10, 20)  # cell centres in original pixels
-    assert heat.zmax == 7.0 and heat.zmin == 0.0
-    rect = fig.layout.shapes[0]
-    assert (rect.x0, rect.y0, rect.x1, rect.y1) == (3, 4, 13, 10)
-    assert fig.layout.annotations[0].text == "red &lt;b&gt;cube&lt;/b&gt;"  # dataset text never becomes markup
-    assert list(fig.layout.yaxis.range) == [40, 0]
+    full = figures.attention_overlay(att, (2, 3), img, (60, 40), boxes, title="t", zmax=7.0, width=300).to_dict()
+    image, heat, rect, text = full["layer"]
+    assert image["mark"]["type"] == "image" and (image["mark"]["width"], image["mark"]["height"]) == (300, 200)
+    assert _values(image, full)[0]["url"].startswith("data:image/jpeg;base64,")
+    cells = pd.DataFrame(_values(heat, full))
+    assert cells["value"].tolist() == [0, 1, 2, 3, 4, 5]
+    # Cell 5 is row 1, col 2: pixels x 40..60, y 20..40 of the 60 x 40 original.
+    assert cells.iloc[5][["row", "col", "x", "x2", "y", "y2"]].tolist() == [1, 2, 40, 60, 20, 40]
+    assert heat["encoding"]["color"]["scale"]["domain"] == [0.0, 7.0]
+    assert heat["encoding"]["y"]["scale"]["reverse"] is True  # image convention: y grows downwards
+    assert _values(rect, full)[0] == {"x": 3.0, "y": 4.0, "x2": 13.0, "y2": 10.0, "phrase": "red <b>cube</b>"}
+    assert text["mark"]["type"] == "text"  # Vega-Lite draws the phrase as text, never as markup
 
 
 def test_overlay_without_image_uses_the_grid_frame():
-    fig = figures.attention_overlay(np.ones(4), (2, 2))
-    assert len(fig.data) == 1 and fig.data[0].opacity == 1.0
-    assert list(fig.layout.xaxis.range) == [0, 32]
+    full = figures.attention_overlay(np.ones(4), (2, 2)).to_dict()
+    (heat,) = full["layer"]
+    assert heat["mark"]["opacity"] == 1.0
+    assert heat["encoding"]["x"]["scale"]["domain"] == [0, 32.0]  # 16 px per token
 
 
 def test_difference_scale_is_symmetric_about_zero():
-    fig = figures.difference_overlay(np.array([-0.5, 2.0, 0.0, 1.0]), (2, 2))
-    heat = fig.data[0]
-    assert (heat.zmin, heat.zmax, heat.zmid) == (-2.0, 2.0, 0.0)
-    assert figures.difference_overlay(np.zeros(4), (2, 2)).data[0].zmax == 1.0
+    (heat,) = _layers(figures.difference_overlay(np.array([-0.5, 2.0, 0.0, 1.0]), (2, 2)))
+    scale = heat["encoding"]["color"]["scale"]
+    assert (scale["domain"], scale["domainMid"]) == ([-2.0, 2.0], 0.0)
+    (flat,) = _layers(figures.difference_overlay(np.zeros(4), (2, 2)))
+    assert flat["encoding"]["color"]["scale"]["domain"] == [-1.0, 1.0]
 
 
-def test_accuracy_bars_one_trace_per_model():
+def test_head_grid_one_panel_per_head_on_one_scale():
+    maps = np.arange(12, dtype=np.float64).reshape(2, 6)  # 2 heads, grid 2 x 3
+    full = figures.head_grid(maps, (2, 3), columns=4).to_dict()
+    rows = pd.DataFrame(_values(full, full))
+    assert full["facet"]["field"] == "head" and full["columns"] == 4
+    assert rows.groupby("head")["value"].apply(list).to_dict() == {0: [0, 1, 2, 3, 4, 5], 1: [6, 7, 8, 9, 10, 11]}
+    assert "resolve" not in full  # one colour scale for every head
+
+
+def test_accuracy_bars_one_bar_per_model_and_group():
     table = pd.DataFrame({"skill": ["<i>p</i>", "r"], "n": [3, 4], "teacher": [1.0, 0.5], "student": [0.25, 0.5]})
-    fig = figures.accuracy_bars(table, "skill")
-    assert [t.name for t in fig.data] == ["teacher", "student"]
-    assert list(fig.data[1].y) == [0.25, 0.5]
-    assert list(fig.data[0].x) == ["&lt;i&gt;p&lt;/i&gt;", "r"]
+    full = figures.accuracy_bars(table, "skill").to_dict()
+    rows = pd.DataFrame(_values(full, full)).set_index(["skill", "model"])["accuracy"]
+    assert rows.to_dict() == {("<i>p</i>", "teacher"): 1.0, ("r", "teacher"): 0.5, ("<i>p</i>", "student"): 0.25,
+                              ("r", "student"): 0.5}
+    assert full["encoding"]["y"]["scale"]["domain"] == [0, 1]
 
 
 def test_distribution_by_group_in_label_order_and_skips_empty():
-    fig = figures.distribution_by_group(np.array([1.0, 2.0, 3.0]), ["b", "a", "b"], {"a": "A", "b": "B", "c": "C"})
-    assert [t.name for t in fig.data] == ["a (n=1)", "b (n=2)"]
-    assert list(fig.data[1].y) == [1.0, 3.0]
+    full = figures.distribution_by_group(np.array([1.0, 2.0, 3.0]), ["b", "a", "b"],
+                                         {"a": "A", "b": "B", "c": "C"}).to_dict()
+    assert full["encoding"]["x"]["sort"] == ["a (n=1)", "b (n=2)"]
+    rows = pd.DataFrame(_values(full, full))
+    assert rows[rows["group"] == "b (n=2)"]["value"].tolist() == [1.0, 3.0]
 
 
-def test_delta_bars_colour_the_good_direction():
-    frame = pd.DataFrame({"layer": [1, 2], "d": [-0.1, 0.2]})
-    assert list(figures.delta_bars(frame, "layer", "d").data[0].marker.color) == [figures.BAD, figures.GOOD]
+def test_delta_bars_colour_the_good_direction_and_grey_for_no_change():
+    frame = pd.DataFrame({"layer": [1, 2, 3], "d": [-0.1, 0.2, 0.0]})
+
+    def colours(chart):
+        full = chart.to_dict()
+        return [r["colour"] for r in _values(full["layer"][0], full)]
+
+    assert colours(figures.delta_bars(frame, "layer", "d")) == [figures.BAD, figures.GOOD, figures.NEUTRAL]
     lower = figures.delta_bars(frame, "layer", "d", higher_is_better=False)  # e.g. misalignment
-    assert list(lower.data[0].marker.color) == [figures.GOOD, figures.BAD]
+    assert colours(lower) == [figures.GOOD, figures.BAD, figures.NEUTRAL]
+
+
+def test_layer_head_heatmap_click_selects_layer_and_head():
+    frame = pd.DataFrame({"student_layer": [0, 0, 1, 1], "head": [1, -1, 1, -1], "mean": [0.1, 0.2, 0.3, 0.4], "n": 5})
+    full = figures.layer_head_heatmap(frame, "t2i:js").to_dict()
+    (param,) = full["params"]
+    assert param["name"] == figures.CELL and param["select"]["fields"] == ["student_layer", "head"]
+    assert full["encoding"]["x"]["sort"] == ["1", "avg map"]  # the head-averaged map last, named as such
+
+
+def test_by_layer_intervals_reference_and_panels():
+    frame = pd.DataFrame({"measure": ["a", "a", "b", "b"], "student_layer": [0, 1, 0, 1], "mean": [0.1, 0.2, 0.3, 0.4],
+                          "ci_low": [0.0, 0.1, 0.2, 0.3], "ci_high": [0.2, 0.3, 0.4, 0.5]})
+    lines = figures.by_layer(frame, "mean", "m", colour="measure", rule=0.5).to_dict()
+    marks = [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in lines["layer"]]
+    assert marks == ["line", "errorbar", "rule"]
+    assert lines["layer"][2]["encoding"]["y"]["datum"] == 0.5
+    assert lines["layer"][0]["encoding"]["x"]["axis"]["tickMinStep"] == 1  # whole layers only
+    panels = figures.by_layer(frame, "mean", "m", facet="measure").to_dict()
+    assert panels["facet"]["field"] == "measure" and panels["resolve"]["scale"]["y"] == "independent"

@@ -83,13 +83,17 @@ def test_run_picker_switches_runs(runs_root, open_app):
     first = at.metric[0].value
     at.selectbox(key="run").set_value("after").run()
     assert not at.exception
-    assert at.selectbox(key="ie_uid").value == "syn-00000" and at.metric[0].value != first
+    assert at.selectbox(key="item").value == "syn-00000" and at.metric[0].value != first
 
 
 def test_layers_measure_and_filters(runs_root, open_app):
     at = open_app(runs_root, "layers")
-    for key in ("lh_measure", "lh_category", "lh_skill", "lh_group", "lh_head_layer"):
+    for key in ("lh_measure", "lh_category", "lh_skill", "lh_group"):
         assert at.selectbox(key=key) is not None
+    assert "lh_head_layer" not in {w.key for w in at.selectbox}  # the head matching is drawn when opened
+    at.session_state["lh_heads_box"] = True  # what opening the expander sets
+    at.run()
+    assert at.selectbox(key="lh_head_layer").options
     before = metrics(at)
     assert before["items"] == "60"
     assert before["most misaligned head"].startswith(("layer 1", "layer 2"))  # the planted layers
@@ -114,17 +118,17 @@ def test_layers_empty_filter_says_so(runs_root, open_app):
 def test_item_explorer_navigation_and_selectors(runs_root, open_app):
     at = open_app(runs_root, "item_explorer")
     keys = {w.key for w in at.selectbox}
-    assert {"ie_category", "ie_skill", "ie_group", "ie_uid", "ie_field", "ie_student_layer", "ie_teacher_layer",
-            "ie_student_head", "ie_teacher_head", "ie_query", "ie_metric"} <= keys
-    assert at.selectbox(key="ie_uid").value == "syn-00000"
+    assert {"category", "skill", "group", "item", "ie_field", "layer", "ie_teacher_layer",
+            "head", "ie_teacher_head", "ie_query", "ie_metric"} <= keys
+    assert at.selectbox(key="item").value == "syn-00000"
     first = at.metric[0].value
     at.button(key="ie_next").click().run()
-    assert at.selectbox(key="ie_uid").value == "syn-00001" and at.metric[0].value != first
+    assert at.selectbox(key="item").value == "syn-00001" and at.metric[0].value != first
     at.button(key="ie_prev").click().run()
     at.button(key="ie_prev").click().run()
-    assert at.selectbox(key="ie_uid").value == "syn-00059"  # wraps around
-    at.selectbox(key="ie_uid").set_value("syn-00000").run()
-    for key, value in (("ie_field", "i2i"), ("ie_student_layer", 0), ("ie_student_head", 2), ("ie_metric", "js")):
+    assert at.selectbox(key="item").value == "syn-00059"  # wraps around
+    at.selectbox(key="item").set_value("syn-00000").run()
+    for key, value in (("ie_field", "i2i"), ("layer", 0), ("head", 2), ("ie_metric", "js")):
         shown = at.metric[0].value
         at.selectbox(key=key).set_value(value).run()
         assert not at.exception
@@ -143,8 +147,8 @@ def test_item_explorer_navigation_and_selectors(runs_root, open_app):
 
 def test_item_explorer_teacher_right_student_wrong_filter(runs_root, open_app):
     at = open_app(runs_root, "item_explorer")
-    at.selectbox(key="ie_group").set_value("TR/SW").run()
-    uids = at.selectbox(key="ie_uid").options
+    at.selectbox(key="group").set_value("TR/SW").run()
+    uids = at.selectbox(key="item").options
     from app import state
 
     frame = state.items(state.open_named(runs_root, "demo")).set_index("uid")
@@ -154,8 +158,8 @@ def test_item_explorer_teacher_right_student_wrong_filter(runs_root, open_app):
 
 def test_item_explorer_empty_filter_message(runs_root, open_app):
     at = open_app(runs_root, "item_explorer")
-    at.selectbox(key="ie_category").set_value("existence").run()
-    at.selectbox(key="ie_skill").set_value("perception").run()  # existence is a recognition category
+    at.selectbox(key="category").set_value("existence").run()
+    at.selectbox(key="skill").set_value("perception").run()  # existence is a recognition category
     assert not at.exception
     assert "No recorded item matches" in texts(at)
 
