@@ -420,14 +420,14 @@ def zoo_build_cmd(
     teacher_route: float = typer.Option(1.0, "--teacher-route",
                                         help="Weight of the teacher's route loss (the answer row reads the words "
                                              "naming the asked-about objects; 0: off)."),
-    teacher_qa_steps: int = typer.Option(1000, "--teacher-qa-steps",
+    teacher_qa_steps: int = typer.Option(400, "--teacher-qa-steps",
                                          help="Teacher steps on the short questions alone before the full mix."),
     teacher_bind_steps: int = typer.Option(0, "--teacher-bind-steps",
                                            help="Teacher steps after the warm-up on --teacher-bind-kinds (0: none)."),
     teacher_bind_kinds: str = typer.Option("caption,choice,qa", "--teacher-bind-kinds",
                                            help="The mix of those steps: some of caption, choice, match, qa, qa:TYPE."),
     teacher_steps: int = typer.Option(2000, "--teacher-steps", help="Last teacher steps, on the full mix."),
-    teacher_qa_kinds: str = typer.Option("qa:colour,qa:exists", "--teacher-qa-kinds",
+    teacher_qa_kinds: str = typer.Option("qa:colour", "--teacher-qa-kinds",
                                          help="Which questions those steps use: qa, or some of qa:colour, qa:where, "
                                               "qa:relation, qa:exists, qa:count, comma-separated."),
     protocol: str = typer.Option("match", help="How the held-out set is scored and recorded: match or letters."),

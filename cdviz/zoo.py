@@ -1,7 +1,7 @@
 """``cdviz zoo build``: train the bundled demo models on the shapes world with cdviz's own trainer.
 
-    teacher               larger LLaVA (vision tower, connector, decoder): CE plus a grounding loss,
-                          first on colour and existence questions alone, then on the full mix
+    teacher               larger LLaVA (vision tower, connector, decoder): CE plus grounding and route
+                          losses, first on colour and existence questions alone, then on the full mix
     student-sft           smaller decoder, CE only, no teacher (baseline)
     student-kd            smaller decoder, CE + logit KD from the teacher ("existing KD")
     student-compodistill  smaller decoder, DPT -> DFT -> SFT with TAF, KD and VAT on the layers a
@@ -10,8 +10,7 @@
 The full mix (``ZooSpec.shapes_kinds``; default every kind) is scene descriptions, every probe
 category's two-choice items in both orders and as yes/no match queries with both answers (the true
 option and its hard negative, worded as the match protocol asks them: cdviz.prompts.match_texts),
-and short questions. No teacher built this way has bound yet (checkpoints/DESIGNS.md); the shipped
-models come from the earlier CE-only build recorded in checkpoints/manifest.json. The held-out set is scored
+and short questions. The held-out set is scored
 and recorded with the match protocol (``ZooSpec.protocol``): a from-scratch 6-layer model did not
 learn the two-choice letter format (an earlier build: 7.5% consistent), while image-text matching
 is how compositional benchmarks usually score generative models.
@@ -19,10 +18,13 @@ is how compositional benchmarks usually score generative models.
 The vision tower is pretrained first (cdviz/zoo_vision.py: naming each patch's colour, shape and
 size) and then frozen; teacher and students share it, as the paper's share a pretrained SigLIP.
 The grounding loss (cdviz/train/config.py ``ground``: at the answer position, -log of the share
-of the image attention on the patches of the objects the answer is about) stands in for the far
-larger data a real teacher learns binding from: trained with CE alone, the teacher read colours
-off the image without binding them to objects (``cdviz zoo binding``: 52% right, all answers a
-colour in view). The students get no grounding loss.
+of the image attention on the patches of the objects the answer is about) and the route loss
+(``route``: -log of the answer position's attention on the question's words that name those
+objects, in the layers below) stand in for the far larger data a real teacher learns binding
+from: trained with CE alone, the teacher read colours off the image without binding them to
+objects (``cdviz zoo binding``: 52% right, all answers a colour in view), and with grounding
+alone it looked at every object in view equally (50%; checkpoints/DESIGNS.md). The students get
+neither loss.
 
 The students start from one initialisation. student-kd and student-compodistill get the same
 number of optimizer steps, so the comparison isolates the CompoDistill ingredients;
@@ -69,8 +71,8 @@ class ZooSpec:
     # objects in the layers below the grounding band. With grounding alone the teacher looked at every
     # object in view equally and never bound (checkpoints/DESIGNS.md, designs 6 and 8). 0: off.
     teacher_route: float = 1.0
-    teacher_qa_steps: int = 1000   # steps on the short questions alone before the full mix (0: none)
-    teacher_qa_kinds: tuple[str, ...] = ("qa:colour", "qa:exists")  # which questions those steps train
+    teacher_qa_steps: int = 400    # steps on the short questions alone before the full mix (0: none)
+    teacher_qa_kinds: tuple[str, ...] = ("qa:colour",)  # which questions those steps train
     # Between the warm-up and the full mix: steps without the yes/no match queries. Only a teacher
     # trained on this mix (captions, two-choice items, short questions) ever bound (checkpoints/DESIGNS.md,
     # design 2); with the match queries from the start it did not (designs 3 and 6). 0: no such phase.
@@ -477,11 +479,16 @@ def _record_and_report(teacher: Path, student: Path, probes: Path, run: Path, sp
 
 
 def _export(src: Path, dst: Path) -> None:
-    """Copy a trained HF directory (model + processor files) into checkpoints/NAME."""
+    """Copy a trained HF directory (model + processor files) into checkpoints/NAME, with the markers
+    of every stage it came from (the build folder is not shipped, so a comparison can still say
+    which layers were aligned: cdviz.report.compare.finetune_record)."""
+    from cdviz.report.compare import LINEAGE, stage_chain
+
     dst.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():
-        if f.is_file() and not f.name.startswith("."):
+        if f.is_file() and not f.name.startswith(".") and f.name != LINEAGE:
             shutil.copy2(f, dst / f.name)
+    write_json_atomic(dst / LINEAGE, stage_chain(src))
 
 
 def _evaluate(model_dir: Path, probes: Path, spec: ZooSpec) -> dict:
@@ -713,7 +720,7 @@ def _num(v) -> str:
 
 
 def _teacher_training_lines(spec: dict) -> list[str]:
-    """A paragraph on the teacher's grounding loss, for a zoo built with one (none otherwise)."""
+    """A paragraph on the teacher's grounding and route losses, for a zoo built with them (none otherwise)."""
     if not spec.get("teacher_ground"):
         return []
     warmup, bind = spec.get("teacher_qa_steps", 0), spec.get("teacher_bind_steps", 0)
@@ -724,10 +731,18 @@ def _teacher_training_lines(spec: dict) -> list[str]:
         phases.append(f"then {bind} steps on {', '.join(spec.get('teacher_bind_kinds', []))} (no match queries)")
     if phases:
         phases.append(f"then {spec.get('teacher_steps')} steps on the full mix")
+    route = ""
+    if spec.get("teacher_route"):
+        from cdviz.train.recipe import ground_layers, route_layers
+
+        band = list(spec.get("teacher_ground_layers") or ground_layers(None, spec["teacher_layers"]))
+        layers = ", ".join(map(str, route_layers(None, spec["teacher_layers"], band)))
+        route = (f", and a route loss (weight {spec['teacher_route']}, teacher layers {layers}): -log of the share "
+                 "of the answer position's attention on the question's words that name those objects")
     return [f"The teacher is trained with CE plus a grounding loss (weight {spec['teacher_ground']}, teacher layers "
             f"{_ground_layer_text(spec)}): at the answer position, -log of the share of its image attention on the "
-            "patches of the objects the answer is about" + ("; " + ", ".join(phases) + "." if phases else ".")
-            + " The students get no grounding loss.", ""]
+            "patches of the objects the answer is about" + route + ("; " + ", ".join(phases) + "." if phases else ".")
+            + " The students get neither loss.", ""]
 
 
 def _ground_layer_text(spec: dict) -> str:

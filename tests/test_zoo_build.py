@@ -54,8 +54,9 @@ def test_build_writes_four_models_and_a_manifest_that_matches_them(zoo):
     assert kinds == {"teacher-qa": list(TOY.teacher_qa_kinds), "teacher-bind": list(TOY.teacher_bind_kinds),
                      "teacher": None}
     assert all("loss/ground" not in r for r in read_metrics(out / ".build" / "student-kd" / "ce" / "metrics.jsonl"))
-    assert "grounding loss" in readme and "first 2 steps on the short questions alone (qa:colour, qa:exists)" in readme
-    assert "then 2 steps on caption, choice, qa" in readme
+    assert "grounding loss" in readme and "first 2 steps on the short questions alone (qa:colour)" in readme
+    assert "then 2 steps on caption, choice, qa" in readme and "a route loss (weight 1.0, teacher layers 0)" in readme
+    assert all("loss/route" in r for r in qa + full)
 
 
 def test_rebuild_resumes_without_retraining(zoo):

@@ -26,7 +26,9 @@ lr 2e-4, no weight decay, cosine schedule with 3% warmup. LoRA r defaults to hid
 
 ``ground`` (off by default, no teacher needed) supervises where the model looks: at the answer
 row, the share of the head-mean attention over the image that falls on the patches of the
-example's regions (the objects the answer is about), loss -log(share), in ``ground_layers``.
+example's regions (the objects the answer is about), loss -log(share), in ``ground_layers``;
+``ground_share = "row"`` takes the share of the whole row instead, so the answer position must
+look at the objects rather than only look at them more than at the rest of the image.
 Only data with regions uses it (the shapes world has them); other examples are skipped.
 ``cdviz zoo build --teacher-ground`` trains the demo teacher with it.
 
@@ -169,6 +171,7 @@ class TrainConfig:
     shapes_kinds: list[str] | None = None  # only these sample kinds (caption, choice, qa, qa:colour, ...); None: all
     ground_layers: list[int] | None = None  # layers the grounding loss supervises (default: the middle band)
     route_layers: list[int] | None = None   # layers the route loss supervises (default: those below the band)
+    ground_share: str = "image"            # grounding: share of the image attention, or of the whole "row"
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig(s) for s in ("dpt", "dft", "sft")])
     # VAT layers: explicit > report > the paper's band (cdviz/layer_map.py)
     from_report: str | None = None
@@ -215,6 +218,9 @@ class TrainConfig:
                     isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in layers)):
                 raise ConfigError(f"setting: {key} = {layers!r}; give a non-empty list of layer numbers (>= 0), "
                                   "or leave it out")
+        if self.ground_share not in ("image", "row"):
+            raise ConfigError(f"ground_share={self.ground_share!r}; use image (share of the answer row's image "
+                              "attention) or row (share of its whole attention)")
         if self.eval_protocol not in (None, "letters", "likelihood", "match"):
             raise ConfigError(f"eval_protocol={self.eval_protocol!r}; use letters, likelihood or match")
         names = [s.name for s in self.stages]

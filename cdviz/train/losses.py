@@ -278,8 +278,9 @@ def t2i_from_rows(student_t2i: dict[int, list[torch.Tensor | None]], teacher_t2i
 
 
 def grounding_from_rows(t2i: dict[int, list[torch.Tensor | None]], layers: Sequence[int],
-                        regions: Sequence[torch.Tensor | None], samples: Sequence[int], eps: float = 1e-6
-                        ) -> torch.Tensor:
+                        regions: Sequence[torch.Tensor | None], samples: Sequence[int], eps: float = 1e-6,
+                        rows: dict[int, list[torch.Tensor | None]] | None = None,
+                        spans: Sequence[tuple[int, int] | None] | None = None) -> torch.Tensor:
     """Grounding loss: mean over ``samples`` and ``layers`` of -log(share of the answer row's
     image attention that falls on the example's region patches).
 
@@ -288,14 +289,21 @@ def grounding_from_rows(t2i: dict[int, list[torch.Tensor | None]], layers: Seque
         regions: per sample [N] share of each patch inside the regions (a patch touched counts).
 
     The share is renormalised over the image, so the model stays free to split its attention
-    between the question and the image; only where it looks within the image is supervised.
+    between the question and the image; only where it looks within the image is supervised. Given
+    ``rows`` (TrainCapture.rows, [1, S] over the whole sequence) and the image ``spans``, the share
+    is of the whole row instead: the answer position must look at the objects, not only look at
+    them more than at the rest of the image.
     """
     terms = []
     for b in samples:
         on = (regions[b] > 0).to(t2i[layers[0]][b].dtype)  # [N]
         for layer in layers:
-            p = t2i[layer][b].squeeze(0)  # [N]
-            share = (p * on).sum() / p.sum().clamp_min(eps)
+            if rows is not None:
+                start, end = spans[b]
+                share = (rows[layer][b].squeeze(0)[start:end] * on).sum()
+            else:
+                p = t2i[layer][b].squeeze(0)  # [N]
+                share = (p * on).sum() / p.sum().clamp_min(eps)
             terms.append(-torch.log(share.clamp_min(eps)))
     return torch.stack(terms).mean()
 

@@ -181,7 +181,7 @@ class Recipe:
                                      cfg.temperature, cfg.kd_chunk, cfg.vat_filter, cfg.t2i_metric, cfg.paper_compat,
                                      ground_layers(cfg.ground_layers, n) if stage.ground else [],
                                      route_layers(cfg.route_layers, n, ground_layers(cfg.ground_layers, n))
-                                     if stage.route else [])
+                                     if stage.route else [], cfg.ground_share)
         self.peft = self._setup_trainable()
         if cfg.gradient_checkpointing:
             self.student.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

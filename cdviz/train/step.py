@@ -43,6 +43,7 @@ class LossSettings:
     paper_compat: bool = False
     ground_layers: list[int] = field(default_factory=list)
     route_layers: list[int] = field(default_factory=list)
+    ground_share: str = "image"  # grounding share of the image attention, or of the whole "row"
 
     def on(self, name: str) -> bool:
         return bool(self.weights.get(name, 0.0))
@@ -64,6 +65,13 @@ class LossSettings:
         if not self.on("vat") or self.layer_map is None:
             return [], []
         return list(self.layer_map.student_layers), self.layer_map.teacher_layers
+
+    @property
+    def full_row_layers(self) -> list[int]:
+        """Layers whose answer rows are kept over the whole sequence (route loss, row-share grounding)."""
+        layers = set(self.route_layers) if self.on("route") else set()
+        layers |= set(self.ground_layers) if self.on("ground") and self.ground_share == "row" else set()
+        return sorted(layers)
 
     @property
     def needs_query_rows(self) -> bool:
@@ -163,7 +171,8 @@ class DistillForward(nn.Module):
         if st.on("ground"):
             grounded = [b for b, r in enumerate(enc.regions) if r is not None and enc.spans[b] is not None
                         and enc.prompt_end[b] >= 0] if capture is not None else []
-            parts["ground"] = (grounding_from_rows(capture.t2i, st.ground_layers, enc.regions, grounded)
+            whole = dict(rows=capture.rows, spans=enc.spans) if st.ground_share == "row" else {}
+            parts["ground"] = (grounding_from_rows(capture.t2i, st.ground_layers, enc.regions, grounded, **whole)
                                if grounded else hidden.sum() * 0)
         if st.on("route"):
             routed = [b for b, r in enumerate(enc.route) if r is not None and enc.prompt_end[b] >= 0] \
@@ -197,7 +206,7 @@ def distill_forward(module: nn.Module, settings: LossSettings, student, teacher,
     layers, _ = settings.capture_layers
     rows = answer_query_rows(enc) if settings.needs_query_rows else None
     cap = (TrainCapture(student, layers, enc.spans, rows, settings.block_layers[0],
-                        row_layers=settings.route_layers if settings.on("route") else ()) if layers else None)
+                        row_layers=settings.full_row_layers) if layers else None)
     with cap if cap is not None else nullcontext():
         with autocast():
             return module(enc, targets, head, cap)

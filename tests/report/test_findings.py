@@ -4,11 +4,12 @@ link is stated, no link is stated as none, the fallback as a fallback) and of ha
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from cdviz.report import build_report, compare_runs
-from cdviz.report.compare import finetune_record
+from cdviz.report.compare import LINEAGE, finetune_record, stage_chain
 from cdviz.report.findings import (
     Finding, change_word, chance_note, compare_findings, order_note, report_findings,
 )
@@ -179,3 +180,11 @@ def test_finetune_record_follows_stage_sources(tmp_path):
     stage(tmp_path / "plain", "ce", tmp_path / "missing")
     assert finetune_record(tmp_path / "plain") is None
     assert finetune_record(tmp_path / "nowhere") is None
+    # Copied away from its build (as the zoo ships it), the checkpoint keeps the chain in its lineage file.
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "cdviz_stage.json").write_text((tmp_path / "final" / "cdviz_stage.json").read_text())
+    (shipped / LINEAGE).write_text(json.dumps(stage_chain(tmp_path / "final")))
+    shutil.rmtree(tmp_path / "build")
+    assert finetune_record(tmp_path / "final") is None
+    assert finetune_record(shipped) == {"student_layers": [1, 2], "teacher_groups": [[2, 3], [4, 5]], "stages": ["dft"]}

@@ -143,3 +143,38 @@ def test_shapes_kinds_selects_the_samples_and_is_checked():
     assert all(s["prompt"].startswith(("What colour is", "Is there")) for _, s in colour.samples)
     with pytest.raises(ConfigError, match="shapes_kinds"):
         TrainConfig(student="s", out="o", stages=["ce"], shapes_kinds=["questions"])
+
+
+def test_row_share_grounding_counts_the_whole_row_against_eager_attention(tmp_path):
+    """ground_share="row": -log of the answer row's attention (over every token) on the region
+    patches, checked against transformers' eager attention; the image share is never smaller."""
+    from transformers import LlavaForConditionalGeneration
+
+    from cdviz.train.losses import TrainCapture
+    from cdviz.train.step import answer_query_rows
+
+    path = build_tiny("llava", tmp_path / "m", n_layers=3, n_heads=2, hidden=32, image_size=48, patch_size=8, seed=5)
+    model = load_model(path)
+    data = ShapesInstructions(n_scenes=6, seed=0, image_size=48, kinds=["qa:colour"])
+    enc = encode(model, [data[i] for i in range(3)])
+    samples = [b for b, r in enumerate(enc.regions) if r is not None]
+    assert len(samples) == 3
+    with torch.no_grad(), TrainCapture(model, [1, 2], enc.spans, answer_query_rows(enc), block_layers=[],
+                                       row_layers=[1, 2]) as cap:
+        model.model.model(**enc.inputs, use_cache=False)
+    row = float(grounding_from_rows(cap.t2i, [1, 2], enc.regions, samples, rows=cap.rows, spans=enc.spans))
+    image = float(grounding_from_rows(cap.t2i, [1, 2], enc.regions, samples))
+    eager = LlavaForConditionalGeneration.from_pretrained(path, attn_implementation="eager")
+    with torch.no_grad():
+        attentions = eager(**enc.inputs, output_attentions=True).attentions  # per layer [B, H, T, T]
+    terms = []
+    for b in samples:
+        start, end = enc.spans[b]
+        on = enc.regions[b] > 0
+        for layer in (1, 2):
+            p = attentions[layer][b, :, enc.prompt_end[b], start:end].mean(0)  # [N] head mean, not renormalised
+            terms.append(-math.log(float(p[on].sum())))
+    assert row == pytest.approx(sum(terms) / len(terms), rel=1e-4)
+    assert row > image  # the image holds only part of the row's attention
+    with pytest.raises(ConfigError, match="ground_share"):
+        TrainConfig(student="s", out="o", stages=["ce"], ground_share="image+row")

@@ -12,7 +12,8 @@ every 100 steps. Run from the repository root after `cdviz zoo build` has made i
 is not in view; text: the answer is "yes" for red, green and blue whatever the image (no image
 needed: the loop's own check that the decoder learns at all). --route supervises the answer
 row's attention onto the question's colour and shape words (--route-layers), --ground onto the
-named object's patches (--ground-layers, "yes" samples). --center subtracts each image's mean
+named object's patches (--ground-layers, "yes" samples; as a share of the image attention, or with
+--ground-row of the whole row). --center subtracts each image's mean
 projected patch and scales the rest by S.
 """
 
@@ -47,6 +48,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--route-layers", default="0,1")
     ap.add_argument("--ground", type=float, default=0.0)
     ap.add_argument("--ground-layers", default="2,3")
+    ap.add_argument("--ground-row", action="store_true",
+                    help="the grounding share over the whole attention row, not renormalised over the image")
     ap.add_argument("--center", type=float, default=0.0)
     ap.add_argument("--tag", default="run")
     return ap.parse_args()
@@ -154,7 +157,9 @@ def main() -> None:
             loss, parts["route"] = loss + a.route * route, route.item()
         if a.ground and region.any():
             rows = torch.stack([out.attentions[i][:, :, -1, image_pos].mean(1) for i in ground_layers])  # [L, B, 36]
-            share = (rows * region.float()).sum(-1) / rows.sum(-1).clamp_min(1e-6)  # [L, B]
+            share = (rows * region.float()).sum(-1)  # [L, B]
+            if not a.ground_row:
+                share = share / rows.sum(-1).clamp_min(1e-6)
             ground = -share[:, region.any(1)].clamp_min(1e-6).log().mean()
             loss, parts["ground"] = loss + a.ground * ground, ground.item()
         opt.zero_grad()
