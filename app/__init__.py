@@ -3,6 +3,8 @@
     main.py        entry: run picker in the sidebar, routes pages with st.navigation
     app_pages/     one thin view per page (overview, layers, item explorer, error link,
                    before/after, attribution)
-    state.py       run discovery under the runs root, cached loaders, the calls into analyses/
-    figures.py     dashboard-only pure figures (attention overlay, difference map, bars)
+    state.py       run discovery under the runs root, cached loaders of tables, maps and images
+    results.py     analysis results: from the run's report, this server's cache, or computed here
+    links.py       the view in the URL (query parameters) and links into filtered item views
+    figures.py     dashboard figures (Vega-Lite): attention overlays, head grid, bars, per-layer lines
 """

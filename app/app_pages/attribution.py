@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import figures, state
+from app import figures, results, state
 
 run = state.require_run()
 st.title("Attribution")
-result = state.cached_analysis(run, "attribution")
+result = results.cached_analysis(run, "attribution")
 if result is None:
     st.info("This run has no attribution result. Attribution runs both models (it is the one analysis that "
-            "does), so the dashboard does not compute it: " + state.ATTRIBUTION_HINT.format(path=run.path) + ".")
+            "does), so the dashboard does not compute it: " + results.ATTRIBUTION_HINT.format(path=run.path) + ".")
     st.stop()
 
 agreement = result.by_layer()

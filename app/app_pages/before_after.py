@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app import figures, state
+from app import figures, results, state
 from cdviz.report.findings import change_word, compare_findings
 
 
@@ -57,16 +57,16 @@ except (state.StoreError, OSError, ValueError) as e:
     st.stop()
 st.text(f"before: {before.name}    after: {after.name}")
 for run in (before, after):
-    state.require_usable(run)
+    results.require_usable(run)
 
-results = {}
+mis = {}
 for label, run in (("before", before), ("after", after)):
-    results[label] = state.compute_with_progress(run, ("misalignment",))["misalignment"]
-    if isinstance(results[label], state.Unavailable):
-        st.warning(f"Misalignment of the {label} run is not available: {results[label].reason}")
+    mis[label] = results.compute_with_progress(run, ("misalignment",))["misalignment"]
+    if isinstance(mis[label], results.Unavailable):
+        st.warning(f"Misalignment of the {label} run is not available: {mis[label].reason}")
         st.stop()
-tables = compare_tables(before, after, results["before"], results["after"])
-paired = state.compare_summary(before, after)
+tables = compare_tables(before, after, mis["before"], mis["after"])
+paired = results.compare_summary(before, after)
 if paired:
     with st.container(border=True, key="ba_verdict"):
         st.subheader("Verdict")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import figures, links, state
+from app import figures, links, results, state
 
 run = state.require_run()
 st.title("Error link")
-state.require_usable(run)
-link = state.compute_with_progress(run, ("error_link",))["error_link"]
-if isinstance(link, state.Unavailable):
+results.require_usable(run)
+link = results.compute_with_progress(run, ("error_link",))["error_link"]
+if isinstance(link, results.Unavailable):
     st.warning(f"The error link is not available: {link.reason}")
     st.stop()
 if link.auroc.empty:
@@ -26,7 +26,7 @@ layer = c[1].selectbox("Student layer", layers, index=len(layers) // 2, key="el_
 
 st.subheader("Misalignment by outcome group")
 left, right = st.columns(2)
-per_item = state.item_misalignment(run, measure, layer)
+per_item = results.item_misalignment(run, measure, layer)
 if per_item is None:
     left.info("Per-item values are not at hand (the report was built without its per-item table).")
 else:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import figures, links, state
+from app import figures, links, results, state
 from cdviz.store import StoreError
 
 FIELD_LABELS = {"t2i": "t2i: text query -> image", "i2i": "i2i: attention each image token receives",
@@ -23,7 +23,7 @@ st.title("Item explorer")
 s_layers, t_layers = store.layers("student"), store.layers("teacher")
 groups = state.layer_groups(run)
 head_choices = {m: [None, *range(store.n_heads(m))] for m in ("student", "teacher")}
-measures = state.misalignment_measures(run)
+measures = results.misalignment_measures(run)
 
 c = st.columns(5)
 category = c[0].selectbox("Category", ["all", *sorted(frame["category"].astype(str).unique())], key="category",
@@ -60,10 +60,10 @@ if shown.empty:
     st.stop()
 scores = None
 if order == links.MOST_MISALIGNED:
-    per_item = state.item_misalignment(run, sort_measure, s_layer) if sort_measure else None
+    per_item = results.item_misalignment(run, sort_measure, s_layer) if sort_measure else None
     if per_item is None:
         st.info("Sorting by misalignment needs the misalignment analysis: compute it on the Overview, or "
-                + state.REPORT_HINT.format(path=run.path) + ". Items are shown as recorded.")
+                + results.REPORT_HINT.format(path=run.path) + ". Items are shown as recorded.")
     else:
         scores = per_item.set_index(per_item["uid"].astype(str))["misalignment"]
         shown = shown.assign(_score=shown["uid"].astype(str).map(scores)).sort_values(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import figures, links, state
+from app import figures, links, results, state
 from cdviz.report import figures as rfig
 
 AVG_MAP = "avg map (the layer's value)"
@@ -14,12 +14,12 @@ MEAN_OF_HEADS = "mean of heads"
 
 run = state.require_run()
 st.title("Layers and heads")
-state.require_usable(run)
-results = state.compute_with_progress(run, ("misalignment", "layer_correspondence"))
+results.require_usable(run)
+found = results.compute_with_progress(run, ("misalignment", "layer_correspondence"))
 
 st.subheader("Misalignment by student layer and head")
-mis = results["misalignment"]
-if isinstance(mis, state.Unavailable):
+mis = found["misalignment"]
+if isinstance(mis, results.Unavailable):
     st.warning(f"Misalignment is not available: {mis.reason}")
 else:
     items = mis.items
@@ -30,7 +30,7 @@ else:
     skill = c[2].selectbox("Skill", ["all", *sorted(items["skill"].unique())], key="lh_skill")
     group = c[3].selectbox("Outcome", ["all", *state.OUTCOMES], key="lh_group",
                            format_func=lambda g: "all items" if g == "all" else state.GROUP_LABELS[g])
-    frame = state.layer_head_frame(mis, measure, category, skill, group)
+    frame = results.layer_head_frame(mis, measure, category, skill, group)
     if frame.empty:
         st.info("No item matches these filters; widen the category, skill or outcome.")
     else:
@@ -70,8 +70,8 @@ else:
                                            "dotted: the teacher's noise floor"), key="lh_by_layer")
 
 st.subheader("Layer correspondence")
-lc = results["layer_correspondence"]
-if isinstance(lc, state.Unavailable):
+lc = found["layer_correspondence"]
+if isinstance(lc, results.Unavailable):
     st.warning(f"Layer correspondence is not available: {lc.reason}")
 else:
     st.caption(f"Mean {lc.field} {lc.metric} between every teacher and student layer over {lc.n_items:,} items; "

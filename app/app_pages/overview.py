@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import figures, links, state
+from app import figures, links, results, state
 from cdviz.report.findings import report_findings
 
 HEADLINE = ("misalignment", "error_link", "targets")
@@ -14,8 +14,8 @@ HEADLINE = ("misalignment", "error_link", "targets")
 def findings_box(run: state.Run) -> None:
     """The findings in sentences (cdviz.report.findings), first on the page; warnings marked."""
     if st.session_state.get("ov_compute"):  # the button below was clicked: compute, then show
-        state.compute_with_progress(run, HEADLINE)
-    summary, source = state.findings_summary(run)
+        results.compute_with_progress(run, HEADLINE)
+    summary, source = results.findings_summary(run)
     with st.container(border=True, key="ov_findings"):
         st.subheader("What was found")
         for f in report_findings(summary):
@@ -24,12 +24,12 @@ def findings_box(run: state.Run) -> None:
                 st.warning(text, icon=":material/warning:")
             else:
                 st.markdown(f"- {text}")
-        if state.n_usable(run) == 0:
+        if results.n_usable(run) == 0:
             st.info("No item has an outcome for both models, so there are no findings to report.")
         elif not all(k in summary for k in ("misalignment", "error_link", "recommended_targets")):
             st.info(f"Where the student looks differently, whether that predicts its errors and what to fine-tune "
-                    f"need the misalignment and error-link analyses ({state.n_usable(run):,} items to stream). "
-                    + state.REPORT_HINT.format(path=run.path) + "; or compute them here (kept while this server runs).")
+                    f"need the misalignment and error-link analyses ({results.n_usable(run):,} items to stream). "
+                    + results.REPORT_HINT.format(path=run.path) + "; or compute them here (kept while this server runs).")
             st.button("Compute now", key="ov_compute")
         st.caption(f"from {source}; every term is defined in the glossary of the run's report (index.html)")
         drill_links(run, summary)

@@ -13,7 +13,7 @@ import pytest
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
-from app import links, state
+from app import links, results, state
 from tests.app.conftest import APP
 from tests.app.test_pages import texts
 
@@ -98,7 +98,7 @@ def test_overview_links_open_the_item_explorer_filtered_and_sorted(reported_root
                                                    "layer": str(layer), "head": links.AVG_MAP}
     at = at_url(monkeypatch, reported_root, "item_explorer", params)
     uids = at.selectbox(key="item").options
-    per_item = state.item_misalignment(state.open_named(reported_root, "demo"), measure, layer)
+    per_item = results.item_misalignment(state.open_named(reported_root, "demo"), measure, layer)
     expected = per_item.sort_values("misalignment", ascending=False, kind="stable")["uid"].astype(str).tolist()
     assert uids == expected and at.selectbox(key="item").value == expected[0]
     top = per_item.set_index("uid")["misalignment"].max()
@@ -110,7 +110,7 @@ def test_overview_links_open_the_item_explorer_filtered_and_sorted(reported_root
     uids = at.selectbox(key="item").options
     assert uids and {frame.loc[u, "group"] for u in uids} == {"TR/SW"}
     # No layer in this link: the explorer's default, the middle one of the student's 4 layers.
-    shown = state.item_misalignment(state.open_named(reported_root, "demo"), measure, 2).set_index("uid")
+    shown = results.item_misalignment(state.open_named(reported_root, "demo"), measure, 2).set_index("uid")
     assert list(shown.loc[uids, "misalignment"]) == sorted(shown.loc[uids, "misalignment"], reverse=True)
 
 

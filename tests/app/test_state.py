@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app import state
+from app import results, state
 from cdviz.store import StoreError
 
 
@@ -146,12 +146,12 @@ class _Mis:
 
 def test_layer_head_frame_filters_and_means():
     mis = _Mis()
-    frame = state.layer_head_frame(mis, "t2i:js", category="x")
+    frame = results.layer_head_frame(mis, "t2i:js", category="x")
     got = frame.set_index(["student_layer", "head"])["mean"]
     assert got[(7, -1)] == pytest.approx(mis.values[:2, 1, 2, 1].mean())
     assert frame["n"].iloc[0] == 2
-    assert state.layer_head_frame(mis, "t2i:js", group="TR/SW", category="y")["n"].iloc[0] == 1
-    assert state.layer_head_frame(mis, "t2i:js", category="none").empty
+    assert results.layer_head_frame(mis, "t2i:js", group="TR/SW", category="y")["n"].iloc[0] == 1
+    assert results.layer_head_frame(mis, "t2i:js", category="none").empty
 
 
 def test_md_escape_leaves_no_markdown_directive():
