@@ -218,7 +218,7 @@ def layer_head_heatmap(frame: pd.DataFrame, measure: str, student: str = "studen
 
 def by_layer(frame: pd.DataFrame, y: str, y_title: str, colour: str | None = None, title: str = "",
              rule: float | None = None, x: str = "student_layer", x_title: str = "student layer",
-             facet: str | None = None) -> alt.Chart:
+             facet: str | None = None, select: str | None = None) -> alt.Chart:
     """A value per layer with its 95% interval (``ci_low``/``ci_high`` columns when present).
 
     Args:
@@ -227,6 +227,7 @@ def by_layer(frame: pd.DataFrame, y: str, y_title: str, colour: str | None = Non
         rule: a reference value drawn dashed (0.5 for an AUROC, 0 for a change). A ``baseline``
             column (the teacher's noise floor) is drawn dotted.
         facet: a column giving one panel per value, each with its own y scale.
+        select: name of a click selection of a point's layer (``x``), e.g. to open its items.
     """
     data = frame.dropna(subset=[y])
     base = alt.Chart()  # data given to the layer (or facet) below, as Vega-Lite requires for facets
@@ -234,8 +235,11 @@ def by_layer(frame: pd.DataFrame, y: str, y_title: str, colour: str | None = Non
     if colour:
         enc["color"] = alt.Color(f"{colour}:N", legend=alt.Legend(orient="top", title=None))
     tips = [f"{x}:Q", alt.Tooltip(f"{y}:Q", format=".4g")] + ([f"{colour}:N"] if colour else [])
-    layers = [base.mark_line(point=True).encode(y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False)),
-                                                tooltip=tips, **enc)]
+    line = base.mark_line(point=alt.OverlayMarkDef(size=80)).encode(
+        y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False)), tooltip=tips, **enc)
+    if select:
+        line = line.add_params(alt.selection_point(name=select, fields=[x], on="click"))
+    layers = [line]
     if {"ci_low", "ci_high"} <= set(frame.columns):
         layers.append(base.mark_errorbar().encode(y=alt.Y("ci_low:Q", title=y_title), y2="ci_high", **enc))
     if "baseline" in frame and frame["baseline"].notna().any():  # the teacher's split-half noise floor

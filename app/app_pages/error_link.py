@@ -6,6 +6,8 @@ import streamlit as st
 
 from app import figures, links, results, state
 
+POINT = "layer"  # the AUROC chart's click selection
+
 run = state.require_run()
 st.title("Error link")
 results.require_usable(run)
@@ -56,9 +58,16 @@ if auc["auroc"].notna().any():
     c[0].metric("strongest layer", f"{int(best.student_layer)}")
     c[1].metric("AUROC", f"{best.auroc:.3f}", help=f"95% CI {best.ci_low:.3f} to {best.ci_high:.3f}")
     c[2].metric(f"layers with q < 0.05 ({link.correction})", f"{int((auc['q_value'] < 0.05).sum())} of {len(auc)}")
-    st.altair_chart(figures.by_layer(auc, "auroc", "AUROC (0.5 = no link; higher = errors more misaligned)", rule=0.5,
-                                     title="Does misalignment predict student errors? (teacher-right items)"),
-                    width="stretch", key="el_auroc")
+    event = st.altair_chart(figures.by_layer(auc, "auroc", "AUROC (0.5 = no link; higher = errors more misaligned)",
+                                             rule=0.5, select=POINT,
+                                             title="Does misalignment predict student errors? (teacher-right items; "
+                                                   "click a layer: its teacher-right, student-wrong items)"),
+                            width="stretch", key="el_auroc", on_select="rerun", selection_mode=POINT)
+    picked = event.selection.get(POINT) if event else None
+    if picked:
+        st.switch_page(links.ITEM_EXPLORER, query_params=links.item_link(
+            run.name, layer=int(picked[0]["student_layer"]), group="TR/SW", measure=measure,
+            category=None if category == "all" else category))
 else:
     st.info("No AUROC here: among the teacher-right items of this category the student is always right or always "
             "wrong (one class is empty).")

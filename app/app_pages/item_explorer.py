@@ -143,19 +143,18 @@ if field == "t2i":
     for model, layer, head in (("teacher", t_group[0], t_head), ("student", s_layer, s_head)):
         sc = state.item_scalars(run, uid, model, layer, head, query)
         c[0].text(f"{model}: {sc['mass']:.1%} of the query's attention on the image, entropy {sc['entropy']:.2f} nats")
-c[1].dataframe(pd.DataFrame({"metric": list(cmp.metrics),
-                             "misalignment (larger = further apart)": [state.as_misalignment(m, v)
-                                                                       for m, v in cmp.metrics.items()],
-                             "metric value": list(cmp.metrics.values()),
-                             "metric direction": [state.metric_direction(m) for m in cmp.metrics]}),
-               hide_index=True, width="stretch", key="ie_metrics_table")
+# Small tables are static (st.table): the interactive grid's script costs a fresh browser ~0.4 s.
+c[1].table(pd.DataFrame({"metric": list(cmp.metrics),
+                         "misalignment (larger = further apart)": [state.as_misalignment(m, v)
+                                                                   for m, v in cmp.metrics.items()],
+                         "metric value": list(cmp.metrics.values()),
+                         "metric direction": [state.metric_direction(m) for m in cmp.metrics]}).style.format(
+    precision=4), hide_index=True)
 
 with st.expander("Every head of one layer for this item", key="ie_heads_box", on_change="rerun") as box:
-    if not box.open:  # drawn only when opened: one store read and a chart per head
-        pass
-    elif not per_head:
+    if box.open and not per_head:  # drawn only when opened: one store read and a chart per head
         st.info("i2i_paper is recorded as a head mean only; pick another field to see the heads.")
-    else:
+    elif box.open:
         c = st.columns(2)
         grid_model = c[0].radio("Model", ["student", "teacher"], horizontal=True, key="ie_heads_model")
         grid_layers = s_layers if grid_model == "student" else t_layers
@@ -172,16 +171,15 @@ with st.expander("Every head of one layer for this item", key="ie_heads_box", on
 st.subheader("Question and answers")
 st.text(str(row.get("question", "")))
 options = state.json_list(row.get("options"))
-st.dataframe(pd.DataFrame({"option": [chr(65 + i) for i in range(len(options))], "text": [str(o) for o in options],
-                           "correct": [i == int(row.get("correct_option", -1)) for i in range(len(options))]}),
-             hide_index=True, width="stretch", key="ie_options")
+st.table(pd.DataFrame({"option": [chr(65 + i) for i in range(len(options))], "text": [str(o) for o in options],
+                       "correct": [i == int(row.get("correct_option", -1)) for i in range(len(options))]}),
+         hide_index=True)
 out = state.item_outcomes(run, uid)
 if len(out):
     out = out.assign(chosen_text=[str(options[i]) if 0 <= int(i) < len(options) else "" for i in out["chosen"]])
-    st.dataframe(out[["model", "order", "chosen", "chosen_text", "correct", "margin"]], hide_index=True,
-                 width="stretch", key="ie_outcomes",
-                 column_config={"margin": st.column_config.NumberColumn(format="%.3f",
-                                help="logit of the correct letter minus the best other letter")})
+    st.table(out[["model", "order", "chosen", "chosen_text", "correct", "margin"]].style.format({"margin": "{:+.3f}"}),
+             hide_index=True)
+    st.caption("margin: logit of the correct letter minus the best other letter")
 summary = {m: (row.get(f"{m}_correct"), row.get(f"{m}_margin")) for m in ("teacher", "student")}
 st.text("  ".join(f"{m}: {'right' if ok else 'wrong' if ok is not None else 'unknown'}, mean margin {mg:+.3f}"
                   for m, (ok, mg) in summary.items()))

@@ -108,3 +108,10 @@ def test_by_layer_intervals_reference_and_panels():
     assert lines["layer"][0]["encoding"]["x"]["axis"]["tickMinStep"] == 1  # whole layers only
     panels = figures.by_layer(frame, "mean", "m", facet="measure").to_dict()
     assert panels["facet"]["field"] == "measure" and panels["resolve"]["scale"]["y"] == "independent"
+
+
+def test_by_layer_click_selects_a_layer():
+    frame = pd.DataFrame({"student_layer": [0, 1], "auroc": [0.5, 0.6], "ci_low": [0.4, 0.5], "ci_high": [0.6, 0.7]})
+    full = figures.by_layer(frame, "auroc", "AUROC", rule=0.5, select="layer").to_dict()
+    (param,) = full["params"]
+    assert param["name"] == "layer" and param["select"] == {"type": "point", "fields": ["student_layer"], "on": "click"}

@@ -17,8 +17,9 @@ def metrics(at) -> dict[str, str]:
 
 
 def table(at, *columns: str):
-    """The first dataframe shown that has all ``columns`` (AppTest does not expose dataframe keys)."""
-    for frame in at.dataframe:
+    """The first dataframe or static table shown that has all ``columns`` (AppTest does not expose
+    dataframe keys)."""
+    for frame in [*at.dataframe, *at.table]:
         value = frame.value
         if all(c in value.columns for c in columns):
             return value
