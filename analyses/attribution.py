@@ -1,6 +1,6 @@
 """Attribution: does where a model *looks* (attention) match what its answer *depends on*?
 
-The one analysis that loads the models (paths from manifest["models"][m]["path"]). For a seeded
+The one analysis that loads the models (paths from ``manifest["models"][m]["path"]``). For a seeded
 sample of items and each model:
 
   1. rebuild the recorded query (the item's first query, `cdviz.evaluate.plan_queries`) with the

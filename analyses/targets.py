@@ -73,7 +73,7 @@ POWER = 0.9  # the detection probability the power figures are quoted at
 
 @dataclass(frozen=True)
 class TargetsResult:
-    """student_layers [K], teacher_groups [K][g]: the recommendation; evidence: one row per
+    """``student_layers [K]``, ``teacher_groups [K][g]``: the recommendation; evidence: one row per
     recorded student layer (columns EVIDENCE_COLUMNS); source, measure, criteria, rule: how chosen;
     power: how large a link this run could detect."""
 

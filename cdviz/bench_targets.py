@@ -11,7 +11,7 @@ and scores the recommendation against the truth:
                fallback band is a default, not a claim, so it counts as recommending none)
     linked     share of seeds whose recommendation came from the error link, not the fallback
 
-The goals (issue #18): with no link, ``linked`` <= 5% (false discoveries controlled); with link
+The goals: with no link, ``linked`` <= 5% (false discoveries controlled); with link
 >= 4 at 300 items, recall >= 0.9 and precision >= 0.9 for any planted layers, judged per cell and
 pooled over every such cell (a cell has few seeds, so one stray layer moves its precision by
 0.1 or more). A second table gives

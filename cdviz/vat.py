@@ -1,5 +1,7 @@
-"""The VAT (visual attention alignment) form of CompoDistill: from image-to-image attention blocks
-to received-attention vectors, and the loss the trainer minimises. See /work/shared/PAPER.md.
+"""The VAT (visual attention alignment) loss of CompoDistill: the student is trained to spread the
+attention its image tokens receive from each other as its teacher does, in the middle layers
+where the two models' visual attention differs most. This module turns image-to-image attention
+blocks into received-attention vectors and computes the loss the trainer minimises.
 
     block A [..., Nq, Nk]      one layer's attention, queries = keys = image tokens, head-averaged
       -> keep = A <= mean + std of the block, in BOTH student and teacher   (drops attention sinks)

@@ -41,7 +41,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     Qwen2VLAdapter.arch: Qwen2VLAdapter,
     Qwen2_5_VLAdapter.arch: Qwen2_5_VLAdapter,
     PaliGemmaAdapter.arch: PaliGemmaAdapter,
-    # issue #13: today's families (an image of several pieces: see cdviz.models.base.Piece)
+    # families whose image may come in several pieces (see cdviz.models.base.Piece)
     Qwen3VLAdapter.arch: Qwen3VLAdapter,
     Qwen3VLMoeAdapter.arch: Qwen3VLMoeAdapter,
     LlavaNextAdapter.arch: LlavaNextAdapter,
