@@ -85,14 +85,16 @@ models = pd.DataFrame([
                     if len(ok) else "")}
     for name, info in store.manifest.get("models", {}).items()
 ])
-st.dataframe(models, hide_index=True, width="stretch")
+# Small tables are static (st.table): the interactive grid's script costs a fresh browser ~0.4 s.
+st.table(models, hide_index=True)
 probes = store.manifest.get("probes", {})
 st.text(f"probe set: {probes.get('name') or '(unnamed)'}, {probes.get('n_items', len(frame))} items, "
         f"from {probes.get('path', '')}")
 if len(frame) > len(ok):
     skipped = frame[~frame["status"].astype(str).eq("ok")][["uid", "category", "skip_reason"]]
-    with st.expander(f"{len(skipped)} items skipped during recording"):
-        st.dataframe(skipped, hide_index=True, width="stretch")
+    with st.expander(f"{len(skipped)} items skipped during recording", key="ov_skipped", on_change="rerun") as box:
+        if box.open:
+            st.dataframe(skipped, hide_index=True, width="stretch")
 
 st.subheader("Accuracy: teacher vs student")
 by = st.radio("Group by", ["category", "skill"], horizontal=True, key="ov_by")
@@ -101,8 +103,8 @@ if not scored:
     st.info("No item has an outcome for both models, so there is no accuracy to show.")
 else:
     st.altair_chart(figures.accuracy_bars(table[table[by] != "all"], by), width="stretch", key="ov_acc_chart")
-    st.dataframe(table, hide_index=True, width="stretch", key="ov_acc_table",
-                 column_config={c: st.column_config.NumberColumn(format="percent") for c in state.ACCURACY_COLUMNS[1:]})
+    share = [c for c in state.ACCURACY_COLUMNS[1:] if c in table]
+    st.table(table.style.format({c: "{:.1%}" for c in share}, na_rep=""), hide_index=True)
     if protocol == "match":
         st.caption("Match protocol: each option asked as a yes/no query ('Does this image show ...?'). Accuracy and "
                    "consistent = pairwise (the true option scores highest, chance 50%); strict = the true option "
