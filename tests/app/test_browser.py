@@ -1,7 +1,8 @@
 """The dashboard in a real browser: `streamlit run app/main.py` on a synthetic run, every page opened
 in headless Chromium (Playwright), no error element, one screenshot per page in
 test-artifacts/screenshots/<page>.png; the batch report and the comparison too (report.png,
-compare.png). The findings box must be on the first screen of the Overview, the report and the
+compare.png). Each screenshot is also copied to docs/img/dashboard/, where the documentation's
+dashboard tour shows it, so the tour is retaken whenever this test runs. The findings box must be on the first screen of the Overview, the report and the
 comparison, and name the recommended layers.
 
 Needs Debian's Chromium at /usr/bin/chromium (`apt-get install -y chromium`); skipped without it.
@@ -10,6 +11,7 @@ Needs Debian's Chromium at /usr/bin/chromium (`apt-get install -y chromium`); sk
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,6 +26,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = REPO / "test-artifacts" / "screenshots"
+DOCS_SHOTS = REPO / "docs" / "img" / "dashboard"  # docs/dashboard.md shows these
 PAGES = {"overview": "", "layers": "layers", "item_explorer": "item_explorer", "error_link": "error_link",
          "before_after": "before_after", "attribution": "attribution"}  # page -> url path
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -99,6 +102,13 @@ def _findings_on_first_screen(box, root: Path, viewport_height: int = 1000) -> N
         assert f"student layer {s} toward" in text.replace("\\", ""), text
 
 
+def _publish(*names: str) -> None:
+    """Copy the named screenshots into the documentation (docs/img/dashboard/)."""
+    DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copyfile(SHOTS / f"{name}.png", DOCS_SHOTS / f"{name}.png")
+
+
 def test_report_and_comparison_in_chromium(browser_root, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -121,6 +131,7 @@ def test_report_and_comparison_in_chromium(browser_root, tmp_path):
             page.screenshot(path=str(SHOTS / "compare.png"))
         finally:
             browser.close()
+    _publish("report", "compare")
 
 
 def test_every_page_in_chromium(server, browser_root):
@@ -177,3 +188,4 @@ def test_every_page_in_chromium(server, browser_root):
     print("seconds to render per page in Chromium, first visit:", {k: round(v, 2) for k, v in timings.items()})
     print("seconds to idle per page, warm server and fresh browser:", {k: round(v, 2) for k, v in warm.items()})
     assert all((SHOTS / f"{name}.png").stat().st_size > 10_000 for name in PAGES)
+    _publish(*PAGES)
