@@ -2,8 +2,9 @@
 in headless Chromium (Playwright), no error element, one screenshot per page in
 test-artifacts/screenshots/<page>.png; the batch report and the comparison too (report.png,
 compare.png). Each screenshot is also copied to docs/img/dashboard/, where the documentation's
-dashboard tour shows it, so the tour is retaken whenever this test runs. The findings box must be on the first screen of the Overview, the report and the
-comparison, and name the recommended layers.
+dashboard tour shows it, so the tour is retaken whenever this test runs. The findings box must be
+on the first screen of the Overview, the report and the comparison, and name the recommended
+layers.
 
 Needs Debian's Chromium at /usr/bin/chromium (`apt-get install -y chromium`); skipped without it.
 """
