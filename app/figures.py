@@ -74,8 +74,9 @@ def _overlay(values: np.ndarray, grid: tuple[int, int], image: Image.Image | Non
     y = alt.Y("y:Q", scale=alt.Scale(domain=[0, h], nice=False, zero=False, reverse=True), axis=None)
     layers = []
     if image is not None:
-        layers.append(alt.Chart(pd.DataFrame({"x": [0.0], "y": [0.0], "url": [_data_uri(image)]})).mark_image(
-            width=width, height=height, align="left", baseline="top").encode(x=x, y=y, url="url:N"))
+        # Placed by its corners in the image's pixel frame, so it stays under the cells at any size.
+        frame = pd.DataFrame({"x": [0.0], "x2": [w], "y": [0.0], "y2": [h], "url": [_data_uri(image)]})
+        layers.append(alt.Chart(frame).mark_image(aspect=False).encode(x=x, x2="x2", y=y, y2="y2", url="url:N"))
     layers.append(alt.Chart(_cells(values, grid, w, h)).mark_rect(opacity=opacity if image is not None else 1.0)
                   .encode(x=x, x2="x2", y=y, y2="y2",
                           color=alt.Color("value:Q", scale=scale, title=legend_title),

@@ -124,12 +124,12 @@ zmax = float(max(cmp.teacher.max(), cmp.student.max()))
 t_label = ",".join(map(str, t_group))
 panels = st.columns(3)
 panels[0].altair_chart(figures.attention_overlay(cmp.teacher, t_grid, image, size, boxes, zmax=zmax, opacity=opacity,
-                                                 title=f"teacher, layer {t_label}"), key="ie_fig_teacher")
+                                                 title=f"teacher, layer {t_label}"), key="ie_fig_teacher", width="content")
 panels[1].altair_chart(figures.attention_overlay(cmp.student, s_grid, image, size, boxes, zmax=zmax, opacity=opacity,
-                                                 title=f"student, layer {s_layer}"), key="ie_fig_student")
+                                                 title=f"student, layer {s_layer}"), key="ie_fig_student", width="content")
 panels[2].altair_chart(figures.difference_overlay(cmp.diff, cmp.grid, image, size, boxes, opacity=opacity,
                                                   title=f"student - teacher ({cmp.grid[0]}x{cmp.grid[1]} grid)"),
-                       key="ie_fig_diff")
+                       key="ie_fig_diff", width="content")  # the image is drawn at the chart's own width
 st.caption("Each map is normalised over the image tokens and shown relative to a uniform map (1 = uniform), "
            "so grids of different sizes share one colour scale.")
 
@@ -165,7 +165,7 @@ with st.expander("Every head of one layer for this item", key="ie_heads_box", on
         rel = maps / np.clip(maps.sum(1, keepdims=True), 1e-12, None) * maps.shape[1]  # x uniform per head
         st.altair_chart(figures.head_grid(rel, store.grid(uid, grid_model),
                                           title=f"{grid_model}, layer {grid_layer}, {field}: each head's map"),
-                        key="ie_fig_heads")
+                        key="ie_fig_heads", width="content")
         st.caption("Each head's map relative to uniform (1 = uniform), all on one colour scale.")
 
 st.subheader("Question and answers")

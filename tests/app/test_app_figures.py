@@ -25,8 +25,10 @@ def test_overlay_places_grid_on_image_pixels_and_draws_boxes():
     boxes = [{"phrase": "red <b>cube</b>", "x": 3, "y": 4, "w": 10, "h": 6, "image": 0}]
     full = figures.attention_overlay(att, (2, 3), img, (60, 40), boxes, title="t", zmax=7.0, width=300).to_dict()
     image, heat, rect, text = full["layer"]
-    assert image["mark"]["type"] == "image" and (image["mark"]["width"], image["mark"]["height"]) == (300, 200)
-    assert _values(image, full)[0]["url"].startswith("data:image/jpeg;base64,")
+    assert image["mark"]["type"] == "image" and (full["width"], full["height"]) == (300, 200)
+    corners = _values(image, full)[0]  # the display copy spans the original's pixel frame
+    assert (corners["x"], corners["x2"], corners["y"], corners["y2"]) == (0.0, 60.0, 0.0, 40.0)
+    assert corners["url"].startswith("data:image/jpeg;base64,")
     cells = pd.DataFrame(_values(heat, full))
     assert cells["value"].tolist() == [0, 1, 2, 3, 4, 5]
     # Cell 5 is row 1, col 2: pixels x 40..60, y 20..40 of the 60 x 40 original.
