@@ -12,7 +12,7 @@ category's two-choice items in both orders and as yes/no match queries with both
 option and its hard negative, worded as the match protocol asks them: cdviz.prompts.match_texts),
 and short questions. The held-out set is scored
 and recorded with the match protocol (``ZooSpec.protocol``): a from-scratch 6-layer model did not
-learn the two-choice letter format (an earlier build: 7.5% consistent), while image-text matching
+learn the two-choice letter format (a grounded teacher: 7.5% consistent, checkpoints/experiments/grounded-teacher), while image-text matching
 is how compositional benchmarks usually score generative models.
 
 The vision tower is pretrained first (cdviz/zoo_vision.py: naming each patch's colour, shape and
@@ -83,7 +83,7 @@ class ZooSpec:
     # questions). Without the two-choice items the grounded teacher never learned to bind (see checkpoints/README.md).
     shapes_kinds: tuple[str, ...] | None = None
     protocol: str = "match"        # how the held-out set is scored and recorded (cdviz.evaluate.PROTOCOLS)
-    student_steps: int = 2000
+    student_steps: int = 1000
     dpt_steps: int = 100
     sft_steps: int = 100
     batch_size: int = 32
@@ -591,7 +591,7 @@ PERCEPTION = ["replace_att", "replace_obj", "replace_rel", "swap_att", "swap_obj
 
 
 def build_command(out: Path, spec: ZooSpec) -> str:
-    """The ``cdviz zoo build`` command that rebuilds ``spec``: every option that differs from today's defaults."""
+    """The ``cdviz zoo build`` command that rebuilds ``spec``: every option that differs from the current defaults."""
     default = ZooSpec()
     flags = [f"--out {out}", f"--seed {spec.seed}"]
     for name in ("teacher_steps", "teacher_ground", "teacher_route", "teacher_qa_steps", "teacher_bind_steps",
@@ -771,7 +771,7 @@ def _variations_section(manifest: dict, variations: dict) -> list[str]:
     lines = ["## Variations of the fix (`cdviz zoo variations`)", "",
              "Each changes one thing against student-compodistill; same steps, data and seed. Not shipped. Each row "
              "was measured when it was trained (variations.json), on the probe set of that time"
-             + ("; the shipped rows are re-measured on today's, so compare within a row's own measurement."
+             + ("; the shipped rows are re-measured on the current one, so compare within a row's own measurement."
                 if manifest.get("evaluate_command") else "."), "",
              "| model | change | recognition | " + " | ".join(cats) + " | perception mean | i2i:vat_cosine by student layer |",
              "|---" * (len(cats) + 5) + "|"]
