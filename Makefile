@@ -25,9 +25,9 @@ $(VENV)/.installed: pyproject.toml
 demo-data: setup
 	$(CDVIZ) probes make shapes --n 600 --seed 0 --split test --image-size 48 --out demo/probes
 	$(CDVIZ) record --teacher checkpoints/teacher --student checkpoints/student-kd \
-		--probes demo/probes --out runs/demo --queries prompt --protocol letters
+		--probes demo/probes --out runs/demo --queries prompt --protocol match
 	$(CDVIZ) record --teacher checkpoints/teacher --student checkpoints/student-compodistill \
-		--probes demo/probes --out runs/demo-compodistill --queries prompt --protocol letters
+		--probes demo/probes --out runs/demo-compodistill --queries prompt --protocol match
 	$(CDVIZ) report runs/demo
 	$(CDVIZ) report runs/demo-compodistill
 	$(CDVIZ) compare runs/demo runs/demo-compodistill
