@@ -49,3 +49,25 @@ def narrow_student_dir(tmp_path_factory):
 def wide_student_dir(tmp_path_factory):
     """A student with a wider text hidden size (96) than the teacher (64)."""
     return build_tiny("llava", tmp_path_factory.mktemp("wide"), n_layers=2, hidden=96, n_heads=4, seed=4)
+
+
+def eager_answer_rows(model_dir, enc, layers):
+    """{(b, layer): [T] head-mean attention of sample b's answer row}, from transformers' own eager
+    attention: the reference the attention-supervising losses are checked against."""
+    model = LlavaForConditionalGeneration.from_pretrained(model_dir, attn_implementation="eager")
+    with torch.no_grad():
+        attentions = model(**enc.inputs, output_attentions=True).attentions  # per layer [B, H, T, T]
+    return {(b, layer): attentions[layer][b, :, row].mean(0)
+            for b, row in enumerate(enc.prompt_end) for layer in layers}
+
+
+def loss_curve(init, out, name: str, weight: float, **settings):
+    """metrics.jsonl rows of a 25-step "ce" stage (lr 1e-2, no CE) on shapes questions with only the
+    loss ``name`` at ``weight``: what a test of that loss's training reads."""
+    from cdviz.train import StageConfig, TrainConfig, finetune
+    from cdviz.train.tracking import read_metrics
+
+    stage = StageConfig("ce", steps=25, lr=1e-2, ce=0.0, trainable="llm", **{name: weight})
+    finetune(TrainConfig(student=str(init), out=str(out), stages=[stage], shapes_kinds=["qa"], shapes_scenes=20,
+                         shapes_image_size=32, batch_size=4, progress=False, **settings))
+    return read_metrics(out / "ce" / "metrics.jsonl")

@@ -12,13 +12,11 @@ from cdviz.models import load_model
 from cdviz.models.tiny import build_tiny
 from cdviz.probes.shapes import instruction_samples
 from cdviz.probes.shapes_scene import POSITIONS, REL_ANSWER, generate_scenes
-from cdviz.train import ConfigError, StageConfig, TrainConfig, finetune
+from cdviz.train import ConfigError, TrainConfig
 from cdviz.train.data import Example, ShapesInstructions, encode
 from cdviz.train.losses import grounding_from_rows
 from cdviz.train.recipe import ground_layers
-from cdviz.train.tracking import read_metrics
-
-SMALL = dict(shapes_scenes=20, shapes_image_size=32, batch_size=4, progress=False)
+from tests.train.conftest import eager_answer_rows, loss_curve
 
 
 def _scenes(n=40, image_size=48):
@@ -119,11 +117,7 @@ def test_training_with_grounding_logs_it_and_pulls_attention_onto_the_objects(tm
     init = build_tiny("llava", tmp_path / "init", n_layers=2, hidden=32, seed=7)
 
     def run(name, ground):
-        stage = StageConfig("ce", steps=25, lr=1e-2, ce=0.0, ground=ground, trainable="llm")
-        cfg = TrainConfig(student=str(init), out=str(tmp_path / name), stages=[stage], ground_layers=[1],
-                          shapes_kinds=["qa"], **SMALL)
-        finetune(cfg)
-        return read_metrics(tmp_path / name / "ce" / "metrics.jsonl")
+        return loss_curve(init, tmp_path / name, "ground", ground, ground_layers=[1])
 
     rows = run("ground", 1.0)
     first = sum(r["loss/ground"] for r in rows[:5]) / 5
@@ -148,8 +142,6 @@ def test_shapes_kinds_selects_the_samples_and_is_checked():
 def test_row_share_grounding_counts_the_whole_row_against_eager_attention(tmp_path):
     """ground_share="row": -log of the answer row's attention (over every token) on the region
     patches, checked against transformers' eager attention; the image share is never smaller."""
-    from transformers import LlavaForConditionalGeneration
-
     from cdviz.train.losses import TrainCapture
     from cdviz.train.step import answer_query_rows
 
@@ -164,16 +156,13 @@ def test_row_share_grounding_counts_the_whole_row_against_eager_attention(tmp_pa
         model.model.model(**enc.inputs, use_cache=False)
     row = float(grounding_from_rows(cap.t2i, [1, 2], enc.regions, samples, rows=cap.rows, spans=enc.spans))
     image = float(grounding_from_rows(cap.t2i, [1, 2], enc.regions, samples))
-    eager = LlavaForConditionalGeneration.from_pretrained(path, attn_implementation="eager")
-    with torch.no_grad():
-        attentions = eager(**enc.inputs, output_attentions=True).attentions  # per layer [B, H, T, T]
+    answer = eager_answer_rows(path, enc, (1, 2))
     terms = []
     for b in samples:
         start, end = enc.spans[b]
-        on = enc.regions[b] > 0
         for layer in (1, 2):
-            p = attentions[layer][b, :, enc.prompt_end[b], start:end].mean(0)  # [N] head mean, not renormalised
-            terms.append(-math.log(float(p[on].sum())))
+            p = answer[b, layer][start:end]  # [N] head mean over the image, not renormalised
+            terms.append(-math.log(float(p[enc.regions[b] > 0].sum())))
     assert row == pytest.approx(sum(terms) / len(terms), rel=1e-4)
     assert row > image  # the image holds only part of the row's attention
     with pytest.raises(ConfigError, match="ground_share"):

@@ -10,15 +10,12 @@ import torch
 
 from cdviz.models import load_model
 from cdviz.models.tiny import build_tiny
-from cdviz.train import ConfigError, StageConfig, TrainConfig, finetune
+from cdviz.train import ConfigError, TrainConfig
 from cdviz.train.data import Example, ShapesInstructions, encode, naming_words
 from cdviz.train.losses import TrainCapture, routing_from_rows
 from cdviz.train.recipe import route_layers
 from cdviz.train.step import answer_query_rows
-from cdviz.train.tracking import read_metrics
-
-SMALL = dict(shapes_scenes=20, shapes_image_size=32, batch_size=4, progress=False)
-
+from tests.train.conftest import eager_answer_rows, loss_curve
 
 def test_naming_words_are_the_attribute_words_of_questions_and_match_queries():
     data = ShapesInstructions(n_scenes=4, seed=0, image_size=32)
@@ -60,17 +57,8 @@ def test_loss_matches_eager_attention_from_transformers(tmp_path):
         model.model.model(**enc.inputs, use_cache=False)
     got = float(routing_from_rows(cap.rows, [0, 2], enc.route, samples))
 
-    from transformers import LlavaForConditionalGeneration
-
-    eager = LlavaForConditionalGeneration.from_pretrained(path, attn_implementation="eager")
-    with torch.no_grad():
-        attentions = eager(**enc.inputs, output_attentions=True).attentions  # per layer [B, H, T, T]
-    terms = []
-    for b in samples:
-        row = enc.prompt_end[b]
-        for layer in (0, 2):
-            p = attentions[layer][b, :, row].mean(0)  # [T] head mean
-            terms.append(-math.log(float(p[enc.route[b]].sum())))
+    rows = eager_answer_rows(path, enc, (0, 2))
+    terms = [-math.log(float(rows[b, layer][enc.route[b]].sum())) for b in samples for layer in (0, 2)]
     assert got == pytest.approx(sum(terms) / len(terms), rel=1e-4)
 
 
@@ -89,11 +77,7 @@ def test_training_with_the_route_loss_logs_it_and_pulls_the_answer_row_onto_the_
     init = build_tiny("llava", tmp_path / "init", n_layers=2, hidden=32, seed=7)
 
     def run(name, route):
-        stage = StageConfig("ce", steps=25, lr=1e-2, ce=0.0, route=route, trainable="llm")
-        cfg = TrainConfig(student=str(init), out=str(tmp_path / name), stages=[stage], route_layers=[0],
-                          shapes_kinds=["qa"], **SMALL)
-        finetune(cfg)
-        return read_metrics(tmp_path / name / "ce" / "metrics.jsonl")
+        return loss_curve(init, tmp_path / name, "route", route, route_layers=[0])
 
     rows = run("route", 1.0)
     first = sum(r["loss/route"] for r in rows[:5]) / 5
