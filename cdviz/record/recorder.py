@@ -291,13 +291,15 @@ def _run_model(adapter, items, images, layers, options, skip_bad, skipped, name=
     recorded: list[tuple[ProbeItem, Query]] = []
     plain: list[tuple[ProbeItem, Query]] = []
     every_option = options.match_record == "all"
+    primary: dict[str, Query] = {}  # the item's recorded query; any other recorded one is an option's
     for item in items:
         qs = plan_queries(item, options.protocol)
+        primary[item.uid] = qs[0]
         recorded.append((item, qs[0]))
         extra = [(item, q) for q in qs[1:]]
         (recorded if every_option and qs[0].kind == "match" else plain).extend(extra)
     def run(layer_list):
-        return lambda chunk: _forward(adapter, chunk, images, layer_list, options, tensors, facts, rows, name)
+        return lambda chunk: _forward(adapter, chunk, images, layer_list, options, tensors, facts, rows, name, primary)
 
     for chunk in _chunks(recorded, options.batch_size):
         _guarded(run(layers), chunk, skip_bad, skipped)
@@ -332,7 +334,8 @@ def model_label(name: str, adapter: Adapter) -> str:
     return f"{name} ({source})" if source else name
 
 
-def _forward(adapter: Adapter, chunk, images, layers, options, tensors, facts, rows, name="model") -> None:
+def _forward(adapter: Adapter, chunk, images, layers, options, tensors, facts, rows, name="model",
+             primary: dict[str, Query] | None = None) -> None:
     uids = [item.uid for item, _ in chunk]
     batch = adapter.build_batch([images[i.uid][q.image] for i, q in chunk], [q.text for _, q in chunk], uids)
     max_len = getattr(adapter.text_config, "max_position_embeddings", None)
@@ -353,7 +356,7 @@ def _forward(adapter: Adapter, chunk, images, layers, options, tensors, facts, r
                 logits = adapter.model(**batch.inputs, use_cache=False).logits
             for b, (item, q) in enumerate(chunk):
                 _check_finite_attention(cap, b, item.uid, model_label(name, adapter))
-                if q != plan_queries(item, options.protocol)[0]:  # another option's query (--match-record all)
+                if primary is not None and q != primary[item.uid]:  # another option's query (--match-record all)
                     _collect(cap, b, item.uid, tensors, option=q.caption)
                     continue
                 _collect(cap, b, item.uid, tensors)

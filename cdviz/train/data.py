@@ -22,6 +22,7 @@ or tokenizer that merges tokens across an answer boundary is an error, not a sil
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from dataclasses import dataclass, field
@@ -97,13 +98,21 @@ class ShapesInstructions:
 def naming_words(sample: dict[str, str]) -> list[str] | None:
     """The words of a short question or match query that name objects (attribute values and plural
     shapes); None for descriptions and two-choice items, whose prompts name every option's objects."""
-    from cdviz.probes.shapes_scene import PLURALS, VALUES, words
+    from cdviz.probes.shapes_scene import words
 
     if sample["kind"] not in ("qa", "match"):
         return None
-    names = {v for values in VALUES.values() for v in values} | set(PLURALS.values())
+    names = _object_words()
     found = [w for w in words(sample["prompt"]) if w in names]
     return found or None
+
+
+@functools.cache
+def _object_words() -> frozenset[str]:
+    """Every word the shapes world names an object with: attribute values and plural shapes."""
+    from cdviz.probes.shapes_scene import PLURALS, VALUES
+
+    return frozenset({v for values in VALUES.values() for v in values} | set(PLURALS.values()))
 
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
