@@ -1,4 +1,4 @@
-"""The built-in native-format loaders, registered in ``cdviz.probes.registry.SOURCES`` at import.
+"""The built-in native-format loaders, ``BUILTIN``; ``cdviz.probes.registry`` adds them to ``SOURCES``.
 
 Each reads a local copy of a benchmark in the layout its authors released (never downloading),
 streams ProbeItems with absolute image paths into that copy (images are never copied), and
@@ -25,9 +25,8 @@ from cdviz.probes.native_coco import load_sugarcrepe, load_sugarcrepe_pp
 from cdviz.probes.native_jsonl import load_jsonl
 from cdviz.probes.native_lists import load_aro_vg_attribution, load_aro_vg_relation, load_whatsup
 from cdviz.probes.native_winoground import load_winoground
-from cdviz.probes.registry import Loader, register_source
 
-BUILTIN: dict[str, Loader] = {
+BUILTIN = {
     "sugarcrepe": load_sugarcrepe,
     "sugarcrepe_pp": load_sugarcrepe_pp,
     "winoground": load_winoground,
@@ -36,10 +35,6 @@ BUILTIN: dict[str, Loader] = {
     "whatsup": load_whatsup,
     "jsonl": load_jsonl,
 }
-
-for _name, _loader in BUILTIN.items():
-    register_source(_name, _loader)
-del _name, _loader
 
 __all__ = [
     "BUILTIN",

@@ -16,6 +16,7 @@ SOURCES: dict[str, Loader] = {}
 
 
 def register_source(name: str, fn: Loader, overwrite: bool = False) -> None:
+    _ensure_builtin()
     if name in SOURCES and not overwrite:
         raise KeyError(f"probe source {name!r} is already registered; pass overwrite=True to replace it")
     SOURCES[name] = fn
@@ -38,6 +39,9 @@ def load_source(name: str, path: str | Path, **options) -> Iterable[ProbeItem]:
 
 
 def _ensure_builtin() -> None:
-    # The built-in loaders register themselves in cdviz.probes.native; importing it here (not at
-    # package import) keeps `import cdviz.probes` light.
-    import cdviz.probes.native  # noqa: F401
+    # The built-in loaders live in cdviz.probes.native; importing it here (not at package import)
+    # keeps `import cdviz.probes` light. setdefault: a built-in replaced with overwrite=True stays replaced.
+    from cdviz.probes.native import BUILTIN
+
+    for name, fn in BUILTIN.items():
+        SOURCES.setdefault(name, fn)
