@@ -36,25 +36,12 @@ from cdviz.models.tokenizer import (
     QWEN2VL_SPECIALS,
     QWEN2VL_TEMPLATE_WORDS,
     build_word_tokenizer,
+    default_vocabulary,
 )
 
 TINY_ARCHS = ("llava", "qwen2vl", "paligemma")
 IMAGE_MEAN = [0.5, 0.5, 0.5]
 IMAGE_STD = [0.5, 0.5, 0.5]
-
-
-def default_vocabulary() -> list[str]:
-    """The shapes world's words plus every word of cdviz's own prompts and the option letters."""
-    from cdviz.prompts import MATCH_QUESTION, VERIFY_QUESTION
-    from cdviz.models.base import ANSWER_INSTRUCTION, LETTERS
-    from cdviz.models.tokenizer import words
-    from cdviz.probes.shapes import VOCABULARY
-    from cdviz.types import DEFAULT_QUESTION
-
-    prompt_words = words(" ".join([ANSWER_INSTRUCTION, MATCH_QUESTION, DEFAULT_QUESTION, "Yes No yes no"]))
-    # New words go last, so the ids of models built before they were added stay valid.
-    later = words(VERIFY_QUESTION.format(question="", option=""))
-    return list(dict.fromkeys([*LETTERS, *prompt_words, *VOCABULARY, *later]))
 
 
 def siglip_image_processor(image_size: int) -> SiglipImageProcessorPil:

@@ -19,7 +19,7 @@ from typing import Iterable
 
 import torch
 
-from cdviz.models.tokenizer import build_word_tokenizer
+from cdviz.models.tokenizer import build_word_tokenizer, default_vocabulary
 
 FAMILY_ARCHS = ("qwen3vl", "qwen3vl_moe", "llava_next", "llava_onevision", "gemma3", "idefics3", "smolvlm",
                 "internvl", "mistral3")
@@ -97,8 +97,6 @@ def build_tiny_family(
 ) -> Path:
     """Write a random-weight checkpoint of ``arch`` (one of FAMILY_ARCHS) with its processor to ``out``."""
     import transformers as tf
-
-    from cdviz.models.tiny import default_vocabulary
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

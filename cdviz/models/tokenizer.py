@@ -85,3 +85,15 @@ def build_word_tokenizer(
     if chat_template is not None:
         tok.chat_template = chat_template
     return tok
+
+
+def default_vocabulary() -> list[str]:
+    """The shapes world's words plus every word of cdviz's own prompts and the option letters."""
+    from cdviz.probes.shapes import VOCABULARY
+    from cdviz.prompts import ANSWER_INSTRUCTION, LETTERS, MATCH_QUESTION, VERIFY_QUESTION
+    from cdviz.types import DEFAULT_QUESTION
+
+    prompt_words = words(" ".join([ANSWER_INSTRUCTION, MATCH_QUESTION, DEFAULT_QUESTION, "Yes No yes no"]))
+    # New words go last, so the ids of models built before they were added stay valid.
+    later = words(VERIFY_QUESTION.format(question="", option=""))
+    return list(dict.fromkeys([*LETTERS, *prompt_words, *VOCABULARY, *later]))

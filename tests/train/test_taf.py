@@ -8,7 +8,8 @@ from PIL import Image
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from cdviz.models import load_model
-from cdviz.models.tiny import default_vocabulary, llava_config, llava_processor
+from cdviz.models.tiny import llava_config, llava_processor
+from cdviz.models.tokenizer import default_vocabulary
 from cdviz.train.taf import (
     TAFConnector, TAFError, check_taf_pair, connector, install_taf, mark_unmerged, merged_projector,
     projector_keys, save_taf,
