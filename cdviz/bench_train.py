@@ -40,13 +40,12 @@ import torch
 from transformers import LlavaForConditionalGeneration
 
 from cdviz.bench_record import sync_device
+from cdviz.conversation import IGNORE, Encoded
 from cdviz.errors import OptionError
 from cdviz.layer_map import LayerMap, default_layer_map
 from cdviz.metrics import Grid
 from cdviz.models.llava import LlavaAdapter
 from cdviz.models.tiny import llava_config
-from cdviz.train.data import Encoded
-from cdviz.train.losses import IGNORE
 from cdviz.train.step import DistillForward, LossSettings, distill_forward, teacher_targets
 from cdviz.vat import vat_loss
 

@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from cdviz.conversation import IGNORE, DataError, Example, encode
 from cdviz.errors import OptionError
 from cdviz.models.base import Adapter, AdapterError, format_choice_prompt
 from cdviz.probes.probeset import ProbeSet, Skip
@@ -306,9 +307,6 @@ def _frame(rows: list[dict], probes: ProbeSet, skipped: list[Skip]) -> pd.DataFr
 def answer_loglik(adapter: Adapter, images: list[Image.Image], prompts: list[str], answers: list[str]) -> list[float]:
     """Summed log-probability of each answer's tokens (special tokens such as EOS excluded) after
     its image and prompt, in the model's chat format."""
-    from cdviz.train.data import DataError, Example, encode
-    from cdviz.train.losses import IGNORE
-
     examples = [Example(f"q{k}", [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p}]},
                                   {"role": "assistant", "content": [{"type": "text", "text": a}]}], img)
                 for k, (img, p, a) in enumerate(zip(images, prompts, answers))]

@@ -33,11 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from cdviz.conversation import IGNORE
 from cdviz.metrics import Grid, align_pair, cosine, js_divergence, upcast
 from cdviz.record.capture import Capture, CapturePlan, SamplePlan, row_probabilities
 from cdviz.vat import vat_loss
 
-IGNORE = -100
 T2I_METRICS = ("js", "cosine")
 
 

@@ -24,7 +24,7 @@ from typing import Callable, ContextManager
 import torch
 from torch import nn
 
-from cdviz.train.data import DataError, Encoded
+from cdviz.conversation import DataError, Encoded
 from cdviz.layer_map import LayerMap
 from cdviz.train.losses import (TrainCapture, grounding_from_rows, routing_from_rows, head_losses, score_mask, shifted_targets,
                                 t2i_from_rows, vat_from_blocks)
