@@ -35,6 +35,7 @@ from cdviz.models.mistral3 import Mistral3Adapter
 from cdviz.models.paligemma import PaliGemmaAdapter
 from cdviz.models.qwen2vl import Qwen2_5_VLAdapter, Qwen2VLAdapter
 from cdviz.models.qwen3vl import Qwen3VLAdapter, Qwen3VLMoeAdapter
+from cdviz.models.taf import attach_saved_taf
 
 ADAPTERS: dict[str, type[Adapter]] = {
     LlavaAdapter.arch: LlavaAdapter,
@@ -252,9 +253,7 @@ def load_model(
     adapter.origin = ref
     if (local / "taf.safetensors").is_file():
         # A cdviz-trained student whose TAF connector could not be folded into a standard projector
-        # (teacher hidden > student hidden) keeps it there; cdviz/train/taf.py re-attaches it.
-        from cdviz.train.taf import attach_saved_taf
-
+        # (teacher hidden > student hidden) keeps it there; cdviz/models/taf.py re-attaches it.
         attach_saved_taf(adapter, local)
     return adapter
 

@@ -48,10 +48,8 @@ from cdviz.train.data import Collator, MicroBatches, Stream, identity, make_sour
 from cdviz.layer_map import middle_band, resolve_layer_map
 from cdviz.train.tracking import MetricsLog, progress_bar
 from cdviz.train.step import DistillForward, LossSettings, distill_forward
-from cdviz.train.taf import (
-    TAFConnector, TAFError, check_taf_pair, connector, install_saved_taf, install_taf, load_taf_file, mark_unmerged,
-    projector_keys, save_taf,
-)
+from cdviz.models.taf import TAFConnector, TAFError, connector, install_saved_taf, install_taf, load_taf_file
+from cdviz.train.taf import check_taf_pair, mark_unmerged, projector_keys, save_taf
 
 MARKER = "cdviz_stage.json"
 

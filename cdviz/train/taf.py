@@ -6,7 +6,9 @@
 
 This needs the same vision feature size on both sides (PAPER.md: same vision tower); anything
 else raises TAFError with the fix. Implemented for LLaVA-style connectors
-(``model.model.multi_modal_projector`` with ``linear_1`` / ``linear_2``).
+(``model.model.multi_modal_projector`` with ``linear_1`` / ``linear_2``). The connector and its
+loading live in cdviz.models.taf (a saved student is loaded without training code); this module
+joins a pair, installs a fresh connector for a stage and saves it.
 
 Saving (``save_taf``), chosen so that a finished student is a plain LLaVA wherever that is exact:
   - Ht <= Hs: the TAF linear folds into linear_2 (linear_2' = W_taf W_2, bias W_taf b_2 + b_taf;
@@ -17,58 +19,20 @@ Saving (``save_taf``), chosen so that a finished student is a plain LLaVA wherev
   - Ht > Hs (the paper's 4B -> 1.8B case): no standard projector of width Hs can express a
     width-Ht hidden layer. The projector is left out of ``model.safetensors``, saved in
     ``taf.safetensors`` and flagged in config.json ("cdviz_taf"); ``cdviz.models.load_model``
-    re-attaches it (``attach_saved_taf``). Plain ``from_pretrained`` would warn that the
+    re-attaches it (``cdviz.models.taf.attach_saved_taf``). Plain ``from_pretrained`` would warn that the
     projector weights are missing and initialise them randomly, as the saved README.md says.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from cdviz.errors import CdvizError
-
-TAF_FILE = "taf.safetensors"
-CONFIG_KEY = "cdviz_taf"
-
-
-class TAFError(CdvizError, ValueError):
-    """A teacher / student pair TAF cannot join; the message says what to change."""
-
-
-class TAFConnector(nn.Module):
-    """Frozen teacher connector followed by a trainable linear map into the student's hidden size."""
-
-    def __init__(self, teacher_connector: nn.Module, teacher_hidden: int, student_hidden: int):
-        super().__init__()
-        self.teacher = copy.deepcopy(teacher_connector).requires_grad_(False)
-        # A bias only where the teacher's connector has one, so the merge stays exact either way.
-        self.taf = nn.Linear(teacher_hidden, student_hidden, bias=teacher_connector.linear_2.bias is not None)
-
-    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
-        return self.taf(self.teacher(image_features))  # [..., Dv] -> [..., Ht] -> [..., Hs]
-
-
-def connector(adapter) -> nn.Module:
-    """The adapter's image connector, or TAFError for architectures TAF does not support."""
-    proj = getattr(getattr(adapter.model, "model", None), "multi_modal_projector", None)
-    if proj is None or not (isinstance(proj, TAFConnector) or hasattr(proj, "linear_1") and hasattr(proj, "linear_2")):
-        raise TAFError(f"TAF needs a LLaVA-style connector (multi_modal_projector.linear_1/linear_2); "
-                       f"{type(adapter.model).__name__} has none. Set taf = false for this model.")
-    return proj
-
-
-def _set_connector(adapter, module: nn.Module) -> None:
-    adapter.model.model.multi_modal_projector = module
-
-
-def _hidden(adapter) -> int:
-    return int(adapter.text_config.hidden_size)
+from cdviz.models.taf import CONFIG_KEY, TAF_FILE, TAFConnector, TAFError, connector, set_connector
 
 
 def check_taf_pair(teacher, student) -> list[str]:
@@ -91,64 +55,9 @@ def check_taf_pair(teacher, student) -> list[str]:
     return warnings
 
 
-def install_taf(student, teacher_connector: nn.Module, teacher_hidden: int,
-                state: dict[str, torch.Tensor] | None = None) -> TAFConnector:
-    """Replace the student's connector with a TAFConnector (teacher copy + new linear).
-
-    ``state``: tensors from ``taf_state`` / ``taf.safetensors`` to restore; None initialises the
-    linear with nn.Linear's default (under whatever seed the caller set).
-    """
-    module = TAFConnector(teacher_connector, teacher_hidden, _hidden(student))
-    if state is not None:
-        module.load_state_dict(state)
-        module.teacher.requires_grad_(False)
-    ref = next(student.model.parameters())
-    module.to(device=ref.device, dtype=ref.dtype)
-    _set_connector(student, module)
-    return module
-
-
 def taf_state(module: TAFConnector) -> dict[str, torch.Tensor]:
     """The TAF connector's tensors (teacher copy included), contiguous on the CPU."""
     return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-
-
-def load_taf_file(model_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict] | None:
-    """(state, metadata) from MODEL_DIR/taf.safetensors, or None when the file is absent."""
-    path = Path(model_dir) / TAF_FILE
-    if not path.is_file():
-        return None
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        meta = dict(f.metadata() or {})
-    return load_file(str(path)), meta
-
-
-def install_saved_taf(student, model_dir: str | Path) -> TAFConnector | None:
-    """Rebuild the TAF connector saved in MODEL_DIR (None when the directory has none)."""
-    found = load_taf_file(model_dir)
-    if found is None:
-        return None
-    state, meta = found
-    teacher_hidden = int(meta["teacher_hidden"])
-    proj = connector(student)
-    base = proj.teacher if isinstance(proj, TAFConnector) else proj
-    # The saved teacher copy may be wider than the student's own projector (Ht != Hs): build a
-    # projector of the teacher's shape to load it into.
-    shell = copy.deepcopy(base)
-    shell.linear_1 = nn.Linear(state["teacher.linear_1.weight"].shape[1], teacher_hidden,
-                               bias="teacher.linear_1.bias" in state)
-    shell.linear_2 = nn.Linear(teacher_hidden, teacher_hidden, bias="teacher.linear_2.bias" in state)
-    return install_taf(student, shell, teacher_hidden, state)
-
-
-def attach_saved_taf(adapter, model_dir: str | Path) -> None:
-    """Loader hook: re-attach an unmerged TAF connector (config.json "cdviz_taf".merged false)."""
-    info = getattr(adapter.config, CONFIG_KEY, None)
-    if isinstance(info, dict) and not info.get("merged", True):
-        install_saved_taf(adapter, model_dir)
-        adapter.model.eval()
 
 
 @torch.no_grad()
@@ -191,7 +100,7 @@ def save_taf(student, module: TAFConnector, out_dir: str | Path) -> bool:
     meta = {"teacher_hidden": str(ht), "student_hidden": str(hs), "merged": str(merged is not None).lower()}
     save_file(taf_state(module), str(out_dir / TAF_FILE), metadata=meta)
     if merged is not None:
-        _set_connector(student, merged)
+        set_connector(student, merged)
         return True
     return False
 
@@ -217,4 +126,4 @@ def mark_unmerged(out_dir: str | Path, teacher_hidden: int, student_hidden: int)
         "`model.safetensors`.\n\n"
         "- `cdviz.models.load_model(DIR)` re-attaches it (what `cdviz record` / `cdviz eval` use).\n"
         "- `LlavaForConditionalGeneration.from_pretrained(DIR)` alone warns about missing projector weights and\n"
-        "  initialises them randomly; call `cdviz.train.taf.install_saved_taf(adapter, DIR)` after loading.\n")
+        "  initialises them randomly; call `cdviz.models.taf.install_saved_taf(adapter, DIR)` after loading.\n")

@@ -10,10 +10,8 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 from cdviz.models import load_model
 from cdviz.models.tiny import llava_config, llava_processor
 from cdviz.models.tokenizer import default_vocabulary
-from cdviz.train.taf import (
-    TAFConnector, TAFError, check_taf_pair, connector, install_taf, mark_unmerged, merged_projector,
-    projector_keys, save_taf,
-)
+from cdviz.models.taf import TAFConnector, TAFError, connector, install_taf
+from cdviz.train.taf import check_taf_pair, mark_unmerged, merged_projector, projector_keys, save_taf
 
 
 def _logits(adapter):
