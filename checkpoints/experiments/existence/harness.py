@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from cdviz.probes.shapes_scene import COLOURS, SHAPES, generate_scenes, render_scene
-from cdviz.zoo_vision import object_map
+from cdviz.zoo.vision import object_map
 
 PATCH = 8
 GRID = 6  # 48 px scenes, 8 px patches

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cdviz.probes.shapes_scene import generate_scenes, render_scene
-from cdviz.zoo_vision import ATTRIBUTE_CLASSES, MIN_PIXELS, object_map, patch_labels
+from cdviz.zoo.vision import ATTRIBUTE_CLASSES, MIN_PIXELS, object_map, patch_labels
 
 
 @pytest.mark.parametrize("image_size", [48, 64])

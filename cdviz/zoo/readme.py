@@ -1,0 +1,275 @@
+"""checkpoints/README.md from the manifest: the models, the measured tables, the controls, the
+student seeds, the design goals checked and the variations of the fix (``render_readme``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cdviz.zoo.measure import headline_view
+
+
+RECOGNITION = ["existence", "colour"]
+
+
+PERCEPTION = ["replace_att", "replace_obj", "replace_rel", "swap_att", "swap_obj", "add_att", "add_obj", "counting"]
+
+
+def render_readme(manifest: dict, variations: dict | None = None) -> str:
+    """checkpoints/README.md: what the models are, the measured tables, the controls, the student
+    seeds (if run), the design goals checked and the variations of the fix (if run)."""
+    cats = RECOGNITION + PERCEPTION
+    protocol = manifest["spec"].get("protocol", "letters")
+    lines = ["# Bundled demo models", "",
+             "Four LLaVA-architecture models trained by `cdviz zoo build` on the synthetic shapes world "
+             "(see `cdviz/zoo/`). Standard HF directories: `LlavaForConditionalGeneration.from_pretrained` and "
+             "`AutoProcessor.from_pretrained` work on each.", "",
+             f"Build: `{manifest['build_command']}`; held-out set: `{manifest['heldout']['command']}`."
+             + (f" Re-measured without retraining: `{manifest['evaluate_command']}`." if manifest.get("evaluate_command")
+                else ""), "",
+             *_teacher_training_lines(manifest["spec"]),
+             *_protocol_lines(protocol),
+             "| model | layers | heads | hidden | recognition | " + " | ".join(cats) + " | perception mean | blind |",
+             "|---" * (len(cats) + 7) + "|"]
+    for name, m in manifest["models"].items():
+        c = m["config"]
+        blind = m["metrics"].get("blind", {}).get("perception_mean")
+        lines.append(f"| {name} | {c['layers']} | {c['heads']} | {c['hidden']} | "
+                     + " | ".join(_cr_row(headline_view(m["metrics"]), cats)) + f" | {_pct(blind)} |")
+    text_only = manifest.get("text_only")
+    if text_only:
+        t = text_only["by_category"]
+        perception = [t[c] for c in PERCEPTION if c in t]
+        lines.append("| text only (bag of words) | - | - | - | - | " + " | ".join(_pct(t.get(c)) for c in cats)
+                     + f" | {_pct(sum(perception) / len(perception) if perception else None)} | - |")
+    lines += ["", f"Per category: {_measure_text(protocol)}, in percent, on the held-out items. `blind`: the same "
+              "protocol with every image replaced by a flat image of its mean colour (the perception mean). "
+              "`text only`: a logistic regression on the bag of words of each option's query (pairwise), fitted on "
+              f"{(text_only or {}).get('train_items', '?')} training-split items and scored on "
+              f"{(text_only or {}).get('test_items', '?')} test-split items (`cdviz.probes.text_baseline`); "
+              "chance is 50.", ""]
+    lines += _strict_and_letters_section(manifest)
+    lines += ["## Teacher-student misalignment per student layer (held-out items)", "",
+              "| student | measure | student layer | teacher layers | mean | 95% CI |", "|---|---|---|---|---|---|"]
+    for student, rows in manifest["misalignment_by_layer"].items():
+        for r in rows:
+            lines.append(f"| {student} | {r['measure']} | {r['student_layer']} | {r['teacher_layers']} | "
+                         f"{r['mean']:.4f} | {r.get('ci_low', float('nan')):.4f} .. {r.get('ci_high', float('nan')):.4f} |")
+    t = manifest["compodistill_targets"] or {}
+    lines += ["", f"CompoDistill VAT targets (from the student-kd report, source `{t.get('source')}`): student layers "
+              f"{t.get('student_layers')} aligned to teacher groups {t.get('teacher_groups')}.", ""]
+    lines += _error_link_section(manifest.get("error_link"))
+    lines += _seeds_section(manifest)
+    lines += ["## Design goals, checked", ""] + [f"- {g}" for g in design_goals(manifest)] + [""]
+    if manifest.get("designs"):
+        lines += [f"The designs tried for a teacher that binds, with their figures: [{manifest['designs']}]"
+                  f"({manifest['designs']}).", ""]
+    if variations:
+        lines += _variations_section(manifest, variations)
+    return "\n".join(lines)
+
+
+def _pct(v) -> str:
+    return "-" if v is None or v != v else f"{v:.1f}"
+
+
+def _measure_text(protocol: str) -> str:
+    if protocol == "match":
+        return "pairwise accuracy under the match protocol (the true option's yes/no log-odds beats the false one's)"
+    return "consistent two-choice accuracy (right in both orders)"
+
+
+def _protocol_lines(protocol: str) -> list[str]:
+    if protocol != "match":
+        return []
+    return ["Scored with the match protocol (`cdviz eval --protocol match`): each option is asked as one yes/no "
+            "query, 'Does this image show \"<caption>\"? Answer yes or no.' (a question's option as a proposed "
+            "answer; a yes/no question as it stands), and scored by log P(yes) - log P(no) at the answer position. "
+            "Pairwise: the true option scores highest (chance 50%). Strict: the true option is judged yes and the "
+            "false one no.", ""]
+
+
+def _strict_and_letters_section(manifest: dict) -> list[str]:
+    """The other protocol beside the headline one, and match's strict accuracy where measured."""
+    rows = [(name, m["metrics"]) for name, m in manifest["models"].items()]
+    other = "match" if manifest["spec"].get("protocol", "letters") == "letters" else "letters"
+    if not any(other in m for _, m in rows):
+        return []
+    lines = [f"The other protocol, for reference ({_measure_text(other)}):", "",
+             f"| model | {other} recognition | {other} perception mean | match strict perception mean |",
+             "|---|---|---|---|"]
+    for name, m in rows:
+        view = m.get(other, {})
+        strict = m.get("strict_mean_over_categories", m.get("match", {}).get("strict_mean"))
+        lines.append(f"| {name} | {_pct(view.get('by_skill', {}).get('recognition'))} | "
+                     f"{_pct(view.get('perception_mean'))} | {_pct(strict)} |")
+    return lines + [""]
+
+
+def _error_link_section(link: dict | None) -> list[str]:
+    if not link:
+        return []
+    groups = link.get("outcome_groups") or {}
+    lines = ["## Error link in the student-kd run", "",
+             "AUROC of each layer's misalignment for the student's errors on items the teacher gets right "
+             f"(outcome groups {', '.join(f'{k} {v}' for k, v in groups.items())}); 95% bootstrap interval, "
+             f"q after the report's multiple-testing correction. Target layers {link.get('target_layers')} "
+             f"(source `{link.get('source')}`).", "",
+             "| measure | student layer | teacher layers | AUROC | 95% CI | q |", "|---|---|---|---|---|---|"]
+    for r in link.get("auroc", []):
+        lines.append(f"| {r['measure']} | {r['student_layer']} | {r['teacher_layers']} | {_num(r.get('auroc'))} | "
+                     f"{_num(r.get('ci_low'))} .. {_num(r.get('ci_high'))} | {_num(r.get('q_value'))} |")
+    return lines + [""]
+
+
+def _num(v) -> str:
+    return "-" if v is None or v != v else f"{v:.3f}"
+
+
+def _teacher_training_lines(spec: dict) -> list[str]:
+    """A paragraph on the teacher's grounding and route losses, for a zoo built with them (none otherwise)."""
+    if not spec.get("teacher_ground"):
+        return []
+    warmup, bind = spec.get("teacher_qa_steps", 0), spec.get("teacher_bind_steps", 0)
+    phases = []
+    if warmup:
+        phases.append(f"first {warmup} steps on the short questions alone ({', '.join(spec.get('teacher_qa_kinds', ['qa']))})")
+    if bind:
+        phases.append(f"then {bind} steps on {', '.join(spec.get('teacher_bind_kinds', []))} (no match queries)")
+    if phases:
+        phases.append(f"then {spec.get('teacher_steps')} steps on the full mix")
+    route = ""
+    if spec.get("teacher_route"):
+        from cdviz.train.recipe import ground_layers, route_layers
+
+        band = list(spec.get("teacher_ground_layers") or ground_layers(None, spec["teacher_layers"]))
+        layers = ", ".join(map(str, route_layers(None, spec["teacher_layers"], band)))
+        route = (f", and a route loss (weight {spec['teacher_route']}, teacher layers {layers}): -log of the share "
+                 "of the answer position's attention on the question's words that name those objects")
+    return [f"The teacher is trained with CE plus a grounding loss (weight {spec['teacher_ground']}, teacher layers "
+            f"{_ground_layer_text(spec)}): at the answer position, -log of the share of its image attention on the "
+            "patches of the objects the answer is about" + route + ("; " + ", ".join(phases) + "." if phases else ".")
+            + " The students get neither loss.", ""]
+
+
+def _ground_layer_text(spec: dict) -> str:
+    layers = spec.get("teacher_ground_layers")
+    if layers:
+        return ", ".join(map(str, layers))
+    from cdviz.train.recipe import ground_layers
+
+    return ", ".join(map(str, ground_layers(None, spec["teacher_layers"]))) + " (the middle band)"
+
+
+def _cr_row(view: dict, cats: list[str]) -> list[str]:
+    """Table cells from a ``headline_view``: recognition, each of ``cats``, the perception mean."""
+    cat = view["by_category"]
+    return ([_pct(view["by_skill"].get("recognition"))] + [_pct(cat.get(c)) for c in cats]
+            + [_pct(view["perception_mean"])])
+
+
+def _vat_by_layer(rows: list[dict]) -> str:
+    return ", ".join(f"L{r['student_layer']} {r['mean']:.4f}" for r in rows if r["measure"] == "i2i:vat_cosine")
+
+
+def _variations_section(manifest: dict, variations: dict) -> list[str]:
+    """Each variation of the fix next to student-kd and the shipped student-compodistill."""
+    cats = PERCEPTION
+    lines = ["## Variations of the fix (`cdviz zoo variations`)", "",
+             "Each changes one thing against student-compodistill; same steps, data and seed. Not shipped. Each row "
+             "was measured when it was trained (variations.json), on the probe set of that time"
+             + ("; the shipped rows are re-measured on the current one, so compare within a row's own measurement."
+                if manifest.get("evaluate_command") else "."), "",
+             "| model | change | recognition | " + " | ".join(cats) + " | perception mean | i2i:vat_cosine by student layer |",
+             "|---" * (len(cats) + 5) + "|"]
+    shipped = {n: (manifest["models"][n]["metrics"], manifest["misalignment_by_layer"].get(n, []))
+               for n in ("student-kd", "student-compodistill")}
+    for name, (metrics, mis) in shipped.items():
+        lines.append(f"| {name} | (shipped) | " + " | ".join(_cr_row(headline_view(metrics), cats))
+                     + f" | {_vat_by_layer(mis)} |")
+    for name, v in variations.items():
+        lines.append(f"| {name} | {v['description']} | " + " | ".join(_cr_row(headline_view(v["metrics"]), cats))
+                     + f" | {_vat_by_layer(v['misalignment_by_layer'])} |")
+    return lines + [""]
+
+
+def _seeds_section(manifest: dict) -> list[str]:
+    seeds = manifest.get("seeds")
+    if not seeds:
+        return []
+    lines = ["## Student seeds (`cdviz zoo seeds`)", "",
+             "The same teacher; student-kd and student-compodistill retrained from another initialisation and data "
+             "order per seed (seed 0 is the shipped pair). Recovered share = (compodistill - kd) / (teacher - kd) "
+             "on the perception mean.", "",
+             "| seed | kd recognition | kd perception | compodistill recognition | compodistill perception | "
+             "recovered share | target-layer i2i:vat_cosine kd -> compodistill |", "|---|---|---|---|---|---|---|"]
+    for seed, r in sorted(seeds["runs"].items(), key=lambda kv: int(kv[0])):
+        lines.append(f"| {seed} | {_pct(r['kd']['recognition'])} | {_pct(r['kd']['perception'])} | "
+                     f"{_pct(r['compodistill']['recognition'])} | {_pct(r['compodistill']['perception'])} | "
+                     f"{_num(r['recovered'])} | {_num(r.get('target_vat_kd'))} -> {_num(r.get('target_vat_cd'))} |")
+    agg = seeds.get("recovered", {})
+    lines += ["", f"Recovered share over {agg.get('n')} seeds: mean {_num(agg.get('mean'))}, 95% t-interval "
+              f"{_num(agg.get('ci_low'))} .. {_num(agg.get('ci_high'))}.", ""]
+    return lines
+
+
+def design_goals(manifest: dict) -> list[str]:
+    """The design goals of the demo pair, each stated with the measured numbers and whether it holds."""
+    def view(name):
+        return headline_view(manifest["models"][name]["metrics"])
+
+    nan = float("nan")
+    t, kd, cd = view("teacher"), view("student-kd"), view("student-compodistill")
+    rec = {n: v["by_skill"].get("recognition", nan) for n, v in (("t", t), ("kd", kd), ("cd", cd))}
+    perc = {n: (v["perception_mean"] if v["perception_mean"] is not None else nan)
+            for n, v in (("t", t), ("kd", kd), ("cd", cd))}
+    blind = manifest["models"]["teacher"]["metrics"].get("blind", {}).get("perception_mean") or nan
+    worst = min((t["by_category"].get(c, nan) for c in PERCEPTION), default=nan)
+    verdict = lambda ok: "holds" if ok else "does NOT hold"  # noqa: E731
+    goals = []
+    text_only = (manifest.get("text_only") or {}).get("by_category", {})
+    if text_only:
+        far = max(abs(v - 50) for v in text_only.values())
+        goals.append(f"no text shortcut: the text-only model is within 50 +/- 5 on every category (furthest "
+                     f"{far:.1f} points from 50) -> {verdict(far <= 5)}")
+    goals += [
+        f"teacher binds: >= 90 on every perception category (lowest {worst:.1f}), >= 95 on recognition "
+        f"({rec['t']:.1f}), perception mean >= blind + 35 ({perc['t']:.1f} vs blind {blind:.1f}) "
+        f"-> {verdict(worst >= 90 and rec['t'] >= 95 and perc['t'] >= blind + 35)}",
+        f"student-kd within 5 points of the teacher on recognition ({rec['kd']:.1f} vs {rec['t']:.1f}) and >= 10 below "
+        f"it on the perception mean ({perc['kd']:.1f} vs {perc['t']:.1f}) "
+        f"-> {verdict(abs(rec['kd'] - rec['t']) <= 5 and perc['kd'] <= perc['t'] - 10)}",
+    ]
+    seeds = manifest.get("seeds")
+    gap = perc["t"] - perc["kd"]
+    if seeds and seeds.get("recovered", {}).get("n"):
+        agg = seeds["recovered"]
+        ok = (agg["mean"] >= 1 / 3 and agg.get("ci_low") is not None and agg["ci_low"] > 0
+              and seeds.get("recognition_ok", False))
+        goals.append(f"student-compodistill recovers >= 1/3 of the KD student's perception gap, mean over "
+                     f"{agg['n']} seeds with a 95% interval above 0 (mean {_num(agg['mean'])}, interval "
+                     f"{_num(agg.get('ci_low'))} .. {_num(agg.get('ci_high'))}), recognition no more than 2 points worse "
+                     f"({'yes' if seeds.get('recognition_ok') else 'no'}) -> {verdict(ok)}")
+    else:
+        share = (perc["cd"] - perc["kd"]) / gap if gap > 0 else nan
+        goals.append(f"student-compodistill recovers >= 1/3 of the KD student's perception gap (one seed: "
+                     f"{perc['cd']:.1f} vs {perc['kd']:.1f}, share {share:.3f}; run `cdviz zoo seeds` for the "
+                     f"interval) -> {verdict(share >= 1 / 3 and rec['cd'] >= rec['kd'] - 2)}")
+    link = manifest.get("error_link")
+    if link:
+        targets = set(link.get("target_layers") or [])
+        hits = [r for r in link.get("auroc", []) if r["student_layer"] in targets and (r.get("ci_low") or 0) > 0.5]
+        best = max((r for r in link.get("auroc", []) if r["student_layer"] in targets),
+                   key=lambda r: r.get("auroc") or 0, default=None)
+        shown = (f"best in the target layers: {best['measure']} layer {best['student_layer']} AUROC "
+                 f"{_num(best.get('auroc'))} ({_num(best.get('ci_low'))} .. {_num(best.get('ci_high'))})"
+                 if best else "no AUROC in the target layers")
+        goals.append(f"the error link is visible: misalignment in the flagged layers predicts the KD student's errors "
+                     f"on teacher-right items with a 95% interval above 0.5 ({shown}) -> {verdict(bool(hits))}")
+    return goals
+
+
+def read_variations(out: Path) -> dict | None:
+    path = out / "variations.json"
+    return json.loads(path.read_text()) if path.is_file() else None
