@@ -3,7 +3,7 @@ and student's grids (equal, 2x, non-divisible 27x27 vs 24x24 and 8x8 vs 6x6, non
 layer equal to its teacher up to noise reads as aligned on any pair.
 
 The synthetic stores render each model's maps from one continuous picture integrated over its own
-cells (cdviz/synthetic.py), so the truth is the same on every grid: layer correspondence must give
+cells (cdviz/synthetic/run.py), so the truth is the same on every grid: layer correspondence must give
 `planted_layer_map`, and an unplanted layer's misalignment must stay near its equal-grid value.
 Seeds differ from those the sweep in the issue was tuned on.
 """
