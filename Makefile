@@ -44,7 +44,7 @@ zoo: setup
 clean-demo:
 	rm -rf demo runs/demo
 
-# One CUDA GPU: real-size models from typed-in configs in bf16, results.json/.md into $OUT or gpu-check/ (cdviz/gpu_check.py).
+# One CUDA GPU: real-size models from typed-in configs in bf16, results.json/.md into $OUT or gpu-check/ (cdviz/bench/gpu_check.py).
 .PHONY: gpu-check
 gpu-check: setup
-	$(PY) -m cdviz.gpu_check
+	$(PY) -m cdviz.bench.gpu_check

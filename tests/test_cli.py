@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cdviz.cli import app, parse_layers
+from cdviz.cli import app
+from cdviz.cli.common import parse_layers
 from cdviz.types import ProbeError
 
 runner = CliRunner()

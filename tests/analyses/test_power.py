@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from analyses.stats import detectable_auroc, rank_sum_power
-from cdviz.bench_targets import Cell, items_needed, markdown, run_cell, simulated_power, summarise
+from cdviz.bench.targets import Cell, items_needed, markdown, run_cell, simulated_power, summarise
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "targets_sweep.md"
 

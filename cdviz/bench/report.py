@@ -1,7 +1,7 @@
 """``cdviz bench report``: time `build_report` phase by phase on a synthetic store of demo-like
 shape (teacher 8 layers, student 4, 4 heads, 8x8 grids), and its peak memory.
 
-    .venv/bin/python -m cdviz.bench_report            # 1000 items
+    .venv/bin/python -m cdviz.bench.report            # 1000 items
     bench_report(n_items=1000) -> {"n_items", "make_store_s", "phases": {phase: s}, "report_s", "peak_rss_mb", ...}
 
 Peak RSS is the process's high-water mark (getrusage), so it includes whatever ran before;

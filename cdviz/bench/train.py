@@ -15,7 +15,7 @@ AdamW step on the student's language model and connector), timed side by side, i
 
 (c) keeps (a)'s CE + KD code, so (c) - (b) is the attention path alone. Peak memory of a step,
 above what is resident before it (weights, optimizer state): on CUDA the allocator's peak; on
-CPU the peak resident set of a fresh process per variant (``python -m cdviz.bench_train``),
+CPU the peak resident set of a fresh process per variant (``python -m cdviz.bench.train``),
 reset through /proc/self/clear_refs after a warm-up step, with large allocations returned to
 the OS on free (MALLOC_MMAP_THRESHOLD_) so that resident memory follows live tensors.
 
@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from transformers import LlavaForConditionalGeneration
 
-from cdviz.bench_record import sync_device
+from cdviz.bench.record import sync_device
 from cdviz.conversation import IGNORE, Encoded
 from cdviz.errors import OptionError
 from cdviz.layer_map import LayerMap, default_layer_map
@@ -289,11 +289,38 @@ def _peak_in_this_process(cfg: TrainBenchConfig, variant: str) -> dict:
 def measure_in_child(cfg: TrainBenchConfig, variant: str) -> dict:
     """Run ``_peak_in_this_process`` in a fresh interpreter, so no variant inherits another's heap."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-    proc = subprocess.run([sys.executable, "-m", "cdviz.bench_train", variant, json.dumps(asdict(cfg))],
+    proc = subprocess.run([sys.executable, "-m", "cdviz.bench.train", variant, json.dumps(asdict(cfg))],
                           capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"memory measurement of {variant!r} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def print_bench(r: dict, out) -> None:
+    """The ``run_bench`` result as ``cdviz bench train`` prints it: step times, peaks, ratios against the targets."""
+    from rich.table import Table
+
+    c, lm = r["config"], r["layer_map"]
+    mlp = r["mlp"]
+    out.print(f"student: {c['layers']} layers, hidden {c['hidden']}, MLP {mlp['student']}, {c['heads']} heads; "
+              f"teacher: {c['teacher_layers']} layers, hidden {c['teacher_hidden']}, MLP {mlp['teacher']}, "
+              f"{c['teacher_heads']} heads; T={c['seq_len']} with {c['image_tokens']} image tokens and "
+              f"{c['answer_tokens']} answer tokens, batch 1, {c['device']} {c['dtype']}"
+              + (f", {c['threads']} CPU threads" if c["device"] == "cpu" else ""))
+    out.print(f"VAT layers: student {lm['student_layers']} <- teacher groups {lm['teacher_groups']}; step = forward + "
+              f"backward + AdamW on the student's language model and connector; median of {c['repeats']} rounds")
+    table = Table("step", "median s", "peak MiB above resident")
+    labels = {"ce+kd": "(a) CE+KD, SDPA", "ce+kd+vat": "(b) CE+KD+VAT, cdviz capture",
+              "eager ref.": "(c) CE+KD+VAT, eager output_attentions"}
+    for v in VARIANTS:
+        table.add_row(labels[v], f"{r['median_s'][v]:.3f}", f"{r['peak_bytes'][v] / 2**20:,.1f}")
+    out.print(table)
+    out.print(f"peak memory: {r['peak_method']}")
+    for text, key, goal, ok in (
+            ("ratio (b)/(a) step time  ", "ratio_b_over_a_time", "target <= 1.3", lambda x: x <= 1.3),
+            ("ratio (c)/(b) step time  ", "ratio_c_over_b_time", "target >= 2", lambda x: x >= 2),
+            ("ratio (c)/(b) peak memory", "ratio_c_over_b_peak", "target >= 4", lambda x: x >= 4)):
+        out.print(f"{text}: {r[key]:.2f}  ({goal}: {'met' if ok(r[key]) else 'MISSED'})")
 
 
 if __name__ == "__main__":

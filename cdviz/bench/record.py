@@ -153,3 +153,29 @@ def analytic_memory(layers: int = 32, heads: int = 32, image_tokens: int = 576, 
         kept = layers * (heads * (2 * image_tokens + query_rows * image_tokens + 2 * query_rows) + image_tokens) * 2
         rows.append({"T": t, "eager_bytes": eager, "cdviz_transient_bytes": transient, "cdviz_kept_bytes": kept})
     return rows
+
+
+def print_bench(r: dict, out) -> None:
+    """The ``run_bench`` result as ``cdviz bench record`` prints it: times, peaks, ratios, 7B-class memory."""
+    from rich.table import Table
+
+    c = r["config"]
+    out.print(f"model: {c['n_layers']} layers, hidden {c['hidden']}, MLP {c['intermediate']}, "
+              f"{c['n_heads']} heads ({c['n_kv_heads']} kv), "
+              f"T={c['seq_len']} with {c['image_tokens']} image tokens, {c['device']} {c['dtype']}")
+    table = Table("approach", "median s", f"peak ({r['peak_kind']})")
+    for name in ("sdpa", "cdviz", "eager"):
+        table.add_row(name, f"{r['median_s'][name]:.4f}", _mib(r["peak_bytes"][name]))
+    out.print(table)
+    out.print(f"ratio cdviz / sdpa  (b/a): {r['ratio_cdviz_over_sdpa']:.3f}")
+    out.print(f"ratio eager / cdviz (c/b): {r['ratio_eager_over_cdviz']:.3f}")
+    out.print(f"stored per sample (fp16): {_mib(r['stored_bytes_per_sample'])}")
+    t7 = Table("T", "eager output_attentions", "cdviz transient (1 layer)", "cdviz kept",
+               title="7B-class analytic attention memory per sample (32 layers x 32 heads, 576 image tokens, bf16)")
+    for row in r["analytic_7b"]:
+        t7.add_row(str(row["T"]), _mib(row["eager_bytes"]), _mib(row["cdviz_transient_bytes"]), _mib(row["cdviz_kept_bytes"]))
+    out.print(t7)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.2f} MiB"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cdviz.bench_report import bench_report
+from cdviz.bench.report import bench_report
 
 
 def test_bench_report_keys(tmp_path):

@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from cdviz import gpu_check
+from cdviz.bench import gpu_check
 
 
 def test_no_gpu_says_so_and_writes_nothing(tmp_path, monkeypatch, capsys):

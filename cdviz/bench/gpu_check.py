@@ -1,4 +1,4 @@
-"""One-shot GPU check (``make gpu-check``, ``python -m cdviz.gpu_check``): real-size models built
+"""One-shot GPU check (``make gpu-check``, ``python -m cdviz.bench.gpu_check``): real-size models built
 from their published configs (random weights, nothing downloaded), in bf16 on one CUDA GPU.
 
     (a) record   qwen2.5-vl-7b and qwen3-vl-8b at T = 2048 (1024 image tokens, a 32 x 32 grid):
@@ -321,7 +321,7 @@ def bench_train(student, teacher, *, seq_len: int, image_side: int, device: str,
 
 def bench_demo(device: str, n_items: int, dtype: str) -> dict[str, Any]:
     """(d) ``cdviz record`` of the bundled pair on ``n_items`` shapes probes."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     teacher, student = root / "checkpoints" / "teacher", root / "checkpoints" / "student-kd"
     if not (teacher / "config.json").is_file() or not (student / "config.json").is_file():
         return {"skipped": f"no bundled pair under {root / 'checkpoints'}"}
@@ -375,7 +375,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m cdviz.gpu_check", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m cdviz.bench.gpu_check", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=os.environ.get("OUT") or "gpu-check", help="results folder (default $OUT)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (CPU test of the same path)")
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(f"cdviz gpu-check: no CUDA GPU is visible (torch {torch.__version__}, "
               f"CUDA build {torch.version.cuda or 'none'}); nothing was measured and no results were written. "
-              "Run `make gpu-check` on a machine with one GPU, or `python -m cdviz.gpu_check --quick --device cpu` "
+              "Run `make gpu-check` on a machine with one GPU, or `python -m cdviz.bench.gpu_check --quick --device cpu` "
               "to test the code path.")
         return 0
     dtype = torch.bfloat16

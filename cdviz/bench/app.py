@@ -12,7 +12,7 @@ runs root and drives the real app (app/main.py) with Streamlit's AppTest:
 
 for the Overview (the default page) and the Item explorer (first item). Target: <= 3 s each.
 
-    python -c "from cdviz.bench_app import bench_app; bench_app(1000)"
+    python -c "from cdviz.bench.app import bench_app; bench_app(1000)"
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-APP = Path(__file__).resolve().parents[1] / "app" / "main.py"
+APP = Path(__file__).resolve().parents[2] / "app" / "main.py"
 PAGES = {"overview": None, "item_explorer": "app_pages/item_explorer.py"}
 
 

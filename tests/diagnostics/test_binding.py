@@ -6,7 +6,7 @@ import random
 
 from typer.testing import CliRunner
 
-from cdviz.binding import colour_binding
+from cdviz.diagnostics.binding import colour_binding
 from cdviz.cli import app
 from cdviz.models import load_model
 from cdviz.models.tiny import build_tiny

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cdviz.bench_train import TrainBench, TrainBenchConfig
+from cdviz.bench.train import TrainBench, TrainBenchConfig
 
 TINY = TrainBenchConfig(seq_len=64, image_tokens=16, answer_tokens=8, layers=3, hidden=64, heads=4, teacher_layers=5,
                         teacher_hidden=96, teacher_heads=4, vocab=256)
