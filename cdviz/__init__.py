@@ -9,6 +9,10 @@
       -> report (HTML, parquet, summary.json) and dashboard                       cdviz/report, app/
       -> finetune (DPT / DFT / SFT with KD + VAT + TAF) on the flagged layers     cdviz/train
       -> record again -> compare before / after
+
+Around the flow, and never imported by it: the ``cdviz`` command (cdviz/cli), the demo-model
+builder (cdviz/zoo), benchmarks (cdviz/bench), diagnostics (cdviz/diagnostics) and synthetic run
+stores with a planted answer (cdviz/synthetic). Imports point down the flow: tests/test_layering.py.
 """
 
 __version__ = "0.1.0"
