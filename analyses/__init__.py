@@ -6,14 +6,18 @@ over it shard by shard, and returns a frozen dataclass with ``to_frame()`` (a ti
 and no file writing here: figures live in `cdviz.report.figures`, files in `cdviz.report`.
 
     from cdviz.store import open_run
-    from analyses import get_analysis
+    from analyses import pipeline
     store = open_run("runs/demo")
-    mis = get_analysis("misalignment")(store)
-    from analyses.error_link import error_link           # or import the function from its module
-    link = error_link(store, misalignment=mis)
+    results = pipeline.run(store, ["error_link"])        # misalignment first, as error_link needs it
+    link = results["error_link"]
+    from analyses.misalignment import misalignment       # or call one function from its module
+    mis = misalignment(store)
 
-The package namespace holds the registry only: ``analyses.misalignment`` stays the module (import
-the function from it), so module and function never shadow each other.
+Every analysis is registered once, in analyses/pipeline.py (function, dependencies, result type);
+``pipeline.run`` is what the report, the comparison, the zoo and the dashboard call, and
+``pipeline.Results`` saves and loads results. Adding an analysis: see analyses/pipeline.py.
+``analyses.misalignment`` stays the module (import the function from it), so module and function
+never shadow each other.
 
 Public API (all keyword options have defaults; ``progress(n)`` is called with items done per shard):
 
@@ -62,9 +66,12 @@ Public API (all keyword options have defaults; ``progress(n)`` is called with it
 Every result: .to_frame(), .to_dict() (json.dumps-able; NaN stays NaN except in targets, which
 writes null) and Result.from_dict(d) (round trip).
 
-Registry:
-    ANALYSES {name: fn}, register_analysis(name, fn, overwrite=False), list_analyses(),
-    get_analysis(name)  (KeyError listing the registered names)
+Pipeline (analyses/pipeline.py):
+    REGISTRY {name: Analysis(name, fn, result, depends, passes, loads_models)}, register(Analysis(...)),
+    get(name) (KeyError listing the registered names), default_names(), plan(names), total_steps(store, names),
+    run(store, names=None, options=None, common=None, progress=None, results=None) -> Results,
+    PAIRS {"compare": ...}, run_pair(before, after) -> Results, Results.save(dir) / Results.load(dir, names)
+    compare.compare(before, after, ...) -> CompareResult   before/after differences (analyses/compare.py)
 
 Shared helpers other code may use: analyses.common (default_layer_map, outcome_group, box_cover),
 analyses.stats (auroc, auroc_ci, permutation_p, rank_sum_p, adjust_pvalues, adjust_family, logistic_wald,
@@ -75,47 +82,6 @@ Tests: .venv/bin/pytest tests/analyses -q
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from analyses.pipeline import REGISTRY, Analysis, Results, get, register, run
 
-from analyses.attribution import attribution as _attribution
-from analyses.error_link import error_link as _error_link
-from analyses.grounding import grounding as _grounding
-from analyses.layer_correspondence import layer_correspondence as _layer_correspondence
-from analyses.misalignment import misalignment as _misalignment
-from analyses.sinks import sinks as _sinks
-from analyses.targets import targets as _targets
-
-AnalysisFn = Callable[..., Any]
-
-ANALYSES: dict[str, AnalysisFn] = {
-    "misalignment": _misalignment,
-    "layer_correspondence": _layer_correspondence,
-    "error_link": _error_link,
-    "grounding": _grounding,
-    "sinks": _sinks,
-    "attribution": _attribution,
-    "targets": _targets,
-}
-"""name -> fn(store, **options) -> frozen result dataclass with to_frame()."""
-
-
-def register_analysis(name: str, fn: AnalysisFn, overwrite: bool = False) -> None:
-    """Add ``fn(store, **options) -> result`` under ``name``."""
-    if name in ANALYSES and not overwrite:
-        raise ValueError(f"analysis {name!r} already exists; pass overwrite=True to replace it")
-    ANALYSES[name] = fn
-
-
-def list_analyses() -> list[str]:
-    """Registered analysis names, sorted."""
-    return sorted(ANALYSES)
-
-
-def get_analysis(name: str) -> AnalysisFn:
-    """The analysis registered as ``name``; KeyError listing the registered names otherwise."""
-    if name not in ANALYSES:
-        raise KeyError(f"unknown analysis {name!r}; registered: {', '.join(sorted(ANALYSES))}")
-    return ANALYSES[name]
-
-
-__all__ = ["ANALYSES", "register_analysis", "list_analyses", "get_analysis"]
+__all__ = ["REGISTRY", "Analysis", "Results", "get", "register", "run"]

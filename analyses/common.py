@@ -20,34 +20,11 @@ from PIL import Image
 
 from cdviz.layer_map import proportional_groups
 from cdviz.metrics import box_cover  # noqa: F401  (re-exported: analyses use it from here)
-from cdviz.store import RunStore
-
-GROUPS = ("TR/SR", "TR/SW", "TW/SR", "TW/SW")
-"""Outcome groups: teacher right/wrong x student right/wrong (consistent / Winoground group)."""
+from cdviz.store import GROUPS, RunStore, outcome_group, usable_items  # noqa: F401  (re-exported)
 
 ITEM_COLUMNS = ("uid", "category", "skill", "group", "teacher_correct", "student_correct")
 
 Progress = Callable[[int], None] | None
-
-
-def outcome_group(teacher_ok: bool, student_ok: bool) -> str:
-    return f"T{'R' if teacher_ok else 'W'}/S{'R' if student_ok else 'W'}"
-
-
-def usable_items(store: RunStore) -> pd.DataFrame:
-    """Index rows recorded OK whose outcome is known for both models, with ``group`` added.
-
-    Items skipped during recording have no tensors; items without an outcome cannot be linked
-    to errors. Both are left out of every analysis (their count is in the report's summary).
-    """
-    idx = store.index
-    ok = idx["status"].astype(str).eq("ok") if "status" in idx else pd.Series(True, index=idx.index)
-    ok &= idx["teacher_correct"].notna() & idx["student_correct"].notna()
-    rows = idx[ok].copy()
-    rows["teacher_correct"] = rows["teacher_correct"].astype(bool)
-    rows["student_correct"] = rows["student_correct"].astype(bool)
-    rows["group"] = [outcome_group(t, s) for t, s in zip(rows.teacher_correct, rows.student_correct)]
-    return rows.reset_index(drop=True)
 
 
 def iter_usable_shards(store: RunStore, usable: pd.DataFrame) -> Iterator[pd.DataFrame]:

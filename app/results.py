@@ -1,11 +1,13 @@
-"""Analysis results for the dashboard, and the one place that calls the analyses (so wiring changes
-stay here).
+"""Analysis results for the dashboard, through the analysis pipeline (analyses/pipeline.py).
 
-    analysis / cached_analysis  an analyses/ result: this server's copy, else rebuilt from the run's
-                                report (RUN/report), else computed once per server (never
-                                attribution, which loads models), or an Unavailable saying why
+    analysis / cached_analysis  an analyses/ result: this server's copy, else the run's saved results
+                                (RUN/report/results, written by `cdviz report`), else computed once
+                                per server with `pipeline.run` (never one that loads models, such as
+                                attribution), or an Unavailable saying why
     compute_with_progress       several of them with a progress bar over the items they stream
-    report_summary / compare_summary   the report's / `cdviz compare`'s summary.json when current
+    comparison                  the before/after comparison of two runs: `cdviz compare`'s saved one
+                                (with intervals) when current, else computed here without intervals
+    report_summary              the report's summary.json when current
     findings_summary            what the findings sentences are made from (report or this server)
     layer_head_frame, item_misalignment, misalignment_measures   views of those results for the pages
 
@@ -24,8 +26,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.state import OUTCOMES, Run, _inside, accuracy_table, chance_level, items, md_escape
-from cdviz.metrics import HIGHER_IS_ALIGNED
+from app.state import OUTCOMES, Run, accuracy_table, chance_level, items, md_escape
 from cdviz.store import StoreError
 
 @dataclass(frozen=True)
@@ -35,14 +36,11 @@ class Unavailable:
     reason: str
 
 
-# The app computes these on request; attribution loads both models, so it only comes from a report.
-COMPUTABLE = ("misalignment", "layer_correspondence", "error_link", "targets")
-PASSES = {"misalignment": 1, "layer_correspondence": 2}  # times each streams over the items
-DEPENDS = {"error_link": ("misalignment",), "targets": ("misalignment", "error_link")}
 REPORT_HINT = "`cdviz report {path}` computes every analysis once and saves it with the run"
 ATTRIBUTION_HINT = ("build the report with attribution: `cdviz report {path} --attribution-items 8` (or "
-                    "`cdviz.report.build_report(RUN, attribution_items=8)`); it loads both models from the "
+                    "`cdviz.workflow.build_report(RUN, attribution_items=8)`); it loads both models from the "
                     "paths in the run's manifest")
+COMPARE_HINT = "`cdviz compare {before} {after}`"
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -65,107 +63,71 @@ def _summary(path: str, stamp: float) -> dict | None:
     return summary if summary.get("format") == "cdviz-report" and summary.get("version") == 1 else None
 
 
-def compare_summary(before: Run, after: Run) -> dict | None:
-    """AFTER/compare/summary.json written by `cdviz compare BEFORE AFTER` for exactly these runs, if
-    it is newer than both runs' data; it holds paired bootstrap intervals of the differences."""
-    file = after.path / "compare" / "summary.json"
-    if not file.is_file() or file.stat().st_mtime < max(before.stamp, after.stamp):
-        return None
-    try:
-        summary = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    same = summary.get("before") == str(before.path) and summary.get("after") == str(after.path)
-    return summary if same and summary.get("format") == "cdviz-compare" and summary.get("version") == 1 else None
-
-
 def report_summary(run: Run) -> dict | None:
     """The batch report's summary.json for this run, if there is a current one."""
     return _summary(*run.key)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def _report_table(path: str, stamp: float, name: str) -> pd.DataFrame | None:
-    summary = _summary(path, stamp)
-    rel = (summary or {}).get("files", {}).get("tables", {}).get(name)
-    if rel is None:
-        return None
-    file = (Path(path) / "report" / rel).resolve()
-    return pd.read_parquet(file) if _inside(file, Path(path)) and file.is_file() else None
+def _results_dir(path: str) -> Path:
+    return Path(path) / "report" / "results"
 
 
-def _from_report(run: Run, name: str) -> Any | None:
-    """Rebuild a result from the report's tables where they hold all of it (misalignment per head
-    and per item is not saved, so it is always computed)."""
-    summary = report_summary(run)
-    if summary is None or name == "misalignment":
+@st.cache_data(max_entries=8, show_spinner=False)
+def _saved_names(path: str, stamp: float) -> tuple[str, ...]:
+    """Names of the run's saved results when they are newer than its index (else they describe old data)."""
+    from analyses import pipeline
+
+    folder, index = _results_dir(path), Path(path) / "index.parquet"
+    marker = folder / pipeline.INDEX
+    if not marker.is_file() or (index.is_file() and marker.stat().st_mtime < index.stat().st_mtime):
+        return ()
+    return tuple(pipeline.saved_names(folder))
+
+
+def _load_saved(run: Run, name: str) -> Any | None:
+    if name not in _saved_names(*run.key):
         return None
-    table = lambda t: _report_table(*run.key, t)  # noqa: E731
+    from analyses import pipeline
+
     try:
-        if name == "targets":
-            from analyses.targets import TargetsResult
-            return TargetsResult.from_dict(summary["recommended_targets"])
-        if name == "error_link":
-            from analyses.error_link import ErrorLinkResult
-            parts = [table(t) for t in ("outcome_groups", "error_link_auroc", "error_link_logistic",
-                                        "misalignment_by_outcome")]
-            if any(p is None for p in parts):
-                return None
-            return ErrorLinkResult(*parts, summary["error_link"]["correction"])
-        if name == "layer_correspondence":
-            from analyses.layer_correspondence import LayerCorrespondenceResult
-            sim, heads, lm = table("layer_similarity"), table("head_matches"), summary["layer_map"]
-            if sim is None or heads is None:
-                return None
-            grid = sim.pivot(index="teacher_layer", columns="student_layer", values="value")  # [Lt, Ls]
-            return LayerCorrespondenceResult(lm["field"], lm["metric"], HIGHER_IS_ALIGNED[lm["metric"]],
-                                             [int(t) for t in grid.index], [int(s) for s in grid.columns],
-                                             grid.to_numpy(np.float64),
-                                             {int(k): int(v) for k, v in lm["monotone"].items()},
-                                             heads, int(summary["n_analysed"]))
-        if name == "attribution":
-            from analyses.attribution import AttributionResult
-            frame, maps = table("attribution"), table("attribution_maps")
-            # The report keeps no per-item targets table; the pages use frame and maps only.
-            items_cols = ["uid", "model", "target_token", "logit", "delta", "grid_rows", "grid_cols"]
-            if frame is None or maps is None:
-                return None
-            return AttributionResult(frame, maps, pd.DataFrame(columns=items_cols))
-    except (ImportError, KeyError, ValueError):
+        return pipeline.Results.load(_results_dir(str(run.path)), names=[name]).get(name)
+    except (ValueError, OSError, KeyError):
         return None
-    return None
 
 
 def cached_analysis(run: Run, name: str) -> Any | None:
-    """The result if this server already has it or the run's report holds it; never computes."""
+    """The result if this server already has it or the run's saved results hold it; never computes."""
     slot = _slot(*run.key, name)
     if slot["result"] is None:
-        slot["result"] = _from_report(run, name)
+        slot["result"] = _load_saved(run, name)
     return slot["result"]
 
 
 def analysis(run: Run, name: str, progress: Callable[[int], None] | None = None) -> Any | Unavailable:
-    """The ``name`` result for ``run``: cached, from the report, else computed now (COMPUTABLE only).
+    """The ``name`` result for ``run``: cached, saved with the run, else computed now by the pipeline.
 
-    Dependencies (DEPENDS) are computed first and passed in, so each is computed once; a second
-    session asking meanwhile waits for the first one's result instead of computing it again.
+    Dependencies are fetched the same way first and handed to the pipeline, so each is computed
+    once; a second session asking meanwhile waits for the first one's result.
     """
+    try:
+        from analyses import pipeline
+    except ImportError as e:
+        return Unavailable(f"the analyses package cannot be imported ({md_escape(e)})")
     slot = _slot(*run.key, name)
     with slot["lock"]:
         if cached_analysis(run, name) is not None:
             return slot["result"]
-        if name not in COMPUTABLE:
-            return Unavailable(f"no {name} result for this run. " + REPORT_HINT.format(path=run.path))
-        try:
-            from analyses import get_analysis
-        except ImportError as e:
-            return Unavailable(f"the analyses package cannot be imported ({md_escape(e)})")
-        extra = {dep: analysis(run, dep, progress) for dep in DEPENDS.get(name, ())}  # keyword = analysis name
-        for dep in extra.values():
+        if name not in pipeline.REGISTRY:
+            return Unavailable(f"no analysis is registered as {name!r}")
+        spec = pipeline.REGISTRY[name]
+        if spec.loads_models:
+            return Unavailable(f"no {name} result for this run. " + ATTRIBUTION_HINT.format(path=run.path))
+        deps = {dep: analysis(run, dep, progress) for dep in spec.depends}
+        for dep in deps.values():
             if isinstance(dep, Unavailable):
                 return dep
         try:
-            slot["result"] = get_analysis(name)(run.store, progress=progress, **extra)
+            slot["result"] = pipeline.run(run.store, [name], results=deps, progress=progress)[name]
         except (StoreError, ValueError, KeyError) as e:
             return Unavailable(f"{name} failed on this run: {md_escape(e)}")
         return slot["result"]
@@ -187,11 +149,14 @@ def require_usable(run: Run) -> None:
 
 def compute_with_progress(run: Run, names: tuple[str, ...]) -> dict[str, Any]:
     """Fetch or compute several analyses, with a progress bar over the items they stream."""
-    missing = [n for n in names if cached_analysis(run, n) is None]
-    needed = set(missing) | {d for n in missing for d in DEPENDS.get(n, ())}
-    total = n_usable(run) * sum(PASSES.get(n, 0) for n in needed if cached_analysis(run, n) is None)
-    bar = st.progress(0.0, text=f"computing {', '.join(sorted(needed))} on {n_usable(run):,} items "
-                                f"(once per server; {REPORT_HINT.format(path=run.path)})") if missing else None
+    from analyses import pipeline
+
+    have = [n for n in pipeline.REGISTRY if cached_analysis(run, n) is not None]
+    todo = [n for n in pipeline.plan([n for n in names if n in pipeline.REGISTRY], have=have)
+            if not pipeline.REGISTRY[n].loads_models]
+    total = sum(pipeline.REGISTRY[n].progress_steps(n_usable(run), {}) for n in todo)
+    bar = st.progress(0.0, text=f"computing {', '.join(todo)} on {n_usable(run):,} items "
+                                f"(once per server; {REPORT_HINT.format(path=run.path)})") if todo else None
     done = 0
 
     def advance(n: int) -> None:
@@ -203,6 +168,56 @@ def compute_with_progress(run: Run, names: tuple[str, ...]) -> dict[str, Any]:
     if bar:
         bar.empty()
     return out
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _pair_slot(before: tuple, after: tuple) -> dict:
+    return {"lock": threading.Lock(), "result": None}
+
+
+def _saved_compare(before: Run, after: Run) -> Any | None:
+    """AFTER/compare/results written by `cdviz compare BEFORE AFTER` for exactly these runs, when
+    newer than both runs' data."""
+    from analyses import pipeline
+
+    folder = after.path / "compare" / "results"
+    marker = folder / pipeline.INDEX
+    if not marker.is_file() or marker.stat().st_mtime < max(before.stamp, after.stamp):
+        return None
+    try:
+        result = pipeline.Results.load(folder, names=["compare"]).get("compare")
+    except (ValueError, OSError, KeyError):
+        return None
+    if result is None or result.before != str(before.path.resolve()) or result.after != str(after.path.resolve()):
+        return None
+    return result
+
+
+def comparison(before: Run, after: Run) -> tuple[Any, bool]:
+    """(the before/after comparison, whether it has intervals): `cdviz compare`'s saved result when
+    current, else computed here from both runs' misalignment without bootstrap intervals (a
+    comparison with 1,000 paired replicates takes tens of seconds, which a page must not)."""
+    saved = _saved_compare(before, after)
+    if saved is not None:
+        return saved, True
+    slot = _pair_slot(before.key, after.key)
+    with slot["lock"]:
+        if slot["result"] is None:
+            from analyses import pipeline
+
+            mis = {k: compute_with_progress(r, ("misalignment",))["misalignment"] for k, r in
+                   (("before", before), ("after", after))}
+            for k, m in mis.items():
+                if isinstance(m, Unavailable):
+                    return Unavailable(f"misalignment of the {k} run is not available: {m.reason}"), False
+            try:
+                slot["result"] = pipeline.run_pair(before.store, after.store, "compare",
+                                                   before_results={"misalignment": mis["before"]},
+                                                   after_results={"misalignment": mis["after"]},
+                                                   options={"n_boot": 0})["compare"]
+            except (StoreError, ValueError, KeyError) as e:
+                return Unavailable(f"the two runs cannot be compared: {md_escape(e)}"), False
+        return slot["result"], False
 
 
 def findings_summary(run: Run) -> tuple[dict, str]:
@@ -258,23 +273,16 @@ def layer_head_frame(mis: Any, measure: str, category: str = "all", skill: str =
 
 
 def misalignment_measures(run: Run) -> list[str]:
-    """Measures whose per-item misalignment is at hand (this server's result, else the report's)."""
-    mis = _slot(*run.key, "misalignment")["result"]
-    if mis is not None:
-        return list(mis.measures)
-    table = _report_table(*run.key, "misalignment_items")
-    return [] if table is None else list(dict.fromkeys(table["measure"]))
+    """Measures whose per-item misalignment is at hand (this server's result or the saved one)."""
+    mis = cached_analysis(run, "misalignment")
+    return [] if mis is None else list(mis.measures)
 
 
 def item_misalignment(run: Run, measure: str, layer: int) -> pd.DataFrame | None:
-    """uid, group, misalignment (head mean) per item at one student layer, from this server's
-    misalignment result or the report's per-item table; None when neither exists."""
-    mis = _slot(*run.key, "misalignment")["result"]
-    if mis is not None and measure in mis.measures:
-        return pd.DataFrame({"uid": mis.items["uid"], "group": mis.items["group"],
-                             "misalignment": mis.item_layer(measure)[layer].to_numpy()})
-    table = _report_table(*run.key, "misalignment_items")
-    if table is None:
+    """uid, group, misalignment (head mean) per item at one student layer, from this server's or
+    the saved misalignment result; None when neither exists."""
+    mis = cached_analysis(run, "misalignment")
+    if mis is None or measure not in mis.measures:
         return None
-    rows = table[(table["measure"] == measure) & (table["student_layer"] == layer)]
-    return rows[["uid", "group", "misalignment"]]
+    return pd.DataFrame({"uid": mis.items["uid"], "group": mis.items["group"],
+                         "misalignment": mis.item_layer(measure)[layer].to_numpy()})

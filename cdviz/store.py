@@ -448,3 +448,35 @@ def finalize(root: Path, n_shards: int) -> bool:
     write_parquet_atomic(Path(root) / "outcomes.parquet", outcomes)
     write_parquet_atomic(Path(root) / "index.parquet", index)
     return True
+
+
+# What every analysis reads: the items that can be analysed, their outcome group and accuracy.
+
+GROUPS = ("TR/SR", "TR/SW", "TW/SR", "TW/SW")
+"""Outcome groups: teacher right/wrong x student right/wrong (consistent / Winoground group)."""
+
+
+def outcome_group(teacher_ok: bool, student_ok: bool) -> str:
+    return f"T{'R' if teacher_ok else 'W'}/S{'R' if student_ok else 'W'}"
+
+
+def usable_items(store: RunStore) -> pd.DataFrame:
+    """Index rows recorded OK whose outcome is known for both models, with ``group`` added.
+
+    Items skipped during recording have no tensors; items without an outcome cannot be linked
+    to errors. Both are left out of every analysis (their count is in the report's summary).
+    """
+    idx = store.index
+    ok = idx["status"].astype(str).eq("ok") if "status" in idx else pd.Series(True, index=idx.index)
+    ok &= idx["teacher_correct"].notna() & idx["student_correct"].notna()
+    rows = idx[ok].copy()
+    rows["teacher_correct"] = rows["teacher_correct"].astype(bool)
+    rows["student_correct"] = rows["student_correct"].astype(bool)
+    rows["group"] = [outcome_group(t, s) for t, s in zip(rows.teacher_correct, rows.student_correct)]
+    return rows.reset_index(drop=True)
+
+
+def item_accuracy(frame: pd.DataFrame, model: str) -> pd.Series:
+    """Per item accuracy of ``model``: the mean over query orders for choice items, the group
+    score (0 / 1) for match2x2 items, which have no per-order accuracy."""
+    return frame[f"{model}_accuracy"].astype(float).fillna(frame[f"{model}_correct"].astype(float))

@@ -131,7 +131,7 @@ def test_report_on_a_half_written_run_says_what_is_missing(model, probes, tmp_pa
 
 
 def test_build_report_from_python_refuses_a_half_written_run(straight, tmp_path):
-    from cdviz.report import build_report
+    from cdviz.workflow import build_report
 
     run = tmp_path / "run"
     shutil.copytree(straight, run)

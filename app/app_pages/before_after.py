@@ -3,7 +3,6 @@ misalignment per layer and category. Negative misalignment deltas mean the stude
 
 from __future__ import annotations
 
-from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -12,33 +11,17 @@ from app import figures, results, state
 from cdviz.report.findings import change_word, compare_findings
 
 
-def compare_tables(before: state.Run, after: state.Run, mis_b: Any, mis_a: Any) -> dict[str, pd.DataFrame]:
-    """Before/after means side by side (after - before); intervals per run, not for the difference.
-
-    Returns:
-        accuracy: category, n_before, n_after, teacher_/student_ before/after/delta ("all" last)
-        layers:   measure, student_layer, before, after, delta (+ each run's 95% CI), shared layers only
-        categories: measure, student_layer, category, before, after, delta
-    """
-    acc = state.accuracy_table(before, "category").merge(state.accuracy_table(after, "category"), on="category",
-                                                        how="outer", suffixes=("_before", "_after"), sort=False)
-    for m in ("teacher", "student"):
-        acc[f"{m}_delta"] = acc[f"{m}_after"] - acc[f"{m}_before"]
-    acc = acc.sort_values("category", key=lambda c: c.eq("all"), kind="stable")  # "all" last
-    acc = acc[["category", "n_before", "n_after", "teacher_before", "teacher_after", "teacher_delta",
-               "student_before", "student_after", "student_delta"]].reset_index(drop=True)
-    keys = ["measure", "student_layer"]
-    cols = ["mean", "ci_low", "ci_high"]
-    layers = mis_b.by_layer()[keys + cols].merge(mis_a.by_layer()[keys + cols], on=keys, suffixes=("_before", "_after"))
-    layers = layers.rename(columns={"mean_before": "before", "mean_after": "after"})
-    layers["delta"] = layers["after"] - layers["before"]
-    layers = layers[[*keys, "before", "after", "delta", "ci_low_before", "ci_high_before", "ci_low_after",
-                     "ci_high_after"]]
-    cats = mis_b.by("category")[keys + ["category", "mean"]].merge(
-        mis_a.by("category")[keys + ["category", "mean"]], on=keys + ["category"], suffixes=("_before", "_after"))
-    cats = cats.rename(columns={"mean_before": "before", "mean_after": "after"})
-    cats["delta"] = cats["after"] - cats["before"]
-    return {"accuracy": acc, "layers": layers, "categories": cats}
+def wide_accuracy(acc: pd.DataFrame) -> pd.DataFrame:
+    """The comparison's accuracy rows (model, category, ...) as one row per category: n_before,
+    n_after, then teacher_ / student_ before, after, delta ("all" last)."""
+    parts = []
+    for model in ("teacher", "student"):
+        rows = acc[acc["model"] == model].set_index("category")
+        parts.append(rows[["before", "after", "delta"]].add_prefix(f"{model}_"))
+    counts = acc[acc["model"] == "student"].set_index("category")[["n_before", "n_after"]]
+    wide = counts.join(parts, how="outer").reset_index()
+    wide = wide.sort_values("category", key=lambda c: c.eq("all"), kind="stable")  # "all" last
+    return wide.reset_index(drop=True)
 
 
 before = state.require_run()
@@ -59,36 +42,31 @@ st.text(f"before: {before.name}    after: {after.name}")
 for run in (before, after):
     results.require_usable(run)
 
-mis = {}
-for label, run in (("before", before), ("after", after)):
-    mis[label] = results.compute_with_progress(run, ("misalignment",))["misalignment"]
-    if isinstance(mis[label], results.Unavailable):
-        st.warning(f"Misalignment of the {label} run is not available: {mis[label].reason}")
-        st.stop()
-tables = compare_tables(before, after, mis["before"], mis["after"])
-paired = results.compare_summary(before, after)
-if paired:
+result, with_intervals = results.comparison(before, after)
+if isinstance(result, results.Unavailable):
+    st.warning(result.reason)
+    st.stop()
+if with_intervals:
     with st.container(border=True, key="ba_verdict"):
         st.subheader("Verdict")
-        for f in compare_findings(paired):
+        for f in compare_findings(result.summary()):
             (st.warning if f.warning else st.markdown)(("" if f.warning else "- ") + state.md_escape(f.text))
 st.caption("Means of each run and their difference (after - before)." + (
-    " Paired bootstrap intervals of the differences come from `cdviz compare`." if paired else
+    " Paired bootstrap intervals of the differences come from `cdviz compare`." if with_intervals else
     f" For bootstrap intervals of the differences and a verdict run `cdviz compare {before.path} {after.path}`; "
     "until then changes are shown without colour."))
 
 
 def delta_colour(model: str) -> str:
-    """Colour a metric's change only when the paired interval excludes 0 ("off" = neutral grey)."""
-    row = next((r for r in (paired or {}).get("accuracy", []) if r["model"] == model and r["category"] == "all"),
-               None)
-    if row is None or change_word(row["delta"], row.get("ci_low"), row.get("ci_high")) == "no change":
+    """Colour a metric's change only when its interval excludes 0 ("off" = neutral grey)."""
+    rows = result.accuracy[(result.accuracy["model"] == model) & (result.accuracy["category"] == "all")]
+    if not with_intervals or rows.empty or change_word(*rows[["delta", "ci_low", "ci_high"]].iloc[0]) == "no change":
         return "off"
     return "normal"
 
 
 st.subheader("Accuracy")
-acc = tables["accuracy"]
+acc = wide_accuracy(result.accuracy)
 overall = acc[acc["category"] == "all"].iloc[0]
 c = st.columns(2)
 c[0].metric("student accuracy", f"{overall.student_after:.1%}", f"{overall.student_delta:+.1%}",
@@ -101,7 +79,7 @@ st.altair_chart(figures.delta_bars(acc[acc["category"] != "all"], "category", "s
 st.dataframe(acc, hide_index=True, width="stretch", key="ba_acc_table")
 
 st.subheader("Misalignment per layer")
-layers = tables["layers"]
+layers = result.misalignment
 if layers.empty:
     st.info("The two runs share no recorded student layer, so their misalignment cannot be compared.")
     st.stop()
@@ -111,17 +89,14 @@ st.altair_chart(figures.delta_bars(sub, "student_layer", "delta", title=f"{measu
                                    y_title="misalignment change (lower = closer)", higher_is_better=False),
                 width="stretch", key="ba_layer_chart")
 st.dataframe(sub, hide_index=True, width="stretch", key="ba_layer_table")
-if paired:
-    deltas = pd.DataFrame(paired["misalignment"])
-    deltas = deltas[deltas["measure"] == measure]
-    if len(deltas):
-        st.altair_chart(figures.by_layer(deltas, "delta", "misalignment change (after - before; lower = closer)",
-                                         rule=0.0, title=f"{measure}: change with its paired 95% interval"),
-                        width="stretch", key="ba_paired_chart")
-        st.dataframe(deltas, hide_index=True, width="stretch", key="ba_paired_table")
+if with_intervals and len(sub):
+    word = "paired" if result.paired else "independent-sample"
+    st.altair_chart(figures.by_layer(sub, "delta", "misalignment change (after - before; lower = closer)",
+                                     rule=0.0, title=f"{measure}: change with its {word} 95% interval"),
+                    width="stretch", key="ba_paired_chart")
 
 st.subheader("Misalignment per layer and category")
-cats = tables["categories"]
+cats = result.categories
 cats = cats[cats["measure"] == measure]
 st.dataframe(cats.pivot_table(index="student_layer", columns="category", values="delta"), width="stretch",
              key="ba_category_table")

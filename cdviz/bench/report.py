@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cdviz.report.build import build_report
+from cdviz.workflow import build_report
 from cdviz.synthetic import make_synthetic_run
 
 

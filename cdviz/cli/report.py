@@ -20,8 +20,8 @@ def report_cmd(
     device: str = typer.Option("cpu", help="Device for attribution."),
 ) -> None:
     """Misalignment report: index.html, report.md, summary.json and tables."""
-    from cdviz.report import build_report
-    from cdviz.report.build import report_steps
+    from cdviz.workflow import build_report
+    from cdviz.workflow import report_steps
 
     from cdviz.store import open_run
 
@@ -60,7 +60,7 @@ def compare_cmd(
     n_boot: int = typer.Option(1000, "--n-boot"),
 ) -> None:
     """Per-layer misalignment and per-category accuracy deltas, with intervals."""
-    from cdviz.report import compare_runs
+    from cdviz.workflow import compare_runs
     from cdviz.store import open_run
 
     with user_errors():

@@ -1,8 +1,9 @@
-"""Batch report and before/after comparison of runs (HTML, markdown, parquet/CSV tables, summary.json).
+"""Batch report and before/after page of runs (HTML, markdown, parquet/CSV tables, summary.json),
+written from analysis results; this package computes no analysis.
 
-    build_report(RUN, out_dir=None, progress=None) -> RUN/report/   see cdviz/report/build.py
-    compare_runs(BEFORE, AFTER, OUT)               -> OUT/          see cdviz/report/compare.py
-    report_steps(RUN)                              total of build_report's progress(n) increments
+    write_report(store, results, out_dir=None) -> RUN/report/   see cdviz/report/build.py
+    write_compare(compare_result, OUT)         -> OUT/          see cdviz/report/compare.py
+    (cdviz.workflow.build_report / compare_runs run the analyses, save their results and call these)
     figures                                        pure result -> plotly Figure functions (also used by app/)
     findings.report_findings(summary) / compare_findings(summary)
                                                    what was found, in sentences from the numbers: the
@@ -49,7 +50,7 @@ summary.json (format "cdviz-report", version 1); NaN is written as null:
     files: {html: "index.html", markdown: "report.md", tables: {name: "tables/name.parquet"}}
 """
 
-from cdviz.report.build import PASSES, build_report, report_steps
-from cdviz.report.compare import compare_runs
+from cdviz.report.build import write_report
+from cdviz.report.compare import write_compare
 
-__all__ = ["PASSES", "build_report", "compare_runs", "report_steps"]
+__all__ = ["write_compare", "write_report"]

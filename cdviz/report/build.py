@@ -1,4 +1,4 @@
-"""`build_report`: run every analysis over a store and write the batch report.
+"""`write_report`: write the batch report of a run from its analysis results.
 
     RUN/report/ (or out_dir)
       index.html         self-contained page: figures (plotly.js inlined once) and tables
@@ -6,62 +6,46 @@
       summary.json       machine-readable digest (schema in cdviz/report/__init__.py)
       tables/NAME.parquet and tables/NAME.csv   every table in full
 
-Analyses stream over the store shard by shard; the passes are listed in PASSES, so a caller can
-size a progress bar with `report_steps` and pass ``progress(n)`` (n = items just done).
+The results come from `analyses.pipeline.run` (`cdviz.workflow.build_report` runs it and saves
+them beside the report, in RUN/report/results); nothing here computes an analysis.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 
-from analyses.common import usable_items
-from analyses.error_link import error_link, joint_family
-from analyses.grounding import grounding
-from analyses.layer_correspondence import layer_correspondence
-from analyses.misalignment import DEFAULT_T2I_METRICS, misalignment
-from analyses.sinks import sinks
-from analyses.targets import targets
 from cdviz.io import write_json_atomic, write_parquet_atomic, write_text_atomic
 from cdviz.report import figures as F
 from cdviz.report.findings import report_findings
 from cdviz.report.glossary import glossary
 from cdviz.report.html import Page, md_escape, md_table
 from cdviz.report.summary import accuracy_tables, make_summary
-from cdviz.store import RunStore, open_run
+from cdviz.store import RunStore, usable_items
 
-PASSES = {"misalignment": 1, "layer_correspondence": 2, "grounding": 1, "sinks": 2}
-"""Streaming passes over the store per analysis (layer correspondence: layers, then heads;
-sinks: one per model)."""
-
-
-def report_steps(run: str | Path | RunStore, attribution_items: int = 0) -> int:
-    """Total of the ``progress(n)`` increments `build_report` will make."""
-    store = run if isinstance(run, RunStore) else open_run(run)
-    return len(usable_items(store)) * sum(PASSES.values()) + 2 * attribution_items
+NEEDED = ("misalignment", "layer_correspondence", "error_link", "grounding", "sinks", "targets")
+"""The results a report is written from (attribution is added when present)."""
 
 
-def build_report(run_dir: str | Path, out_dir: str | Path | None = None, progress: Callable[[int], None] | None = None,
-                 *, t2i_metrics=DEFAULT_T2I_METRICS, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0,
-                 attribution_items: int = 0, device: str = "cpu", timings: dict | None = None) -> Path:
-    """Analyse the run at ``run_dir`` and write the report; returns the output directory.
+def write_report(store: RunStore, results: Mapping[str, Any], out_dir: str | Path | None = None,
+                 timings: dict | None = None) -> Path:
+    """Write the report of ``store`` from ``results`` (name -> analysis result); returns the folder.
 
     Args:
-        run_dir: a finished run store; a partial or damaged one raises StoreError saying what is
-            missing and the command that finishes it, as `cdviz report` does.
+        store: the analysed run.
+        results: at least the NEEDED results (e.g. `analyses.pipeline.run(store)`), and
+            ``attribution`` when it was computed.
         out_dir: where to write (default RUN/report).
-        progress: called with the number of items just processed (see `report_steps`).
-        t2i_metrics: metrics for the t2i misalignment (add "emd" for the exact, slow one).
-        n_boot, n_perm, seed: bootstrap replicates, permutations and their seed.
-        attribution_items: > 0 also runs integrated-gradients attribution on that many items
-            (loads both models from the manifest paths, on ``device``).
         timings: if given, filled with seconds per phase.
     """
-    store = open_run(run_dir)
-    store.require_whole()  # never analyse part of a run as if it were all of it
+    missing = [n for n in NEEDED if n not in results]
+    if missing:
+        raise ValueError(f"a report needs the {', '.join(missing)} result(s); run analyses.pipeline.run(store) "
+                         f"(or `cdviz report {store.root}`), which computes every one")
     out = Path(out_dir) if out_dir is not None else store.root / "report"
     timings = timings if timings is not None else {}
 
@@ -72,23 +56,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, progres
         return result
 
     usable = phase("index", lambda: usable_items(store))
-    res: dict[str, Any] = {}
-    res["misalignment"] = phase("misalignment", lambda: misalignment(store, t2i_metrics=t2i_metrics, progress=progress))
-    res["layer_correspondence"] = phase("layer_correspondence", lambda: layer_correspondence(store, progress=progress))
-    res["error_link"] = phase("error_link", lambda: error_link(
-        store, misalignment=res["misalignment"], n_boot=n_boot, n_perm=n_perm, seed=seed))
-    res["grounding"] = phase("grounding", lambda: grounding(store, n_boot=n_boot, n_perm=n_perm, seed=seed,
-                                                            progress=progress))
-    # One false-discovery control over every test the report prints, before targets read the q-values.
-    res["error_link"], res["grounding"] = joint_family(res["error_link"], res["grounding"])
-    res["sinks"] = phase("sinks", lambda: sinks(store, progress=progress))
-    res["targets"] = phase("targets", lambda: targets(store, misalignment=res["misalignment"],
-                                                      error_link=res["error_link"]))
-    if attribution_items > 0:
-        from analyses.attribution import attribution
-
-        res["attribution"] = phase("attribution", lambda: attribution(
-            store, n_items=attribution_items, seed=seed, device=device, progress=progress))
+    res = dict(results)
     tables = phase("tables", lambda: _write_tables(out, usable, res))
     files = {"html": "index.html", "markdown": "report.md", "tables": tables}
     summary = phase("summary", lambda: make_summary(store, usable, res, files))

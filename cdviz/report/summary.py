@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from cdviz import __version__
-from cdviz.store import RunStore
+from cdviz.store import RunStore, item_accuracy  # noqa: F401  (re-exported)
 
 FORMAT = "cdviz-report"
 VERSION = 1
@@ -41,12 +41,6 @@ def jsonable(x: Any) -> Any:
 def records(frame: pd.DataFrame, columns: list[str] | None = None) -> list[dict]:
     frame = frame[columns] if columns is not None else frame
     return jsonable(frame.to_dict(orient="records"))
-
-
-def item_accuracy(frame: pd.DataFrame, model: str) -> pd.Series:
-    """Per item accuracy of ``model``: the mean over query orders for choice items, the group
-    score (0 / 1) for match2x2 items, which have no per-order accuracy."""
-    return frame[f"{model}_accuracy"].astype(float).fillna(frame[f"{model}_correct"].astype(float))
 
 
 def accuracy_tables(usable: pd.DataFrame) -> dict[str, pd.DataFrame]:

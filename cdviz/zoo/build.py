@@ -118,8 +118,8 @@ def build_zoo(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), log: C
 def _export(src: Path, dst: Path) -> None:
     """Copy a trained HF directory (model + processor files) into checkpoints/NAME, with the markers
     of every stage it came from (the build folder is not shipped, so a comparison can still say
-    which layers were aligned: cdviz.report.compare.finetune_record)."""
-    from cdviz.report.compare import LINEAGE, stage_chain
+    which layers were aligned: cdviz.lineage.finetune_record)."""
+    from cdviz.lineage import LINEAGE, stage_chain
 
     dst.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():

@@ -15,7 +15,7 @@ def record_and_report(teacher: Path, student: Path, probes: Path, run: Path, spe
     from cdviz.probes.probeset import load_probeset
     from cdviz.record import RecordOptions, record_run
     from cdviz.models import load_pair
-    from cdviz.report import build_report
+    from cdviz.workflow import build_report
 
     if not (run / "report" / "summary.json").is_file():
         ps = load_probeset(probes)

@@ -80,7 +80,7 @@ def test_round_trip(result):
 
 
 def test_report_with_attribution(tiny_run, tmp_path):
-    from cdviz.report import build_report, report_steps
+    from cdviz.workflow import build_report, report_steps
 
     steps = []
     out = build_report(tiny_run.root, tmp_path / "rep", progress=steps.append, n_boot=20, n_perm=20,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ def runs_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def reported_root(tmp_path_factory) -> Path:
     """A run with its batch report, plus the attribution tables the report writes when asked to."""
-    from cdviz.report import build_report
+    from cdviz.workflow import build_report
 
     root = tmp_path_factory.mktemp("reported")
     run = make_synthetic_run(root / "demo", n_items=40, seed=2)
@@ -40,7 +39,7 @@ def reported_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def browser_root(tmp_path_factory) -> Path:
     """Everything every page can show: a reported demo run with attribution, and an after run."""
-    from cdviz.report import build_report
+    from cdviz.workflow import build_report
 
     root = tmp_path_factory.mktemp("browser-runs")
     run = make_synthetic_run(root / "demo", n_items=40, seed=0)
@@ -50,27 +49,32 @@ def browser_root(tmp_path_factory) -> Path:
 
 
 def add_attribution_tables(run: Path, out: Path, uids: list[str]) -> None:
-    """Write the report's attribution tables for ``uids`` (what build_report(attribution_items=...)
-    saves) with a known map: attribution = the token index, so each item's map is a ramp."""
+    """Add an attribution result for ``uids`` to the report's saved results and rewrite the report
+    (what build_report(attribution_items=...) does, without loading models), with a known map:
+    attribution = the token index, so each item's map is a ramp."""
+    from analyses import pipeline
+    from analyses.attribution import AttributionResult
+    from cdviz.report import write_report
     from cdviz.store import open_run
 
     store = open_run(run)
-    frames, maps = [], []
+    frames, maps, targets = [], [], []
     for uid in uids:
         for model in ("teacher", "student"):
             rows, cols = store.grid(uid, model)
             n = rows * cols
             maps.append(pd.DataFrame({"uid": uid, "model": model, "token": np.arange(n), "row": np.arange(n) // cols,
                                       "col": np.arange(n) % cols, "attribution": np.arange(n, dtype=np.float64)}))
+            targets.append({"uid": uid, "model": model, "target_token": 7, "logit": 1.0, "delta": 0.0,
+                            "grid_rows": rows, "grid_cols": cols})
             for layer in store.layers(model):
                 frames.append({"uid": uid, "model": model, "layer": layer, "spearman": 0.1 * layer,
                                "topk_iou": 0.05 * layer})
-    summary_path = out / "summary.json"
-    summary = json.loads(summary_path.read_text())
-    for name, frame in (("attribution", pd.DataFrame(frames)), ("attribution_maps", pd.concat(maps))):
-        frame.reset_index(drop=True).to_parquet(out / "tables" / f"{name}.parquet")
-        summary["files"]["tables"][name] = f"tables/{name}.parquet"
-    summary_path.write_text(json.dumps(summary))
+    results = pipeline.Results.load(out / "results")
+    results.add("attribution", AttributionResult(pd.DataFrame(frames), pd.concat(maps, ignore_index=True),
+                                                 pd.DataFrame(targets)))
+    results.save(out / "results")
+    write_report(store, results, out)
 
 
 @pytest.fixture(autouse=True)

@@ -113,7 +113,7 @@ def _publish(*names: str) -> None:
 def test_report_and_comparison_in_chromium(browser_root, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from cdviz.report import compare_runs
+    from cdviz.workflow import compare_runs
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     compare = compare_runs(browser_root / "demo", browser_root / "after", tmp_path / "compare", n_boot=50)

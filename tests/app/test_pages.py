@@ -205,7 +205,7 @@ def test_before_after(runs_root, open_app):
 def test_before_after_shows_paired_intervals_from_cdviz_compare(runs_root, tmp_path, open_app):
     import shutil
 
-    from cdviz.report import compare_runs
+    from cdviz.workflow import compare_runs
 
     for name in ("demo", "after"):
         shutil.copytree(runs_root / name, tmp_path / name)

@@ -16,7 +16,7 @@ def small_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_report(small_run, tmp_path_factory):
     """(output dir, progress increments) of a report on ``small_run``."""
-    from cdviz.report import build_report
+    from cdviz.workflow import build_report
 
     steps = []
     out = build_report(small_run, tmp_path_factory.mktemp("report"), progress=steps.append, n_boot=200, n_perm=200)

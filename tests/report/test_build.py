@@ -8,7 +8,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from cdviz.report import build_report, report_steps
+from cdviz.workflow import build_report, report_steps
 from cdviz.store import open_run
 
 SUMMARY_KEYS = {"format", "version", "cdviz_version", "run", "probes", "protocol", "models", "n_items", "n_analysed",

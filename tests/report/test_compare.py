@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cdviz.report import compare_runs
-from cdviz.report.compare import diff_ci
+from cdviz.workflow import compare_runs
+from analyses.compare import diff_ci
 from cdviz.synthetic import make_synthetic_run
 
 
@@ -82,7 +82,7 @@ def test_runs_scored_with_different_protocols_are_refused(runs, tmp_path):
 def test_resampled_auroc_equals_sklearn_on_the_expanded_resample(seed):
     from sklearn.metrics import roc_auc_score
 
-    from cdviz.report.compare import resampled_auroc
+    from analyses.compare import resampled_auroc
 
     rng = np.random.default_rng(seed)
     scores = np.round(rng.normal(size=60), 1)  # rounded: ties inside and across classes

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from cdviz.report import build_report, compare_runs
-from cdviz.report.compare import LINEAGE, finetune_record, stage_chain
+from cdviz.workflow import build_report, compare_runs
+from cdviz.lineage import LINEAGE, finetune_record, stage_chain
 from cdviz.report.findings import (
     Finding, change_word, chance_note, compare_findings, order_note, report_findings,
 )
