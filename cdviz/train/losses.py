@@ -35,7 +35,7 @@ from torch.utils.checkpoint import checkpoint
 
 from cdviz.conversation import IGNORE
 from cdviz.metrics import Grid, align_pair, cosine, js_divergence, upcast
-from cdviz.record.capture import Capture, CapturePlan, SamplePlan, row_probabilities
+from cdviz.record.capture import Capture, CapturePlan, SamplePlan
 from cdviz.vat import vat_loss
 
 T2I_METRICS = ("js", "cosine")
@@ -157,9 +157,9 @@ def head_losses(hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tens
 # ------------------------------------------------------------------------------ captured attention
 
 class TrainCapture(Capture):
-    """Capture with gradients: per target layer the head-mean image->image block of every sample
-    (``blocks[layer][b]`` [N, N], Capture's ``with_grad`` mode) and, for samples given query rows,
-    the head-mean attention of those rows over the image tokens (``t2i[layer][b]`` [R, N]).
+    """Capture's training mode (``with_grad``) for the losses below: per target layer the head-mean
+    image->image block of every sample (``blocks[layer][b]`` [N, N]) and, for samples given query
+    rows, the head-mean attention of those rows over the image tokens (``t2i[layer][b]`` [R, N]).
 
     A sample without an image gets the empty span (0, 0) and is skipped by the losses.
     ``block_layers`` (default: all ``layers``) limits the image blocks to the layers VAT reads:
@@ -173,39 +173,9 @@ class TrainCapture(Capture):
                  row_layers: Sequence[int] = ()):
         rows = query_rows or [[] for _ in spans]
         plans = [SamplePlan(span or (0, 0), list(r) if span else []) for span, r in zip(spans, rows)]
-        super().__init__(adapter, CapturePlan(sorted(set(layers)), plans, with_grad=True))
-        self.block_layers = set(layers if block_layers is None else block_layers)
-        self.row_layers = set(row_layers)
-        self.t2i: dict[int, list[torch.Tensor | None]] = {}
-        self.rows: dict[int, list[torch.Tensor | None]] = {}
-
-    def observe(self, layer, module, query, key, attention_mask, scaling, softcap) -> None:
-        if layer in self.block_layers:
-            super().observe(layer, module, query, key, attention_mask, scaling, softcap)
-        if not any(sp.query_rows for sp in self.plan.samples):
-            return
-        n_heads = query.shape[1]
-        key = key.repeat_interleave(n_heads // key.shape[1], dim=1)  # [B, H, S, D] grouped-query heads
-        scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-        maps: list[torch.Tensor | None] = []
-        full: list[torch.Tensor | None] = []
-        for b, sp in enumerate(self.plan.samples):
-            start, end = sp.image_span
-            if not sp.query_rows or end == start:
-                maps.append(None)
-                full.append(None)
-                continue
-            mask = None
-            if attention_mask is not None:
-                mask = attention_mask[b, 0] if attention_mask.dim() == 4 else attention_mask[b]
-            rows = torch.as_tensor(sp.query_rows, device=query.device, dtype=torch.long)
-            probs = row_probabilities(query[b], key[b], mask, scaling, rows, getattr(module, "is_causal", True),
-                                      softcap)  # [H, R, S]
-            maps.append(probs[:, :, start:end].mean(0))  # [R, N]
-            full.append(probs.mean(0) if layer in self.row_layers else None)  # [R, S]
-        self.t2i[layer] = maps
-        if layer in self.row_layers:
-            self.rows[layer] = full
+        super().__init__(adapter, CapturePlan(sorted(set(layers)), plans, with_grad=True,
+                                              block_layers=list(layers if block_layers is None else block_layers),
+                                              row_layers=list(row_layers)))
 
 
 def _group_mean(per_layer: dict[int, list], layers: Sequence[int], b: int) -> torch.Tensor:

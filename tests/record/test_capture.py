@@ -81,6 +81,59 @@ def test_capture_with_grad_gives_differentiable_blocks(tiny_model_dir):
     assert not cap.results[1].t2i  # nothing else was materialised
 
 
+def _record(adapter, batch, **plan_options):
+    plan = CapturePlan(list(range(adapter.n_layers)),
+                       [SamplePlan(batch.image_spans[b][0], _text_rows(batch, b)) for b in range(2)], **plan_options)
+    with torch.no_grad(), Capture(adapter, plan) as cap:
+        adapter.model(**batch.inputs)
+    return cap
+
+
+FIELDS = ("t2i", "mass", "entropy", "i2i", "i2i_filt", "i2i_paper", "i2i_block")
+
+
+def test_chunked_image_rows_record_the_same(tiny_model_dir):
+    """Image rows split into chunks of 3 (each cut at the keys it sees) give the one-product values."""
+    adapter = load_model(tiny_model_dir("llava"))
+    batch = _batch(adapter)
+    assert all(end - start > 3 for (start, end), in batch.image_spans), "the test needs several chunks"
+    whole = _record(adapter, batch, store_block=True)
+    chunked = _record(adapter, batch, store_block=True, row_chunk=3)
+    for layer in whole.results:
+        for name in FIELDS:
+            for got, want in zip(getattr(chunked.results[layer], name), getattr(whole.results[layer], name)):
+                torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("row_chunk", [1024, 3])
+def test_training_mode_keeps_what_recording_records(tiny_model_dir, row_chunk):
+    """with_grad is the same capture: its blocks and rows are recording's head means, with gradients."""
+    adapter = load_model(tiny_model_dir("llava"))
+    batch = _batch(adapter)
+    rec = _record(adapter, batch, store_block=True)
+    layers = list(range(adapter.n_layers))
+    plan = CapturePlan(layers, [SamplePlan(batch.image_spans[b][0], _text_rows(batch, b)) for b in range(2)],
+                       with_grad=True, block_layers=[0, 1], row_layers=[1], row_chunk=row_chunk)
+    with Capture(adapter, plan) as cap:
+        adapter.model(**batch.inputs)
+    assert sorted(cap.blocks) == [0, 1] and sorted(cap.t2i) == layers and sorted(cap.rows) == [1]
+    assert not any(cap.results[layer].t2i for layer in layers)  # nothing recorded in this mode
+    for layer in layers:
+        for b in range(2):
+            (start, end), = batch.image_spans[b]
+            want_t2i = rec.results[layer].t2i[b].mean(0)  # [Q, N]
+            torch.testing.assert_close(cap.t2i[layer][b], want_t2i, atol=1e-6, rtol=1e-5)
+            assert cap.t2i[layer][b].requires_grad
+            if layer in cap.blocks:
+                torch.testing.assert_close(cap.blocks[layer][b], rec.results[layer].i2i_block[b], atol=1e-6, rtol=1e-5)
+            if layer in cap.rows:
+                torch.testing.assert_close(cap.rows[layer][b][:, start:end], want_t2i, atol=1e-6, rtol=1e-5)
+                torch.testing.assert_close(cap.rows[layer][b].sum(-1), torch.ones(len(_text_rows(batch, b))))
+    sum(cap.blocks[1][b].sum() for b in range(2)).backward()
+    grads = [p.grad for p in adapter.language_model().layers[1].self_attn.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+
+
 # ------------------------------------------------- received_filtered agrees with cdviz.vat
 
 def _softmax_block(gen: torch.Generator, shape: tuple[int, ...], n: int, causal: bool) -> torch.Tensor:
