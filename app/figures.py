@@ -39,6 +39,7 @@ GOOD, BAD, NEUTRAL = "#2ca02c", "#d62728", "#9a9a9a"
 DIVERGING = "redblue"  # reversed below: red where the student looks more than the teacher, blue less
 OVERLAY_WIDTH = 300  # px; the height follows the image's aspect
 CELL = "cell"  # name of the layer x head heatmap's click selection
+OUTLIER = "outlier"  # name of the per-item distribution's outlier click selection
 LAYER_AXIS = alt.Axis(tickMinStep=1, format="d")  # whole layers only
 
 
@@ -176,24 +177,36 @@ def delta_bars(table: pd.DataFrame, x: str, y: str, title: str = "", y_title: st
 
 
 def distribution_by_group(values: np.ndarray, groups: Sequence[str], labels: dict[str, str], title: str = "",
-                          y_title: str = "misalignment (larger = further apart)") -> alt.Chart:
+                          y_title: str = "misalignment (larger = further apart)",
+                          uids: Sequence[str] | None = None) -> alt.Chart:
     """Box plots of per-item values, one box per outcome group, in ``labels`` order; empty groups
-    are left out.
+    are left out. Items beyond 1.5 IQR from their group's quartiles are drawn as points; with
+    ``uids``, clicking one selects its uid as ``OUTLIER`` (to open it in the item explorer).
 
     Args:
         values: [I] one value per item. groups: [I] each item's group key.
         labels: {group key: label} giving the order and the tooltip text.
+        uids: [I] item ids, for the outliers' tooltips and click selection.
     """
     values, groups = np.asarray(values, dtype=np.float64), np.asarray(groups).astype(str)
     counts = {k: int((groups == k).sum()) for k in labels}
     names = {k: f"{k} (n={n})" for k, n in counts.items() if n}
-    keep = np.isin(groups, list(names))
+    keep = np.isin(groups, list(names)) & np.isfinite(values)
     frame = pd.DataFrame({"group": [names[g] for g in groups[keep]], "value": values[keep],
-                          "meaning": [labels[g] for g in groups[keep]]})
-    return alt.Chart(frame).mark_boxplot(extent=1.5).encode(
-        x=alt.X("group:N", sort=list(names.values()), title="outcome group"),
-        y=alt.Y("value:Q", title=y_title), tooltip=["meaning:N"],
-    ).properties(title=title, height=320)
+                          "meaning": [labels[g] for g in groups[keep]],
+                          "uid": np.asarray(uids).astype(str)[keep] if uids is not None else ""})
+    x = alt.X("group:N", sort=list(names.values()), title="outcome group")
+    box = alt.Chart(frame).mark_boxplot(extent=1.5, outliers=False).encode(
+        x=x, y=alt.Y("value:Q", title=y_title), tooltip=["meaning:N"])
+    q1 = frame.groupby("group")["value"].transform(lambda v: v.quantile(0.25))
+    q3 = frame.groupby("group")["value"].transform(lambda v: v.quantile(0.75))
+    far = frame[(frame["value"] < q1 - 1.5 * (q3 - q1)) | (frame["value"] > q3 + 1.5 * (q3 - q1))]
+    points = alt.Chart(far).mark_circle(size=45, opacity=0.8).encode(
+        x=x, y="value:Q", tooltip=["uid:N", "meaning:N", alt.Tooltip("value:Q", format=".4f")])
+    if uids is not None:
+        points = points.add_params(alt.selection_point(name=OUTLIER, fields=["uid"], on="click"))
+    return (box + points).properties(title=title + (" (click an outlier: open the item)" if uids is not None else ""),
+                                     height=320)
 
 
 def layer_head_heatmap(frame: pd.DataFrame, measure: str, student: str = "student") -> alt.Chart:

@@ -32,10 +32,15 @@ per_item = results.item_misalignment(run, measure, layer)
 if per_item is None:
     left.info("Per-item values are not at hand (the report was built without its per-item table).")
 else:
-    left.altair_chart(figures.distribution_by_group(per_item["misalignment"].to_numpy(), per_item["group"].to_numpy(),
-                                                    {g: state.GROUP_LABELS[g] for g in state.OUTCOMES},
-                                                    title=f"student layer {layer}: per-item misalignment"),
-                      width="stretch", key="el_distribution")
+    event = left.altair_chart(figures.distribution_by_group(
+        per_item["misalignment"].to_numpy(), per_item["group"].to_numpy(),
+        {g: state.GROUP_LABELS[g] for g in state.OUTCOMES}, title=f"student layer {layer}: per-item misalignment",
+        uids=per_item["uid"].to_numpy()), width="stretch", key="el_distribution", on_select="rerun",
+        selection_mode=figures.OUTLIER)
+    picked = event.selection.get(figures.OUTLIER) if event else None
+    if picked:
+        st.switch_page(links.ITEM_EXPLORER, query_params=links.item_link(
+            run.name, layer=int(layer), measure=measure, item=str(picked[0]["uid"])))
 outcome = link.by_outcome[(link.by_outcome["measure"] == measure) & link.by_outcome["mean"].notna()]
 right.altair_chart(figures.by_layer(outcome.drop(columns=["baseline"], errors="ignore"), "mean",
                                     "misalignment (larger = further apart)", colour="group",

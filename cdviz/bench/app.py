@@ -1,7 +1,9 @@
-"""``cdviz bench app``: how long the dashboard takes to show its two most used pages on a large run.
+"""``cdviz bench app``: how long the dashboard takes to show each of its six pages on a large run.
 
 Builds a synthetic run of ``n_items`` items (cdviz.synthetic, images included) in a temporary
-runs root and drives the real app (app/main.py) with Streamlit's AppTest:
+runs root with its report (``cdviz report``: the saved analysis results the pages read), a second
+run of the same items as the "after" of the Before/after page with ``cdviz compare``'s saved
+comparison, and drives the real app (app/main.py) with Streamlit's AppTest:
 
     server start  a new interpreter renders the page: module imports (torch among them) and
                   every disk read included; what the first visitor after `streamlit run` waits
@@ -10,7 +12,9 @@ runs root and drives the real app (app/main.py) with Streamlit's AppTest:
                   index, tables, maps and images are read from disk again
     warm          a new session on the same server caches: a second user or a revisit
 
-for the Overview (the default page) and the Item explorer (first item). Target: <= 3 s each.
+for every page (the Item explorer on its first item, Before/after on the "after" run). The
+attribution page shows how to compute attribution (it loads models, so the report has none here).
+Building the runs, the report and the comparison is not counted. Target: <= 3 s each.
 
     python -c "from cdviz.bench.app import bench_app; bench_app(1000)"
 """
@@ -29,7 +33,9 @@ from rich.console import Console
 from rich.table import Table
 
 APP = Path(__file__).resolve().parents[2] / "app" / "main.py"
-PAGES = {"overview": None, "item_explorer": "app_pages/item_explorer.py"}
+PAGES = {"overview": None, "layers": "app_pages/layers.py", "item_explorer": "app_pages/item_explorer.py",
+         "error_link": "app_pages/error_link.py", "before_after": "app_pages/before_after.py",
+         "attribution": "app_pages/attribution.py"}
 
 
 def _clear_caches() -> None:
@@ -85,8 +91,9 @@ def _fresh_process(page: str | None) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def bench_app(n_items: int = 1000, repeats: int = 3, seed: int = 0, console: Console | None = None) -> dict:
-    """Time the Overview and Item explorer on a synthetic run of ``n_items`` items.
+def bench_app(n_items: int = 1000, repeats: int = 3, seed: int = 0, console: Console | None = None,
+              pages: tuple[str, ...] | None = None, n_boot: int = 1000) -> dict:
+    """Time every page (or ``pages``) on a synthetic run of ``n_items`` items with its saved report.
 
     Returns:
         {"n_items", "build_s", "target_s": 3.0, "pages": {page: {"server_start_s", "cold_s": median,
@@ -95,18 +102,28 @@ def bench_app(n_items: int = 1000, repeats: int = 3, seed: int = 0, console: Con
     from streamlit.logger import set_log_level
 
     from cdviz.synthetic import make_synthetic_run
+    from cdviz.workflow import build_report, compare_runs
+
+    unknown = [p for p in pages or () if p not in PAGES]
+    if unknown:
+        raise ValueError(f"unknown page {unknown[0]!r}; pages: {', '.join(PAGES)}")
 
     set_log_level("error")  # AppTest outside a server warns on every cache; not news here
     console = console or Console()
     result: dict = {"n_items": n_items, "target_s": 3.0, "pages": {}}
     with tempfile.TemporaryDirectory(prefix="cdviz-bench-app-") as tmp:
         t0 = time.perf_counter()
-        make_synthetic_run(Path(tmp) / "demo", n_items=n_items, seed=seed)
+        demo = make_synthetic_run(Path(tmp) / "demo", n_items=n_items, seed=seed)
+        after = make_synthetic_run(Path(tmp) / "demo-after", n_items=n_items, seed=seed, planted=(), link=0.0)
+        build_report(demo, n_boot=n_boot, n_perm=n_boot)
+        compare_runs(demo, after, Path(after) / "compare", n_boot=n_boot)
         result["build_s"] = time.perf_counter() - t0
         old = os.environ.get("CDVIZ_RUNS_ROOT")
         os.environ["CDVIZ_RUNS_ROOT"] = tmp
         try:
             for name, page in PAGES.items():
+                if pages and name not in pages:
+                    continue
                 start = _fresh_process(page)
                 cold = [_render(page, clear=True) for _ in range(repeats)]
                 warm = [_render(page, clear=False) for _ in range(repeats)]
@@ -125,5 +142,6 @@ def bench_app(n_items: int = 1000, repeats: int = 3, seed: int = 0, console: Con
         table.add_row(name, *(f"[{c}]{v:.3f}[/{c}]" for v, c in cells), f"{r['warm_s']:.3f}",
                       f"{result['target_s']:.1f}")
     console.print(table)
-    console.print(f"building the {n_items:,}-item run took {result['build_s']:.1f} s (not counted)")
+    console.print(f"building the two {n_items:,}-item runs, the report and the comparison took "
+                  f"{result['build_s']:.1f} s (not counted)")
     return result

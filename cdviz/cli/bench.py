@@ -86,8 +86,12 @@ def bench_gpu_cmd(ctx: typer.Context) -> None:
 
 
 def bench_app_cmd(n_items: int = typer.Option(1000, "--n-items", help="Items in the synthetic run."),
-                  repeats: int = typer.Option(3, help="Timing rounds (median reported).")) -> None:
-    """Time to first render of the dashboard's Overview and Item explorer."""
+                  repeats: int = typer.Option(3, help="Timing rounds (median reported)."),
+                  page: Optional[list[str]] = typer.Option(None, "--page", help="Time just these pages (repeatable): "
+                                                          "overview, layers, item_explorer, error_link, "
+                                                          "before_after, attribution.")) -> None:
+    """Time to first render of every dashboard page on a run with its saved report."""
     from cdviz.bench.app import bench_app
 
-    bench_app(n_items, repeats=repeats, console=Console())
+    with user_errors():
+        bench_app(n_items, repeats=repeats, console=Console(), pages=tuple(page) if page else None)

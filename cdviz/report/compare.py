@@ -18,6 +18,7 @@ summary.json (format "cdviz-compare", version 1; NaN as null):
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -52,15 +53,27 @@ def write_compare(result: Any, out: str | Path) -> Path:
     summary = jsonable({"format": FORMAT, "version": VERSION, "cdviz_version": __version__, **result.summary(),
                         "files": {"html": "compare.html", "tables": paths}})
     write_json_atomic(out / "summary.json", summary)
-    write_text_atomic(out / "compare.html", _html(summary, tables))
+    write_text_atomic(out / "compare.html", _html(summary, tables, _report_links(out, summary)))
     return out
 
 
-def _html(summary: dict, tables: dict[str, pd.DataFrame]) -> str:
+def _report_links(out: Path, summary: dict) -> list[tuple[str, str]]:
+    """Links from OUT/compare.html to each run's report, where one has been written (relative, so
+    the folder can be moved with its runs)."""
+    found = []
+    for side in ("before", "after"):
+        page = Path(summary[side]) / "report" / "index.html"
+        if page.is_file():
+            found.append((f"{side} run's report", os.path.relpath(page, out.resolve())))
+    return found
+
+
+def _html(summary: dict, tables: dict[str, pd.DataFrame], reports: list[tuple[str, str]] = ()) -> str:
     terms = glossary()
     page = Page("cdviz comparison: before vs after", collapsible=True, glossary=[t.name for t in terms])
     page.findings(compare_findings(summary), title="Verdict")
-    page.links([("glossary", "#glossary"), ("summary.json", "summary.json"), ("tables (parquet, CSV)", "tables/")])
+    page.links([*reports, ("glossary", "#glossary"), ("summary.json", "summary.json"),
+                ("tables (parquet, CSV)", "tables/")])
     page.paragraph(f"before: {summary['before']}; after: {summary['after']}; "
                    f"{'paired by item' if summary['paired'] else 'independent samples'} "
                    f"({summary['n_shared']} shared items). Deltas are after - before with bootstrap 95% intervals; "

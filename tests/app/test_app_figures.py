@@ -75,9 +75,26 @@ def test_accuracy_bars_one_bar_per_model_and_group():
 def test_distribution_by_group_in_label_order_and_skips_empty():
     full = figures.distribution_by_group(np.array([1.0, 2.0, 3.0]), ["b", "a", "b"],
                                          {"a": "A", "b": "B", "c": "C"}).to_dict()
-    assert full["encoding"]["x"]["sort"] == ["a (n=1)", "b (n=2)"]
-    rows = pd.DataFrame(_values(full, full))
+    box = full["layer"][0]
+    assert box["encoding"]["x"]["sort"] == ["a (n=1)", "b (n=2)"]
+    rows = pd.DataFrame(_values(box, full))
     assert rows[rows["group"] == "b (n=2)"]["value"].tolist() == [1.0, 3.0]
+
+
+def test_distribution_outliers_are_points_that_select_their_item():
+    values = np.array([1.0, 1.1, 0.9, 1.0, 1.05, 0.95, 9.0, 2.0, 2.1])
+    groups = ["a"] * 7 + ["b"] * 2
+    uids = [f"u{k}" for k in range(9)]
+    full = figures.distribution_by_group(values, groups, {"a": "A", "b": "B"}, uids=uids).to_dict()
+    box, points = full["layer"]
+    assert box["mark"]["outliers"] is False  # drawn once, by the clickable layer
+    far = pd.DataFrame(_values(points, full))
+    assert far["uid"].tolist() == ["u6"] and far["value"].tolist() == [9.0]
+    params = full.get("params", []) + points.get("params", [])  # altair lifts a layer's params to the top
+    assert [p["name"] for p in params] == [figures.OUTLIER]
+    assert params[0]["select"]["fields"] == ["uid"] and params[0].get("views", [points.get("name")]) == [points.get("name")]
+    plain = figures.distribution_by_group(values, groups, {"a": "A", "b": "B"}).to_dict()
+    assert not plain.get("params") and not plain["layer"][1].get("params")  # no ids, nothing to open
 
 
 def test_delta_bars_colour_the_good_direction_and_grey_for_no_change():

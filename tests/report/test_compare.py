@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cdviz.workflow import compare_runs
 from analyses.compare import diff_ci
 from cdviz.synthetic import make_synthetic_run
+from cdviz.workflow import build_report, compare_runs
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +101,17 @@ def test_identical_runs_compare_to_zero_auroc_change(runs, tmp_path):
     link = _table(out, "error_link")
     assert link.paired.all() and np.allclose(link.delta, 0.0)
     assert ((link.ci_high - link.ci_low).dropna() < 0.02).all() and link.ci_low.notna().any()
+
+
+def test_comparison_links_to_the_reports_of_both_runs(runs, tmp_path):
+    import shutil
+
+    for name in ("linked", "aligned"):
+        shutil.copytree(runs[name], tmp_path / name)
+    out = compare_runs(tmp_path / "linked", tmp_path / "aligned", tmp_path / "aligned" / "compare", n_boot=20)
+    assert "run's report" not in (out / "compare.html").read_text()  # no report written yet: no dead link
+    build_report(tmp_path / "linked", n_boot=20, n_perm=20)
+    out = compare_runs(tmp_path / "linked", tmp_path / "aligned", tmp_path / "aligned" / "compare", n_boot=20)
+    html = (out / "compare.html").read_text()
+    assert '<a href="../../linked/report/index.html">before run&#x27;s report</a>' in html
+    assert "after run" not in html.split("<nav")[1].split("</nav>")[0]  # the after run has no report
