@@ -6,7 +6,8 @@
     app.py        cdviz bench app       the dashboard's time to first render on a large run
     targets.py    cdviz bench targets   detection power of the fine-tune target rule on planted stores
     gpu_check.py  cdviz bench gpu       the one-shot GPU check (make gpu-check)
+    stats.py                            analyses.stats' hand-written AUC statistic vs scipy's
 
-report, targets, train and gpu_check also run as ``python -m cdviz.bench.<module>``. Nothing in the
-flow imports them.
+report, targets, train and gpu_check also run as ``python -m cdviz.bench.<module>``; stats runs only
+that way. Nothing in the flow imports them.
 """
