@@ -10,7 +10,7 @@
       outcomes.parquet                   all per-query outcomes
 
 Tensor fields per item and model (L recorded layers, H heads, Q text query rows, N image tokens),
-see cdviz/record/capture.py for their meaning:
+their meaning, the manifest and the index columns: cdviz/schema.py.
     t2i [L, H, Q, N]   mass [L, H, Q]   entropy [L, H, Q]
     i2i [L, H, N]      i2i_filt [L, H, N]   i2i_paper [L, N]   i2i_block [L, N, N] (optional)
 
@@ -38,11 +38,8 @@ from safetensors import safe_open
 from cdviz import __version__
 from cdviz.errors import CdvizError
 from cdviz.io import atomic_path, write_parquet_atomic
-
-FORMAT = "cdviz-run"
-FORMAT_VERSION = 1
-MODELS = ("teacher", "student")
-FIELDS = ("t2i", "mass", "entropy", "i2i", "i2i_filt", "i2i_paper", "i2i_block")
+from cdviz.schema import FIELDS, FORMAT, MODELS, model_column
+from cdviz.schema import VERSION as FORMAT_VERSION
 
 
 class StoreError(CdvizError, ValueError):
@@ -135,7 +132,7 @@ class RunStore:
 
     def grid(self, uid: str, model: str) -> tuple[int, int]:
         row = self.row(uid)
-        return int(row[f"{model}_grid_rows"]), int(row[f"{model}_grid_cols"])
+        return int(row[model_column(model, "grid_rows")]), int(row[model_column(model, "grid_cols")])
 
     def row(self, uid: str) -> pd.Series:
         idx = self._uid_rows()
@@ -189,7 +186,7 @@ class RunStore:
                 raise StoreError(f"layer {layer} was not recorded for {model}; recorded: {layers}")
             index = (layers.index(layer),)
             if head is not None:
-                if field == "i2i_paper" or field == "i2i_block":
+                if not FIELDS[field].per_head:
                     raise StoreError(f"{field!r} is already a mean over heads; pass head=None")
                 index = (*index, head)
         elif head is not None:

@@ -37,7 +37,7 @@ LAYERS = (
     ("train", ("cdviz.train",)),
     ("analyses", ("analyses",)),
     ("core", ("cdviz.types", "cdviz.errors", "cdviz.io", "cdviz.store", "cdviz.metrics", "cdviz.vat",
-              "cdviz.layer_map", "cdviz.prompts", "cdviz.conversation", "cdviz.lineage", "cdviz.evaluate",
+              "cdviz.layer_map", "cdviz.prompts", "cdviz.conversation", "cdviz.lineage", "cdviz.schema", "cdviz.evaluate",
               "cdviz.models", "cdviz.probes", "cdviz.record")),
 )
 MAY_IMPORT = {

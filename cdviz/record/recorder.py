@@ -29,7 +29,7 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from cdviz import __version__
+from cdviz import __version__, schema
 from cdviz.errors import OptionError
 from cdviz.evaluate import Query, item_outcomes, load_image, plan_queries, score_queries
 from cdviz.io import write_json_atomic
@@ -37,7 +37,7 @@ from cdviz.models.base import Adapter, AdapterError
 from cdviz.probes.probeset import ProbeSet, load_probeset
 from cdviz.record.capture import Capture, CaptureError, CapturePlan, SamplePlan
 from cdviz.store import (
-    FORMAT, FORMAT_VERSION, MODELS, StoreError, check_shard, clean_stale_tmp, finalize, part_run, run_identity,
+    MODELS, StoreError, check_shard, clean_stale_tmp, finalize, part_run, run_identity,
     tensor_key, version_message, write_part, write_shard,
 )
 from cdviz.types import ProbeError, ProbeItem
@@ -166,16 +166,16 @@ def build_manifest(adapters: dict[str, Adapter], probes: ProbeSet, options: Reco
             "layers": layers, "image_token_id": a.image_token_id, "dtype": str(a.model.dtype).removeprefix("torch."),
             **model_origin(a),
         }
-    return {
-        "format": FORMAT, "version": FORMAT_VERSION, "cdviz_version": __version__,
-        "models": models,
-        "probes": {"path": str(probes.root.resolve()), "name": probes.meta.get("name", ""), "n_items": len(probes) if n_items is None else n_items,
-                   "items_sha256": hashlib.sha256(items_file.read_bytes()).hexdigest() if items_file.is_file() else ""},
-        "options": {**asdict(options), "layers": list(options.layers) if options.layers is not None else None},
+    return schema.manifest(
+        models,
+        {"path": str(probes.root.resolve()), "name": probes.meta.get("name", ""),
+         "n_items": len(probes) if n_items is None else n_items,
+         "items_sha256": hashlib.sha256(items_file.read_bytes()).hexdigest() if items_file.is_file() else ""},
+        {**asdict(options), "layers": list(options.layers) if options.layers is not None else None},
+        cdviz_version=__version__,
         # Lines the probe set left out (on import or load, --skip-bad) have no item to index; they
         # are listed here as eval's summary lists them.
-        "skipped": [s.to_dict() for s in probes.skipped],
-    }
+        skipped=[s.to_dict() for s in probes.skipped])
 
 
 def model_origin(adapter: Adapter) -> dict:
@@ -395,20 +395,21 @@ def _check_finite_attention(cap: Capture, b: int, uid: str, label: str) -> None:
 def _collect(cap: Capture, b: int, uid: str, tensors: dict, option: int | None = None) -> None:
     """Stack the capture's per-layer tensors of sample ``b`` into [L, ...] fp16 tensors."""
     layers = cap.plan.layers
-    fields = ["t2i", "mass", "entropy", "i2i", "i2i_filt", "i2i_paper"] + (["i2i_block"] if cap.plan.store_block else [])
+    fields = [*schema.RECORDED, *([f for f, spec in schema.FIELDS.items() if spec.optional] if cap.plan.store_block else [])]
     for f in fields:
         stacked = torch.stack([getattr(cap.results[layer], f)[b] for layer in layers])
         tensors[tensor_key(uid, f, option)] = stacked
 
 
-def _index_rows(k, items, probes, per_model, outcomes, skipped) -> pd.DataFrame:
+def _index_rows(k, items, probes, per_model_in, outcomes, skipped) -> pd.DataFrame:
     rows = []
     summaries = {}
     for name in MODELS:
         sub = outcomes[outcomes.model == name] if len(outcomes) else outcomes
         summaries[name] = item_outcomes(sub.drop(columns="model")).set_index("uid") if len(sub) else None
+    right = {"choice": "consistent", "match": "pairwise", "match2x2": "group"}
     for item in items:
-        row = {
+        columns = {
             "uid": item.uid, "source": item.source, "category": item.category, "subcategory": item.subcategory,
             "skill": item.skill, "kind": item.kind, "split": item.split, "shard": k,
             "image": _image_cell(probes, item), "options": json.dumps(list(item.options)),
@@ -416,20 +417,20 @@ def _index_rows(k, items, probes, per_model, outcomes, skipped) -> pd.DataFrame:
             "boxes": json.dumps([b.to_dict() for b in item.boxes]),
             "status": "skipped" if item.uid in skipped else "ok", "skip_reason": skipped.get(item.uid, ""),
         }
+        per_model = {}
         for name in MODELS:
-            f = per_model[name][1].get(item.uid, {})
-            for key in ("span_start", "n_image", "grid_rows", "grid_cols", "seq_len"):
-                row[f"{name}_{key}"] = int(f.get(key, -1))
-            row[f"{name}_query_tokens"] = f.get("query_tokens", "[]")
+            facts = per_model_in[name][1].get(item.uid, {})
+            cols = {key: int(facts.get(key, -1)) for key in ("span_start", "n_image", "grid_rows", "grid_cols", "seq_len")}
+            cols["query_tokens"] = facts.get("query_tokens", "[]")
             s = summaries[name]
             ok = s is not None and item.uid in s.index and item.uid not in skipped
             r = s.loc[item.uid] if ok else None
-            right = {"choice": "consistent", "match": "pairwise", "match2x2": "group"}
-            row[f"{name}_correct"] = bool(r[right[r.kind]]) if ok else None
-            row[f"{name}_strict"] = bool(r.strict) if ok and r.kind == "match" else None
-            row[f"{name}_accuracy"] = float(r.accuracy) if ok else float("nan")
-            row[f"{name}_margin"] = float(r.margin) if ok else float("nan")
-        rows.append(row)
+            cols["correct"] = bool(r[right[r.kind]]) if ok else None
+            cols["strict"] = bool(r.strict) if ok and r.kind == "match" else None
+            cols["accuracy"] = float(r.accuracy) if ok else float("nan")
+            cols["margin"] = float(r.margin) if ok else float("nan")
+            per_model[name] = cols
+        rows.append(schema.index_row(columns, per_model))
     return pd.DataFrame(rows)
 
 

@@ -35,9 +35,9 @@ import torch
 from PIL import Image, ImageDraw
 from scipy.stats import norm
 
-from cdviz import __version__
+from cdviz import __version__, schema
 from cdviz.io import write_json_atomic
-from cdviz.store import FORMAT, FORMAT_VERSION, finalize, tensor_key, write_part, write_shard
+from cdviz.store import finalize, tensor_key, write_part, write_shard
 
 CATEGORIES = {"replace_att": "perception", "swap_att": "perception", "replace_rel": "perception",
               "add_obj": "perception", "existence": "recognition", "colour": "recognition"}
@@ -106,20 +106,16 @@ def make_synthetic_run(
     rng = np.random.default_rng(seed)
     decoy_rng = np.random.default_rng([seed, 1])  # its own stream: decoys leave every other draw as it was
     (root / "images").mkdir(parents=True, exist_ok=True)
-    manifest = {
-        "format": FORMAT, "version": FORMAT_VERSION, "cdviz_version": __version__,
-        "models": {
-            name: {"path": f"synthetic:{name}", "arch": "Synthetic", "n_layers": n_layers, "n_heads": n_heads,
-                   "n_kv_heads": n_heads, "layers": list(range(n_layers)), "image_token_id": -1}
-            for name, n_layers in (("teacher", teacher_layers), ("student", student_layers))
-        },
-        "probes": {"path": str(root / "images"), "name": f"synthetic seed {seed}", "n_items": n_items,
-                   "items_sha256": ""},
-        "options": {"layers": None, "queries": "answer", "store_block": False, "shard_size": shard_size,
-                    "batch_size": 0, "dtype": "synthetic"},
-        "synthetic": {"seed": seed, "planted_student_layers": list(planted), "link": link,
-                      "decoy_student_layers": list(decoys), "depth_profile": depth_profile},
-    }
+    manifest = schema.manifest(
+        {name: {"path": f"synthetic:{name}", "arch": "Synthetic", "n_layers": n_layers, "n_heads": n_heads,
+                "n_kv_heads": n_heads, "layers": list(range(n_layers)), "image_token_id": -1}
+         for name, n_layers in (("teacher", teacher_layers), ("student", student_layers))},
+        {"path": str(root / "images"), "name": f"synthetic seed {seed}", "n_items": n_items, "items_sha256": ""},
+        {"layers": None, "queries": "answer", "store_block": False, "shard_size": shard_size, "batch_size": 0,
+         "dtype": "synthetic"},
+        cdviz_version=__version__,
+        synthetic={"seed": seed, "planted_student_layers": list(planted), "link": link,
+                   "decoy_student_layers": list(decoys), "depth_profile": depth_profile})
     write_json_atomic(root / "manifest.json", manifest)
     cats = list(CATEGORIES)
     n_shards = math.ceil(n_items / shard_size)
@@ -164,24 +160,25 @@ def make_synthetic_run(
             t_right = bool(rng.uniform() < 0.95)
             s_right = bool(rng.uniform() >= 1 / (1 + math.exp(-link * (m - 0.5))))
             options = [f"option {i} true", f"option {i} false"]
-            row = {"uid": uid, "source": "synthetic", "category": cat, "subcategory": "", "skill": CATEGORIES[cat],
-                   "kind": "choice", "split": "test", "shard": k, "image": str(img_path),
-                   "options": json.dumps(options), "correct_option": 0,
-                   "question": "Which caption best describes the image?",
-                   "boxes": json.dumps([{"phrase": "red square", "x": x, "y": y, "w": w, "h": h, "image": 0}]),
-                   "status": "ok", "skip_reason": "", "planted_misalignment": m}
+            columns = {"uid": uid, "source": "synthetic", "category": cat, "subcategory": "", "skill": CATEGORIES[cat],
+                       "kind": "choice", "split": "test", "shard": k, "image": str(img_path),
+                       "options": json.dumps(options), "correct_option": 0,
+                       "question": "Which caption best describes the image?",
+                       "boxes": json.dumps([{"phrase": "red square", "x": x, "y": y, "w": w, "h": h, "image": 0}]),
+                       "status": "ok", "skip_reason": ""}
+            per_model = {}
             for name, right, grid in (("teacher", t_right, teacher_grid), ("student", s_right, student_grid)):
                 margin = float(rng.uniform(0.2, 3.0)) * (1 if right else -1)
-                row.update({f"{name}_span_start": 2, f"{name}_n_image": grid[0] * grid[1],
-                            f"{name}_grid_rows": grid[0], f"{name}_grid_cols": grid[1], f"{name}_seq_len": 40,
-                            f"{name}_query_tokens": json.dumps([":"]), f"{name}_correct": right,
-                            f"{name}_accuracy": 1.0 if right else 0.0, f"{name}_margin": margin})
+                per_model[name] = {"span_start": 2, "n_image": grid[0] * grid[1], "grid_rows": grid[0],
+                                   "grid_cols": grid[1], "seq_len": 40, "query_tokens": json.dumps([":"]),
+                                   "correct": right, "strict": None, "accuracy": 1.0 if right else 0.0,
+                                   "margin": margin}
                 for order in ("01", "10"):
                     outcome_rows.append({"model": name, "uid": uid, "category": cat, "skill": CATEGORIES[cat],
                                          "kind": "choice", "order": order, "chosen": 0 if right else 1,
                                          "correct": right, "margin": margin, "caption": -1, "image": 0,
                                          "score": float("nan")})
-            index_rows.append(row)
+            index_rows.append(schema.index_row(columns, per_model, planted_misalignment=m))
         for name in ("teacher", "student"):
             write_shard(root, name, k, tensors[name])
         write_part(root, k, pd.DataFrame(index_rows), pd.DataFrame(outcome_rows))

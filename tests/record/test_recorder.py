@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from safetensors import safe_open
 from safetensors.numpy import load_file
 
+from cdviz import schema
 from cdviz.evaluate import evaluate
 from cdviz.models import load_model
 from cdviz.models.tiny import build_tiny
@@ -54,6 +56,10 @@ def test_store_contents_and_eval_agreement(pair, tmp_path):
     run = record(teacher, student, probes, tmp_path / "run", RecordOptions(shard_size=16, batch_size=5))
     store = open_run(run)
     assert store.complete and len(store.index) == 40
+    assert list(store.index.columns) == schema.index_columns()  # the schema's columns, in its order
+    assert store.manifest["format"] == schema.FORMAT and store.manifest["version"] == schema.VERSION
+    with safe_open(str(next((run / "shards" / "teacher").glob("*.safetensors"))), "pt") as f:
+        assert {k.split("/", 1)[1] for k in f.keys()} == set(schema.RECORDED)  # every field, none other
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in store.index.image)  # readable from any cwd
     assert store.layers("teacher") == [0, 1, 2, 3] and store.layers("student") == [0, 1]
     uid = store.index.uid[0]
