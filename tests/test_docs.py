@@ -46,7 +46,7 @@ def test_mkdocs_build_strict(tmp_path):
     pytest.importorskip("material")
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO, capture_output=True, text=True, timeout=600,
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": str(REPO)},
     )
     assert proc.returncode == 0, proc.stderr[-6000:]
