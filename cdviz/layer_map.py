@@ -11,7 +11,7 @@ Three ways to get one (the trainer takes the first that applies):
      with each student layer matched to the teacher layers at the same relative depth.
   3. ``default_layer_map(..., paper_compat=True)``: the reference code's overlapping windows.
 
-The band (PAPER.md: 24 -> 8..14, 28 -> 9..15, 32 -> 11..17, 40 -> 13..19) is
+The band (the CompoDistill paper: 24 -> 8..14, 28 -> 9..15, 32 -> 11..17, 40 -> 13..19) is
 
     start = round(n / 3),   width = clamp(round(0.3 * n), 1, 7)
 

@@ -1,4 +1,4 @@
-"""Bad input and damaged runs (issue #15): each case ends in a clear one-line error naming the item and
+"""Bad input and damaged runs: each case ends in a clear one-line error naming the item and
 the fix (exit code 2, no traceback) or in a recorded skip, and nothing written before is lost.
 
 Training cases (recipes, NaN loss, metrics rows on resume) are in tests/train/test_bad_recipes.py.

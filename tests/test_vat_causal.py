@@ -1,4 +1,4 @@
-"""VAT counts only the attention entries that exist (issue #12, item 7; PAPER.md, VAT "Pool").
+"""VAT counts only the attention entries that exist (the paper's VAT pooling).
 
 The reference here is written from the paper with plain loops over numpy arrays, independently
 of cdviz.vat: for each key k, average the entries A[q, k] over the queries q that can see k

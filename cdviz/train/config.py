@@ -12,7 +12,7 @@ of names, and optional per-stage tables of StageConfig fields:
     steps = 500
     vat = 1.0
 
-Stage defaults (PAPER.md, "Training stages"; None in a StageConfig means "the stage's default"):
+Stage defaults (the CompoDistill paper's training stages; None in a StageConfig means "the stage's default"):
 
     stage  trainable      losses            teacher
     dpt    taf            ce + kd           yes

@@ -1,4 +1,4 @@
-"""The training losses of CompoDistill, in one place (PAPER.md, "The losses").
+"""The training losses of CompoDistill, in one place (docs/method.md gives their formulas).
 
     CE      next-token cross-entropy on answer tokens                       head_losses
     KD      forward KL(teacher || student) on answer tokens, temperature T  kd_rows, logit_kd_loss, head_losses

@@ -4,7 +4,7 @@
       -> teacher connector, frozen copy   (linear_1 -> act -> linear_2)   [.., Ht]
       -> TAF linear, trainable            (teacher text hidden -> student) [.., Hs]
 
-This needs the same vision feature size on both sides (PAPER.md: same vision tower); anything
+This needs the same vision feature size on both sides (the paper's pairs share a vision tower); anything
 else raises TAFError with the fix. Implemented for LLaVA-style connectors
 (``model.model.multi_modal_projector`` with ``linear_1`` / ``linear_2``). The connector and its
 loading live in cdviz.models.taf (a saved student is loaded without training code); this module
@@ -65,8 +65,8 @@ def merged_projector(student, module: TAFConnector) -> nn.Module | None:
     """A standard projector computing exactly what ``module`` computes, or None if Ht > Hs."""
     t1, t2, taf = module.teacher.linear_1, module.teacher.linear_2, module.taf
     ht, hs = t1.out_features, taf.out_features
-    if ht > hs:
-        return None
+    if ht > hs or {name for name, _ in module.teacher.named_children()} != {"linear_1", "act", "linear_2"}:
+        return None  # too wide, or more than LLaVA's MLP (InternVL's layer norm, Mistral 3's patch merger)
     from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
     proj = LlavaMultiModalProjector(student.config).to(device=taf.weight.device, dtype=taf.weight.dtype)

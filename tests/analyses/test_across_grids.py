@@ -1,4 +1,4 @@
-"""Comparisons across patch grids (issue #19): the planted truth is found whatever the teacher's
+"""Comparisons across patch grids: the planted truth is found whatever the teacher's
 and student's grids (equal, 2x, non-divisible 27x27 vs 24x24 and 8x8 vs 6x6, non-square), and a
 layer equal to its teacher up to noise reads as aligned on any pair.
 

@@ -1,4 +1,4 @@
-"""One false-discovery control over every test the report shows (issue #19): AUROC and logistic
+"""One false-discovery control over every test the report shows: AUROC and logistic
 slope of every measure x layer x category, and the grounding gap, corrected together."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Detection power of the error link (issue #18): the normal approximation against simulation, the
+"""Detection power of the error link: the normal approximation against simulation, the
 items-needed table, and the sweep's scoring of recommendations against planted layers."""
 
 from __future__ import annotations

@@ -122,7 +122,7 @@ def test_compare_maps_identical_and_resampled():
     assert same.teacher.sum() == pytest.approx(16.0)  # relative to uniform: mean 1
     uniform = np.ones(64)
     cmp = state.compare_maps(uniform, (8, 8), np.ones(16), (4, 4))
-    assert cmp.grid == (4, 4)  # compared on the coarser grid (issue #19)
+    assert cmp.grid == (4, 4)  # compared on the coarser grid
     np.testing.assert_allclose(cmp.teacher, 1.0, rtol=1e-6)
     np.testing.assert_allclose(cmp.diff, 0.0, atol=1e-5)
 

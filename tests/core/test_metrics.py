@@ -344,7 +344,7 @@ def test_vat_vectors_hand_example_uses_the_joint_mask():
 
 
 def _reference_vat_loss(student, teacher):
-    """Plain loops over samples and layers, written from PAPER.md independently of cdviz.vat."""
+    """Plain loops over samples and layers, written from the paper's formulas independently of cdviz.vat."""
     total = 0.0
     for b in range(student.shape[0]):
         for layer in range(student.shape[1]):

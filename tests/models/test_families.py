@@ -1,4 +1,4 @@
-"""Adapters of today's VLM families (issue #13) on tiny random checkpoints built from configs,
+"""Adapters of today's VLM families on tiny random checkpoints built from configs,
 saved and reloaded through ``load_model``: image spans and pieces found from the input ids, patch
 grids, and cdviz's exact capture against eager ``output_attentions`` on a padded batch of 2."""
 

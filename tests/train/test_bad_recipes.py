@@ -1,4 +1,4 @@
-"""Bad recipes and broken training (issue #15): every field is checked before any model loads, with
+"""Bad recipes and broken training: every field is checked before any model loads, with
 an error naming the file, the stage and the fix; a NaN loss stops training; a resumed stage logs
 exactly one metrics row per step."""
 
