@@ -24,7 +24,7 @@ from PIL import Image
 
 from cdviz.errors import CdvizError
 from cdviz.metrics import Grid, box_cover
-from cdviz.models.base import find_runs
+from cdviz.models.base import AdapterError, primary_piece
 
 IGNORE = -100  # the label of a token that is not scored (PyTorch's cross-entropy ignore_index)
 
@@ -130,14 +130,21 @@ def encode(adapter, examples: Sequence[Example], max_len: int | None = None) -> 
                                 "the conversation (tokens merge across the boundary, or an image follows it)")
             labels[b, start:end] = ids[b, start:end]
     n_images = [int(ex.image is not None) for ex in examples]
-    grids_all = adapter._image_grids(inputs, n_images) if images else [[] for _ in examples]
-    spans, grids = [], []
+    try:
+        pieces = adapter.image_pieces(inputs, n_images, [ex.uid for ex in examples])
+    except AdapterError as e:
+        raise DataError(str(e)) from e
+    # An image seen in several pieces (tiles, crops, a thumbnail) is trained and measured on its
+    # primary piece, as it is recorded (cdviz.models.base.Batch); Pixtral's row-end tokens are
+    # the grid's last column there too.
+    spans, grids, patch_grids = [], [], []
     for b, ex in enumerate(examples):
-        runs = find_runs(ids[b], adapter.image_token_id)
-        if len(runs) != n_images[b]:
-            raise DataError(f"{ex.uid}: {len(runs)} image token runs for {n_images[b]} image(s)")
-        spans.append(runs[0] if runs else None)
-        grids.append(tuple(grids_all[b][0]) if runs else None)
+        if len(pieces[b]) != n_images[b]:
+            raise DataError(f"{ex.uid}: {len(pieces[b])} images in the tokens for {n_images[b]} image(s)")
+        main = primary_piece(pieces[b][0]) if pieces[b] else None
+        spans.append(main.span if main else None)
+        grids.append(main.token_grid if main else None)
+        patch_grids.append((main.grid, main.row_end) if main else None)
     if max_len is not None and ids.shape[1] > max_len:
         for b, span in enumerate(spans):
             if span is not None and span[1] > max_len:
@@ -152,7 +159,7 @@ def encode(adapter, examples: Sequence[Example], max_len: int | None = None) -> 
         prompt_end.append(int(hits[0]) - 1 if len(hits) else -1)
     route = [_route_tokens(tok, ex, inputs["input_ids"][b], prompt_end[b], spans[b]) for b, ex in enumerate(examples)]
     return Encoded(inputs, labels, spans, grids, prompt_end,
-                   [_region_cover(ex, g) for ex, g in zip(examples, grids)], route)
+                   [_region_cover(ex, g) for ex, g in zip(examples, patch_grids)], route)
 
 
 def _route_tokens(tokenizer, ex: Example, ids: torch.Tensor, prompt_end: int, span) -> torch.Tensor | None:
@@ -172,13 +179,16 @@ def _route_tokens(tokenizer, ex: Example, ids: torch.Tensor, prompt_end: int, sp
     return on if bool(on.any()) else None
 
 
-def _region_cover(ex: Example, grid: Grid | None) -> torch.Tensor | None:
-    """[rows * cols] share of each patch inside the example's regions; None without regions or image.
+def _region_cover(ex: Example, grid: tuple[Grid, int] | None) -> torch.Tensor | None:
+    """[rows * (cols + row_end)] share of each image token inside the example's regions (0 on
+    row-end tokens); None without regions or image. ``grid``: the primary piece's (patch grid, row_end).
 
     The processors cdviz supports resize the whole image onto the patch grid, so pixel boxes map
     to patches through the image's own size.
     """
-    if not ex.regions or grid is None or ex.image is None or grid[0] * grid[1] == 0:
+    if not ex.regions or grid is None or ex.image is None or grid[0][0] * grid[0][1] == 0:
         return None
-    cover = box_cover(ex.regions, ex.image.size, grid)
-    return torch.from_numpy(cover).float() if cover.any() else None
+    (rows, cols), row_end = grid
+    cover = torch.from_numpy(box_cover(ex.regions, ex.image.size, (rows, cols))).float()  # [rows * cols]
+    cover = torch.nn.functional.pad(cover.view(rows, cols), (0, row_end)).flatten()  # [rows * (cols + row_end)]
+    return cover if bool(cover.any()) else None

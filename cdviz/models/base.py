@@ -111,9 +111,11 @@ class Batch:
 
 
 def image_runs(ids: torch.Tensor, token_id: int, uid: str, n_images: int | None = None) -> list[tuple[int, int]]:
-    """``find_runs`` of the image token in one sample, refused when there is none or (given
-    ``n_images``) when their number differs from the images."""
+    """``find_runs`` of the image token in one sample, refused when there is none (unless
+    ``n_images`` is 0: a text-only sample) or (given ``n_images``) when their number differs."""
     runs = find_runs(ids, token_id)
+    if not runs and n_images == 0:
+        return []
     if not runs:
         raise AdapterError(f"{uid}: no image tokens in the input; the item has no image the model can see")
     if n_images is not None and len(runs) != n_images:

@@ -43,6 +43,9 @@ class Idefics3Adapter(Adapter):
     def language_model(self):
         return self.model.model.text_model
 
+    def connector_modules(self):
+        return [self.model.model.connector]
+
     @property
     def image_seq_len(self) -> int:
         vision = self.config.vision_config
@@ -89,7 +92,7 @@ class Idefics3Adapter(Adapter):
         grid = self.piece_grid
         out = []
         for b in range(ids.shape[0]):
-            runs = image_runs(ids[b], self.image_token_id, uids[b])
+            runs = image_runs(ids[b], self.image_token_id, uids[b]) if n_images[b] else []
             images, tiles = [], []
             for start, end in runs:
                 if end - start != self.image_seq_len:

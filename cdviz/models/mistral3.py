@@ -84,7 +84,7 @@ class Mistral3Adapter(Adapter):
         sizes = iter([tuple(int(v) for v in hw) for hw in inputs["image_sizes"]])
         out = []
         for b in range(ids.shape[0]):
-            runs = image_runs(ids[b], self.image_token_id, uids[b])
+            runs = image_runs(ids[b], self.image_token_id, uids[b]) if n_images[b] else []
             images, rows = [], []
             for start, stop in runs:
                 closer = int(ids[b, stop]) if stop < ids.shape[1] else None
