@@ -39,8 +39,9 @@ class TAFConnector(nn.Module):
         # A bias only where the teacher's connector has one, so the merge stays exact either way.
         self.taf = nn.Linear(teacher_hidden, student_hidden, bias=teacher_connector.linear_2.bias is not None)
 
-    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
-        return self.taf(self.teacher(image_features))  # [..., Dv] -> [..., Ht] -> [..., Hs]
+    def forward(self, image_features: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        # Whatever else the model passes its projector goes to the teacher's copy (Mistral 3's image_sizes).
+        return self.taf(self.teacher(image_features, *args, **kwargs))  # [..., Dv] -> [..., Ht] -> [..., Hs]
 
 
 def connector(adapter) -> nn.Module:
@@ -48,7 +49,8 @@ def connector(adapter) -> nn.Module:
     proj = getattr(getattr(adapter.model, "model", None), "multi_modal_projector", None)
     if proj is None or not (isinstance(proj, TAFConnector) or hasattr(proj, "linear_1") and hasattr(proj, "linear_2")):
         raise TAFError(f"TAF needs a LLaVA-style connector (multi_modal_projector.linear_1/linear_2); "
-                       f"{type(adapter.model).__name__} has none. Set taf = false for this model.")
+                       f"{type(adapter.model).__name__} has none. Set taf = false (cdviz finetune --no-taf) "
+                       "for this model.")
     return proj
 
 
