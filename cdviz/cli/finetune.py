@@ -26,6 +26,8 @@ def finetune_cmd(
     rerecord: Optional[Path] = typer.Option(None, "--rerecord", help="Re-record teacher + result on this probe set."),
     protocol: Optional[str] = typer.Option(None, help="Protocol of --eval-probes / --rerecord (letters, match; "
                                            "default: the --from-report run's, else letters)."),
+    taf: Optional[bool] = typer.Option(None, "--taf/--no-taf", help="See images through the teacher's connector "
+                                       "(default on; LLaVA-style connectors only: --no-taf for the others)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
 ) -> None:
     """Fine-tune a student with CompoDistill (KD + VAT + TAF), stage after stage.
@@ -58,7 +60,7 @@ def finetune_cmd(
             recipe=recipe, teacher=_str(teacher), student=_str(student), data=data, stages=stages,
             from_report=_str(from_report), out=_str(out), resume=resume, steps=steps, batch_size=batch_size,
             paper_compat=paper_compat, eval_probes=_str(eval_probes), record_probes=_str(rerecord),
-            eval_protocol=protocol)
+            eval_protocol=protocol, taf=taf)
         final = finetune(cfg)
     console.print(f"model: {final}")
 

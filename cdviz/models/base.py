@@ -180,6 +180,10 @@ class Adapter:
     def decoder_layers(self) -> list[torch.nn.Module]:
         return list(self.language_model().layers)
 
+    def connector_modules(self) -> list[torch.nn.Module]:
+        """The modules that carry vision features into the decoder (what training's "connector" opens)."""
+        return [self.model.model.multi_modal_projector]
+
     def attention_modules(self) -> list[torch.nn.Module]:
         return [layer.self_attn for layer in self.decoder_layers()]
 

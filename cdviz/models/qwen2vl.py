@@ -27,6 +27,11 @@ from cdviz.models.base import Adapter
 class Qwen2VLAdapter(Adapter):
     arch = "Qwen2VLForConditionalGeneration"
 
+    def connector_modules(self) -> list[torch.nn.Module]:
+        # The patch merger, and Qwen3-VL's deepstack mergers (they feed early decoder layers).
+        visual = self.model.model.visual
+        return [visual.merger, *getattr(visual, "deepstack_merger_list", [])]
+
     @property
     def merge_size(self) -> int:
         return int(self.processor.image_processor.merge_size)

@@ -290,7 +290,8 @@ class Recipe:
         if "vision" in parts:
             model.model.vision_tower.requires_grad_(True)
         if "connector" in parts:
-            connector(self.student).requires_grad_(True)
+            for module in self.student.connector_modules():  # the TAF connector, when installed
+                module.requires_grad_(True)
         if self.taf is not None:
             self.taf.teacher.requires_grad_(False)  # the teacher's connector stays frozen whatever else trains
             self.taf.taf.requires_grad_("taf" in parts or "connector" in parts or "all" in parts)
