@@ -7,6 +7,7 @@ processor class can be built without torchvision it is saved whole (``processor_
 otherwise its parts are saved and ``cdviz.models.loading.load_processor`` builds it back.
 
     build_tiny_family("qwen3vl", DIR, n_layers=2)   also through cdviz.models.tiny.build_tiny
+    build_tiny_family_pair("gemma3", DIR) -> (DIR/teacher, DIR/student)   a same-family pair to distil
 
 Sizes: hidden 64, 4 heads (2 kv heads), a 1-layer vision tower; images small enough that a test
 runs in a second or two on a CPU.
@@ -27,6 +28,11 @@ FAMILY_ARCHS = ("qwen3vl", "qwen3vl_moe", "llava_next", "llava_onevision", "gemm
 FAMILY_IMAGE_SIZE = {"qwen3vl": 64, "qwen3vl_moe": 64, "llava_next": 32, "llava_onevision": 32, "gemma3": 32,
                      "idefics3": 32, "smolvlm": 32, "internvl": 32, "mistral3": 32}
 MEAN, STD = [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
+#: A same-family pair (build_tiny_family_pair): the student is shallower and narrower than the
+#: teacher (so TAF maps 64-d teacher features into 32 d), with the same vision tower shape,
+#: tokenizer, image processor and chat template.
+PAIR_TEACHER = dict(n_layers=3, hidden=64, n_heads=4, n_kv_heads=2, seed=0)
+PAIR_STUDENT = dict(n_layers=2, hidden=32, n_heads=2, n_kv_heads=1, seed=1)
 
 # ---- chat templates (the families' layouts, role words as plain words) ----------------------------
 QWEN_TEMPLATE = (
@@ -304,3 +310,19 @@ def build_tiny_family(
         raise ValueError(f"unknown tiny architecture {arch!r}; choose from {FAMILY_ARCHS}")
     model.save_pretrained(out)
     return out
+
+
+def build_tiny_family_pair(arch: str, out: str | Path, *, teacher: dict | None = None, student: dict | None = None,
+                           vocabulary: Iterable[str] | None = None) -> tuple[Path, Path]:
+    """A teacher and a smaller student of ``arch`` in OUT/teacher and OUT/student.
+
+    Both come from build_tiny_family with one vocabulary, so they share the tokenizer, the image
+    token, the image processor and the chat template (what cdviz.models.load_pair checks); only the
+    decoder's size (``teacher`` / ``student``: build_tiny_family keywords, default PAIR_TEACHER /
+    PAIR_STUDENT) and the random weights differ.
+    """
+    out = Path(out)
+    built = []
+    for name, size in (("teacher", teacher or PAIR_TEACHER), ("student", student or PAIR_STUDENT)):
+        built.append(build_tiny_family(arch, out / name, vocabulary=vocabulary, **size))
+    return built[0], built[1]
