@@ -1,4 +1,4 @@
-"""The whole cdviz flow on a same-family tiny pair of every family (issue #13): ``cdviz probes make``,
+"""The whole cdviz flow on a same-family tiny pair of every family: ``cdviz probes make``,
 ``eval``, ``record``, ``report`` and a 3-step ``finetune`` (DPT, DFT with VAT in the report's
 layers, SFT) through the real CLI, and the training pieces that multi-piece images, Gemma 3's
 bidirectional image mask and Pixtral's row-break tokens touch.
