@@ -145,8 +145,8 @@ def plan(names: Sequence[str] | None = None, have: Sequence[str] = ()) -> list[s
     """The analyses to compute, in registry order: ``names`` (default: `default_names`) and
     their dependencies, less those in ``have``.
 
-    When both members of JOINT_FAMILY are computed, every analysis that reads the error link's
-    q-values waits for the second one, so it reads the jointly corrected values.
+    Registry order puts grounding before targets, so when both members of JOINT_FAMILY are
+    computed, `run` corrects them together before targets reads the error link's q-values.
     """
     wanted: list[str] = []
 
