@@ -23,9 +23,10 @@ Recording (the default mode), per layer and sample (H heads, N image tokens, Q t
 
 Training (``plan.with_grad``): the same probabilities, with gradients, reduced only to what the
 losses read, head-averaged (R query rows of a sample, S keys):
-    blocks[layer][b]  [N, N]  image->image block, in ``plan.block_layers`` (default: all layers)
-    t2i[layer][b]     [R, N]  the query rows over the image (None for a sample without rows or image)
-    rows[layer][b]    [R, S'] the query rows over every key up to the last they see, ``plan.row_layers``
+    blocks     layer -> per sample [N, N]   image->image block, in ``plan.block_layers`` (default: all)
+    t2i        layer -> per sample [R, N]   the query rows over the image (None: no rows or no image)
+    rows       layer -> per sample [R, S']  the query rows over every key up to the last they see,
+                                            in ``plan.row_layers``
 
 Cost: at the bench's shapes (`cdviz bench record`: 16 heads, T = 1024, N = 576) the extra
 products are ~1.5% of the forward's FLOPs, and what decides the overhead on a CPU is the number
