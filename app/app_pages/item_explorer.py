@@ -175,7 +175,19 @@ st.table(pd.DataFrame({"option": [chr(65 + i) for i in range(len(options))], "te
                        "correct": [i == int(row.get("correct_option", -1)) for i in range(len(options))]}),
          hide_index=True)
 out = state.item_outcomes(run, uid)
-if len(out):
+protocol = run.store.manifest.get("options", {}).get("protocol", "letters")
+if len(out) and protocol == "match" and "caption" in out:
+    # One yes/no query per option: show what was asked and what each model judged.
+    true_option = int(row.get("correct_option", -1))
+    asked = [int(c) for c in out["caption"]]
+    out = out.assign(option=[chr(65 + c) if c >= 0 else "" for c in asked],
+                     text=[str(options[c]) if 0 <= c < len(options) else "" for c in asked],
+                     judged=["yes" if (c == true_option) == bool(ok) else "no" for c, ok in zip(asked, out["correct"])])
+    st.table(out[["model", "option", "text", "judged", "correct", "margin"]].style.format({"margin": "{:+.3f}"}),
+             hide_index=True)
+    st.caption("match protocol: each option asked as one yes/no query; margin = log P(yes) - log P(no), signed "
+               "toward the right judgement (yes for the true option, no for a false one)")
+elif len(out):
     out = out.assign(chosen_text=[str(options[i]) if 0 <= int(i) < len(options) else "" for i in out["chosen"]])
     st.table(out[["model", "order", "chosen", "chosen_text", "correct", "margin"]].style.format({"margin": "{:+.3f}"}),
              hide_index=True)
