@@ -11,6 +11,8 @@ maps and images.
                                 slice from the store, and the teacher/student comparison
     item_image                  the item's image, read only inside allowed roots
     item_heads                  every head's map of one layer for one item
+    item_pieces / piece_map     an item's other image pieces (crops, tiles; `cdviz record --pieces`)
+                                per model, and one piece's t2i map
 
 Analysis results (from the report, this server's cache or computed here) are in app/results.py.
 
@@ -36,6 +38,7 @@ import streamlit as st
 import torch
 from PIL import Image
 
+from cdviz import schema
 from cdviz.metrics import HIGHER_IS_ALIGNED, METRICS, align_pair
 from cdviz.store import StoreError, open_run
 
@@ -296,6 +299,58 @@ def item_scalars(run: Run, uid: str, model: str, layer: int, head: int | None, q
         x = run.store.get(uid, model, field, int(layer))  # [H, Q]
         out[field] = float((x.mean(0) if head is None else x[head])[query])
     return out
+
+
+# ---------------------------------------------------------------------------------- image pieces
+
+PRIMARY_VIEW = "base/global view"  # the piece every map above is drawn on
+
+
+def piece_label(role: str, number: int, place: list[int] | None) -> str:
+    """"crop 1", "tile 2 (row 1, col 2)": how the explorer names a piece (numbers from 1)."""
+    return f"{role} {number}" + (f" (row {place[0] + 1}, col {place[1] + 1})" if place else "")
+
+
+def item_pieces(row: pd.Series, model: str) -> dict[str, dict]:
+    """{label: piece} of ``model``'s other pieces of the item's image, in token order ({} when the
+    image is one piece or the run was recorded without --pieces). A piece: role, grid [rows, cols],
+    offset into the item's t2i_pieces columns, place [row, col, n_rows, n_cols] for a tile."""
+    out, counts = {}, {}
+    for piece in schema.row_pieces(row, model):
+        counts[piece["role"]] = counts.get(piece["role"], 0) + 1
+        out[piece_label(piece["role"], counts[piece["role"]], piece.get("place"))] = piece
+    return out
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _piece_map(path: str, stamp: float, uid: str, model: str, layer: int, head: int | None, query: int,
+               offset: int, n: int) -> np.ndarray:
+    x = _store(path, stamp).get(uid, model, "t2i_pieces", layer, head)  # head given: [Q, M]; else [H, Q, M]
+    if head is None:
+        x = x.mean(0)
+    return x[query, offset:offset + n]
+
+
+def piece_map(run: Run, uid: str, model: str, piece: dict, layer: int, head: int | None, query: int = -1) -> np.ndarray:
+    """[rows * cols] the text query row's attention on one piece's patches (not renormalised), row-major
+    on ``piece["grid"]``; ``head`` and ``query`` as in item_map."""
+    rows, cols = piece["grid"]
+    return _piece_map(*run.key, uid, model, int(layer), None if head is None else int(head), int(query),
+                      int(piece["offset"]), int(rows) * int(cols))
+
+
+def piece_image(image: Image.Image | None, size: tuple[int, int] | None,
+                piece: dict) -> tuple[Image.Image | None, tuple[int, int] | None]:
+    """The part of the item's image a piece shows: a tile's cell of its layout (tiles split the
+    resized image evenly), the whole image for a crop (stitched crops cover it, padding removed)."""
+    place = piece.get("place")
+    if image is None or not place:
+        return image, size
+    row, col, n_rows, n_cols = place
+    w, h = image.size
+    box = (round(col * w / n_cols), round(row * h / n_rows),
+           round((col + 1) * w / n_cols), round((row + 1) * h / n_rows))  # (left, top, right, bottom)
+    return image.crop(box), (round(size[0] / n_cols), round(size[1] / n_rows)) if size else None
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ manifest key, an index column or a tensor field's shape.
     manifest(models, probes, options, **extra) -> dict      manifest.json
     index_row(item_columns, per_model) -> dict              one row of index.parquet (every column)
     model_column(model, key) -> "teacher_grid_rows" ...     a per-model index column
+    row_pieces(row, model) -> [{role, grid, offset, ...}]   a row's "pieces" column, read
     FIELDS {name: Field}                                    tensor fields per item and model
     RECORDED                                                fields every recorded item has (in order)
     ITEM_COLUMNS / MODEL_COLUMNS {name: meaning}            index columns
@@ -15,8 +16,9 @@ other versions with a message saying which cdviz wrote the run.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 FORMAT = "cdviz-run"
 VERSION = 1
@@ -26,12 +28,17 @@ MODELS = ("teacher", "student")
 @dataclass(frozen=True)
 class Field:
     """One tensor per item and model, stored fp16 as "{uid}/{name}" (L recorded layers, H heads,
-    Q text query rows, N image tokens of the item's primary image piece)."""
+    Q text query rows, N image tokens of the item's primary image piece, M patch tokens of the
+    image's other pieces, in token order, as the per-model "pieces" column lays them out)."""
 
     name: str
     dims: tuple[str, ...]
     meaning: str
-    optional: bool = False  # only with `cdviz record --store-block`
+    option: str | None = None  # the RecordOptions flag that stores it (`cdviz record --store-block`); None: always
+
+    @property
+    def optional(self) -> bool:
+        return self.option is not None
 
     @property
     def per_head(self) -> bool:
@@ -46,7 +53,10 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
     Field("i2i_filt", ("L", "H", "N"), "received vector of each head's image block after the paper's mean+std "
                                         "filter (what VAT aligns per head)"),
     Field("i2i_paper", ("L", "N"), "the paper's form: head-mean block, mean+std filter, received vector"),
-    Field("i2i_block", ("L", "N", "N"), "the whole head-averaged image-to-image block", optional=True),
+    Field("i2i_block", ("L", "N", "N"), "the whole head-averaged image-to-image block", option="store_block"),
+    Field("t2i_pieces", ("L", "H", "Q", "M"), "attention of each text query row on the patch tokens of the image's "
+                                              "other pieces (crops, tiles; not renormalised); only for an image of "
+                                              "several pieces", option="pieces"),
 )}
 RECORDED = tuple(name for name, f in FIELDS.items() if not f.optional)
 
@@ -74,6 +84,9 @@ MODEL_COLUMNS: dict[str, str] = {
     "grid_cols": "patch columns of the primary piece",
     "seq_len": "tokens in the recorded forward",
     "query_tokens": "the text query rows' tokens, JSON list",
+    "pieces": "the image's other pieces whose maps t2i_pieces holds, JSON list of {role, grid [rows, cols], offset "
+              "into M, place [row, col, n_rows, n_cols] for a tile}; [] for an image of one piece or a run recorded "
+              "without --pieces (a run without the column: none)",
     "correct": "right by the item's outcome rule (consistent / pairwise / group); null when skipped",
     "strict": "match protocol: the true option judged yes and every false one no; null otherwise",
     "accuracy": "mean over query orders (match2x2: NaN, the group score is in correct)",
@@ -86,6 +99,13 @@ def model_column(model: str, key: str) -> str:
     if key not in MODEL_COLUMNS:
         raise KeyError(f"unknown per-model index column {key!r}; columns: {', '.join(MODEL_COLUMNS)}")
     return f"{model}_{key}"
+
+
+def row_pieces(row: Mapping[str, Any], model: str) -> list[dict[str, Any]]:
+    """``model``'s other image pieces listed in an index row (its "pieces" column, see MODEL_COLUMNS);
+    [] when there are none or the run was recorded before the column existed."""
+    raw = row.get(model_column(model, "pieces"))
+    return json.loads(raw) if isinstance(raw, str) and raw else []
 
 
 def index_columns() -> list[str]:
@@ -132,4 +152,4 @@ def manifest(models: dict[str, dict[str, Any]], probes: dict[str, Any], options:
 
 
 __all__ = ["FIELDS", "FORMAT", "ITEM_COLUMNS", "MODELS", "MODEL_COLUMNS", "RECORDED", "VERSION", "Field",
-           "index_columns", "index_row", "manifest", "model_column"]
+           "index_columns", "index_row", "manifest", "model_column", "row_pieces"]

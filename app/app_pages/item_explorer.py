@@ -99,9 +99,18 @@ def token_label(q: int) -> str:
     return " / ".join(sorted(names)) + (" (answer)" if q == -1 else "")
 
 
-c = st.columns(2)
+# An image the model saw in several pieces: its crops / tiles, recorded with `cdviz record --pieces`.
+pieces = {m: state.item_pieces(row, m) for m in ("teacher", "student")}
+piece_names = list(dict.fromkeys([*pieces["teacher"], *pieces["student"]]))
+c = st.columns(3 if piece_names else 2)
 query = c[0].selectbox("Query token", list(range(-1, -n_rows - 1, -1)), key="ie_query", format_func=token_label,
                        disabled=field != "t2i", help="Text query row of t2i; the last row is the answer position")
+piece = state.PRIMARY_VIEW
+if piece_names:
+    piece = c[2].selectbox("Piece", [state.PRIMARY_VIEW, *piece_names], key="ie_piece", disabled=field != "t2i",
+                           help="The models saw this image in several pieces; the base/global view is the one every "
+                                "field and analysis uses. The other pieces hold t2i only.")
+    piece = piece if field == "t2i" else state.PRIMARY_VIEW
 if not per_head:
     s_head = t_head = None
 t_group = groups[s_layer] if t_layer == MATCHED else [t_layer]
@@ -120,36 +129,71 @@ if why:
     st.caption(f"Maps drawn without the image: {state.md_escape(why)}.")
 
 opacity = c[1].slider("Map opacity over the image", 0.0, 1.0, 0.55, 0.05, key="ie_opacity", disabled=image is None)
-zmax = float(max(cmp.teacher.max(), cmp.student.max()))
-t_label = ",".join(map(str, t_group))
-panels = st.columns(3)
-panels[0].altair_chart(figures.attention_overlay(cmp.teacher, t_grid, image, size, boxes, zmax=zmax, opacity=opacity,
-                                                 title=f"teacher, layer {t_label}"), key="ie_fig_teacher", width="content")
-panels[1].altair_chart(figures.attention_overlay(cmp.student, s_grid, image, size, boxes, zmax=zmax, opacity=opacity,
-                                                 title=f"student, layer {s_layer}"), key="ie_fig_student", width="content")
-panels[2].altair_chart(figures.difference_overlay(cmp.diff, cmp.grid, image, size, boxes, opacity=opacity,
-                                                  title=f"student - teacher ({cmp.grid[0]}x{cmp.grid[1]} grid)"),
-                       key="ie_fig_diff", width="content")  # the image is drawn at the chart's own width
-st.caption("Each map is normalised over the image tokens and shown relative to a uniform map (1 = uniform), "
-           "so grids of different sizes share one colour scale.")
+if piece != state.PRIMARY_VIEW:
+    # One piece's map per model that has it; where each piece sits differs between models, so
+    # teacher and student pieces are drawn side by side, not compared.
+    maps = {}
+    try:
+        for model, layers, head in (("teacher", t_group, t_head), ("student", [s_layer], s_head)):
+            if piece in pieces[model]:
+                maps[model] = np.mean([state.piece_map(run, uid, model, pieces[model][piece], layer, head, query)
+                                       for layer in layers], axis=0)  # [rows * cols] of the piece
+    except StoreError as e:
+        st.warning(f"This item's piece maps cannot be read: {state.md_escape(e)}")
+        st.stop()
+    rel = {m: x / max(float(x.sum()), 1e-12) * x.size for m, x in maps.items()}
+    zmax = max((float(x.max()) for x in rel.values()), default=1.0)
+    panels = st.columns(2)
+    for panel, model, label in ((panels[0], "teacher", ",".join(map(str, t_group))), (panels[1], "student", s_layer)):
+        if model not in maps:
+            panel.info(f"{model}: no such piece (it saw this image in "
+                       f"{len(pieces[model]) + 1} piece{'s' if pieces[model] else ''})")
+            continue
+        spec = pieces[model][piece]
+        shown_image, shown_size = state.piece_image(image, size, spec)
+        grid = tuple(spec["grid"])
+        panel.altair_chart(figures.attention_overlay(rel[model], grid, shown_image, shown_size,
+                                                     boxes if not spec.get("place") else (), zmax=zmax,
+                                                     opacity=opacity, title=f"{model}, layer {label}, {piece}"),
+                           key=f"ie_fig_piece_{model}", width="content")
+        panel.text(f"{model}: {float(maps[model].sum()):.1%} of the query's attention on this piece "
+                   f"({grid[0]}x{grid[1]} patches)")
+    st.caption("Each piece's map is normalised over that piece's patches and shown relative to a uniform map "
+               "(1 = uniform). A tile is drawn over its cell of the image, a crop over the whole image.")
+else:
+    zmax = float(max(cmp.teacher.max(), cmp.student.max()))
+    t_label = ",".join(map(str, t_group))
+    panels = st.columns(3)
+    panels[0].altair_chart(figures.attention_overlay(cmp.teacher, t_grid, image, size, boxes, zmax=zmax,
+                                                     opacity=opacity, title=f"teacher, layer {t_label}"),
+                           key="ie_fig_teacher", width="content")
+    panels[1].altair_chart(figures.attention_overlay(cmp.student, s_grid, image, size, boxes, zmax=zmax,
+                                                     opacity=opacity, title=f"student, layer {s_layer}"),
+                           key="ie_fig_student", width="content")
+    panels[2].altair_chart(figures.difference_overlay(cmp.diff, cmp.grid, image, size, boxes, opacity=opacity,
+                                                      title=f"student - teacher ({cmp.grid[0]}x{cmp.grid[1]} grid)"),
+                           key="ie_fig_diff", width="content")  # the image is drawn at the chart's own width
+    st.caption("Each map is normalised over the image tokens and shown relative to a uniform map (1 = uniform), "
+               "so grids of different sizes share one colour scale.")
 
-c = st.columns([1, 3])
-metric = c[0].selectbox("Metric", list(state.PAIR_METRICS), key="ie_metric",
-                        help="Computed on the common grid; see cdviz/metrics.py")
-c[0].metric(f"{metric} misalignment", f"{state.as_misalignment(metric, cmp.metrics[metric]):.4f}",
-            help="larger = further apart, as in the report (1 - similarity for similarities); the metric itself: "
-                 f"{cmp.metrics[metric]:.4f}, {state.metric_direction(metric)}")
-if field == "t2i":
-    for model, layer, head in (("teacher", t_group[0], t_head), ("student", s_layer, s_head)):
-        sc = state.item_scalars(run, uid, model, layer, head, query)
-        c[0].text(f"{model}: {sc['mass']:.1%} of the query's attention on the image, entropy {sc['entropy']:.2f} nats")
-# Small tables are static (st.table): the interactive grid's script costs a fresh browser ~0.4 s.
-c[1].table(pd.DataFrame({"metric": list(cmp.metrics),
-                         "misalignment (larger = further apart)": [state.as_misalignment(m, v)
-                                                                   for m, v in cmp.metrics.items()],
-                         "metric value": list(cmp.metrics.values()),
-                         "metric direction": [state.metric_direction(m) for m in cmp.metrics]}).style.format(
-    precision=4), hide_index=True)
+    c = st.columns([1, 3])
+    metric = c[0].selectbox("Metric", list(state.PAIR_METRICS), key="ie_metric",
+                            help="Computed on the common grid; see cdviz/metrics.py")
+    c[0].metric(f"{metric} misalignment", f"{state.as_misalignment(metric, cmp.metrics[metric]):.4f}",
+                help="larger = further apart, as in the report (1 - similarity for similarities); the metric itself: "
+                     f"{cmp.metrics[metric]:.4f}, {state.metric_direction(metric)}")
+    if field == "t2i":
+        for model, layer, head in (("teacher", t_group[0], t_head), ("student", s_layer, s_head)):
+            sc = state.item_scalars(run, uid, model, layer, head, query)
+            c[0].text(f"{model}: {sc['mass']:.1%} of the query's attention on the image, "
+                      f"entropy {sc['entropy']:.2f} nats")
+    # Small tables are static (st.table): the interactive grid's script costs a fresh browser ~0.4 s.
+    c[1].table(pd.DataFrame({"metric": list(cmp.metrics),
+                             "misalignment (larger = further apart)": [state.as_misalignment(m, v)
+                                                                       for m, v in cmp.metrics.items()],
+                             "metric value": list(cmp.metrics.values()),
+                             "metric direction": [state.metric_direction(m) for m in cmp.metrics]}).style.format(
+        precision=4), hide_index=True)
 
 with st.expander("Every head of one layer for this item", key="ie_heads_box", on_change="rerun") as box:
     if box.open and not per_head:  # drawn only when opened: one store read and a chart per head

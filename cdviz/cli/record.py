@@ -99,6 +99,9 @@ def record_cmd(
     layers: Optional[str] = typer.Option(None, help="Decoder layers to record, e.g. '0,2,4' or '2-5' (default: all)."),
     queries: str = typer.Option("answer", help="Text query rows: 'answer' (answer position) or 'prompt' (every text token)."),
     store_block: bool = typer.Option(False, "--store-block", help="Also store the head-mean image->image block (N^2 per layer)."),
+    pieces: bool = typer.Option(False, "--pieces", help="Also store the text query rows' attention over the patches "
+                                "of an image's other pieces (crops, tiles: t2i_pieces), for models that cut an "
+                                "image into several."),
     shard_size: int = typer.Option(32, "--shard-size", help="Items per shard (the unit of resumption)."),
     batch_size: int = typer.Option(8, "--batch-size"),
     device: str = typer.Option("auto", help="auto (cuda:LOCAL_RANK when available), cpu, cuda, ... (unused with "
@@ -131,7 +134,7 @@ def record_cmd(
     from cdviz.record.recorder import check_options, check_probes
 
     with user_errors():
-        options = RecordOptions(layers=parse_layers(layers), queries=queries, store_block=store_block,
+        options = RecordOptions(layers=parse_layers(layers), queries=queries, store_block=store_block, pieces=pieces,
                                 shard_size=shard_size, batch_size=batch_size, dtype=dtype, protocol=protocol,
                                 match_record=match_record)
         check_options(options)

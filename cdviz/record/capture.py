@@ -12,6 +12,8 @@ scaling, grouped-query heads shared; then keeps only the image-key columns and r
 
 Recording (the default mode), per layer and sample (H heads, N image tokens, Q text query rows):
     t2i        [H, Q, N]  attention of each text query row over the image tokens
+    t2i_pieces [H, Q, M]  the same rows over ``SamplePlan.piece_keys`` (the patch tokens of an image's
+                          other pieces, M of them; only when the plan gives them)
     mass       [H, Q]     share of each text query row's attention that lands on image tokens
     entropy    [H, Q]     entropy (nats) of each text query row over all keys
     i2i        [H, N]     image->image block, attention each image token receives (mean over queries)
@@ -60,10 +62,15 @@ _ACTIVE: ContextVar["Capture | None"] = ContextVar("cdviz_capture", default=None
 
 @dataclass
 class SamplePlan:
-    """Where to look in one sample: its image span and the text query rows to record."""
+    """Where to look in one sample: its image span and the text query rows to record.
+
+    piece_keys: token positions of the other pieces' patches (crops, tiles) whose text-row
+                attention is kept as ``t2i_pieces``; None: none kept (recording mode only)
+    """
 
     image_span: tuple[int, int]
     query_rows: list[int]
+    piece_keys: list[int] | None = None
 
 
 @dataclass
@@ -86,6 +93,7 @@ class LayerCapture:
     i2i_filt: list[torch.Tensor] = field(default_factory=list)
     i2i_paper: list[torch.Tensor] = field(default_factory=list)
     i2i_block: list[torch.Tensor] = field(default_factory=list)
+    t2i_pieces: list[torch.Tensor | None] = field(default_factory=list)  # None: the sample's plan has no piece_keys
 
 
 class CaptureError(CdvizError, RuntimeError):
@@ -330,7 +338,8 @@ class Capture:
         mean_block = torch.mean(blocks[:n_heads], 0, out=blocks[n_heads])  # [N, N]
         colsum, received = received_sums(blocks, self._buffer("scratch", blocks.shape, device))  # [H + 1, N]
         i2i = colsum[:n_heads] / n  # [H, N]
-        text = row_probabilities(*args, sp.query_rows, is_causal, softcap, end)  # [H, Q, S']
+        keys_end = max([end, *(k + 1 for k in sp.piece_keys or ())])  # crops and tiles may follow the span
+        text = row_probabilities(*args, sp.query_rows, is_causal, softcap, keys_end)  # [H, Q, S']
         t2i = text[:, :, start:end]  # [H, Q, N]
         entropy = -torch.special.xlogy(text, text).sum(-1)  # [H, Q]
         if not (torch.isfinite(i2i).all() and torch.isfinite(entropy).all()):
@@ -344,3 +353,7 @@ class Capture:
         res.i2i_paper.append(received[n_heads].cpu())
         if self.plan.store_block:
             res.i2i_block.append(mean_block.clone().cpu())
+        pieces = None
+        if sp.piece_keys is not None:
+            pieces = text[:, :, torch.as_tensor(sp.piece_keys, dtype=torch.long, device=device)].cpu()  # [H, Q, M]
+        res.t2i_pieces.append(pieces)

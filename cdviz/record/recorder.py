@@ -33,7 +33,7 @@ from cdviz import __version__, schema
 from cdviz.errors import OptionError
 from cdviz.evaluate import Query, item_outcomes, load_image, plan_queries, score_queries
 from cdviz.io import write_json_atomic
-from cdviz.models.base import Adapter, AdapterError
+from cdviz.models.base import Adapter, AdapterError, Piece
 from cdviz.probes.probeset import ProbeSet, load_probeset
 from cdviz.record.capture import Capture, CaptureError, CapturePlan, SamplePlan
 from cdviz.store import (
@@ -56,6 +56,7 @@ class RecordOptions:
     layers: tuple[int, ...] | None = None  # None: every decoder layer
     queries: str = "answer"                # answer: the answer position; prompt: every text token
     store_block: bool = False              # also store the head-mean image->image block
+    pieces: bool = False                   # also store the text rows over the image's other pieces (t2i_pieces)
     protocol: str = "letters"              # how choice items are asked and scored (cdviz.evaluate.PROTOCOLS)
     match_record: str = "true"             # match protocol: capture the true option's query, or "all" options
     shard_size: int = 32
@@ -348,10 +349,13 @@ def _forward(adapter: Adapter, chunk, images, layers, options, tensors, facts, r
         if layers is None:
             logits = adapter.model(**batch.inputs, use_cache=False).logits
         else:
-            plans = []
+            plans, pieces = [], []
             for b in range(len(chunk)):
                 span = batch.image_spans[b][0]
-                plans.append(SamplePlan(span, _query_rows(adapter, ids[b], int(batch.answer_pos[b]), options.queries)))
+                keys, listed = other_pieces(batch.pieces[b][0]) if options.pieces else (None, [])
+                plans.append(SamplePlan(span, _query_rows(adapter, ids[b], int(batch.answer_pos[b]), options.queries),
+                                        piece_keys=keys))
+                pieces.append(listed)
             with Capture(adapter, CapturePlan(list(layers), plans, store_block=options.store_block)) as cap:
                 logits = adapter.model(**batch.inputs, use_cache=False).logits
             for b, (item, q) in enumerate(chunk):
@@ -365,6 +369,7 @@ def _forward(adapter: Adapter, chunk, images, layers, options, tensors, facts, r
                     "span_start": span[0], "n_image": span[1] - span[0], "grid_rows": grid[0], "grid_cols": grid[1],
                     "seq_len": int(batch.answer_pos[b]) + 1,
                     "query_tokens": json.dumps(adapter.tokenizer.convert_ids_to_tokens(ids[b, plans[b].query_rows].tolist())),
+                    "pieces": json.dumps(pieces[b]),
                 }
     pos = batch.answer_pos
     answer = logits[torch.arange(len(pos), device=pos.device), pos].float().cpu()
@@ -374,6 +379,29 @@ def _forward(adapter: Adapter, chunk, images, layers, options, tensors, facts, r
                            "have NaN or inf values (broken weights or inputs?); check the model with `cdviz eval`, "
                            "or pass --skip-bad to record such items as skips")
     rows.extend(score_queries(adapter, [q for _, q in chunk], answer))
+
+
+def other_pieces(image: list[Piece]) -> tuple[list[int], list[dict]]:
+    """The patch tokens of an image's non-primary pieces, and how they lie in ``t2i_pieces``.
+
+    Returns:
+        keys:   token positions of every non-primary piece's patches, pieces in token order, each
+                row-major; row-end tokens (LLaVA-NeXT's newline) left out, as from the primary grid
+        listed: per piece {role, grid [rows, cols], offset: its first column in M, place (tiles only)}
+    """
+    keys: list[int] = []
+    listed: list[dict] = []
+    for p in image:
+        if p.primary:
+            continue
+        rows, cols = p.grid
+        width = cols + p.row_end
+        entry = {"role": p.role, "grid": [rows, cols], "offset": len(keys)}
+        if p.place is not None:
+            entry["place"] = list(p.place)
+        listed.append(entry)
+        keys += [p.span[0] + r * width + c for r in range(rows) for c in range(cols)]
+    return keys, listed
 
 
 def _query_rows(adapter: Adapter, ids: torch.Tensor, answer_pos: int, mode: str) -> list[int]:
@@ -393,9 +421,10 @@ def _check_finite_attention(cap: Capture, b: int, uid: str, label: str) -> None:
 
 
 def _collect(cap: Capture, b: int, uid: str, tensors: dict, option: int | None = None) -> None:
-    """Stack the capture's per-layer tensors of sample ``b`` into [L, ...] fp16 tensors."""
+    """Stack the capture's per-layer tensors of sample ``b`` into [L, ...] tensors (fp16 once written)."""
     layers = cap.plan.layers
-    fields = [*schema.RECORDED, *([f for f, spec in schema.FIELDS.items() if spec.optional] if cap.plan.store_block else [])]
+    wanted = {"store_block": cap.plan.store_block, "pieces": bool(cap.plan.samples[b].piece_keys)}
+    fields = [f for f, spec in schema.FIELDS.items() if spec.option is None or wanted[spec.option]]
     for f in fields:
         stacked = torch.stack([getattr(cap.results[layer], f)[b] for layer in layers])
         tensors[tensor_key(uid, f, option)] = stacked
@@ -422,6 +451,7 @@ def _index_rows(k, items, probes, per_model_in, outcomes, skipped) -> pd.DataFra
             facts = per_model_in[name][1].get(item.uid, {})
             cols = {key: int(facts.get(key, -1)) for key in ("span_start", "n_image", "grid_rows", "grid_cols", "seq_len")}
             cols["query_tokens"] = facts.get("query_tokens", "[]")
+            cols["pieces"] = facts.get("pieces", "[]")
             s = summaries[name]
             ok = s is not None and item.uid in s.index and item.uid not in skipped
             r = s.loc[item.uid] if ok else None

@@ -111,8 +111,8 @@ def make_synthetic_run(
                 "n_kv_heads": n_heads, "layers": list(range(n_layers)), "image_token_id": -1}
          for name, n_layers in (("teacher", teacher_layers), ("student", student_layers))},
         {"path": str(root / "images"), "name": f"synthetic seed {seed}", "n_items": n_items, "items_sha256": ""},
-        {"layers": None, "queries": "answer", "store_block": False, "shard_size": shard_size, "batch_size": 0,
-         "dtype": "synthetic"},
+        {"layers": None, "queries": "answer", "store_block": False, "pieces": False, "shard_size": shard_size,
+         "batch_size": 0, "dtype": "synthetic"},
         cdviz_version=__version__,
         synthetic={"seed": seed, "planted_student_layers": list(planted), "link": link,
                    "decoy_student_layers": list(decoys), "depth_profile": depth_profile})
@@ -171,7 +171,7 @@ def make_synthetic_run(
                 margin = float(rng.uniform(0.2, 3.0)) * (1 if right else -1)
                 per_model[name] = {"span_start": 2, "n_image": grid[0] * grid[1], "grid_rows": grid[0],
                                    "grid_cols": grid[1], "seq_len": 40, "query_tokens": json.dumps([":"]),
-                                   "correct": right, "strict": None, "accuracy": 1.0 if right else 0.0,
+                                   "pieces": "[]", "correct": right, "strict": None, "accuracy": 1.0 if right else 0.0,
                                    "margin": margin}
                 for order in ("01", "10"):
                     outcome_rows.append({"model": name, "uid": uid, "category": cat, "skill": CATEGORIES[cat],

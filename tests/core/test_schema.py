@@ -53,7 +53,8 @@ def test_manifest_needs_both_models_layers():
 
 def test_fields_know_their_shape_and_which_are_optional():
     assert schema.RECORDED == ("t2i", "mass", "entropy", "i2i", "i2i_filt", "i2i_paper")
-    assert [f for f, spec in schema.FIELDS.items() if spec.optional] == ["i2i_block"]
+    assert [f for f, spec in schema.FIELDS.items() if spec.optional] == ["i2i_block", "t2i_pieces"]
+    assert schema.FIELDS["i2i_block"].option == "store_block" and schema.FIELDS["t2i_pieces"].option == "pieces"
     assert not schema.FIELDS["i2i_paper"].per_head and schema.FIELDS["t2i"].per_head
 
 
