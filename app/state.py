@@ -35,11 +35,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import streamlit as st
-import torch
 from PIL import Image
 
 from cdviz import schema
-from cdviz.metrics import HIGHER_IS_ALIGNED, METRICS, align_pair
 from cdviz.store import StoreError, open_run
 
 RUNS_ROOT_ENV = "CDVIZ_RUNS_ROOT"
@@ -201,7 +199,7 @@ def run_health(run: Run) -> tuple[bool, str]:
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _items(path: str, stamp: float) -> pd.DataFrame:
-    from analyses.common import outcome_group
+    from cdviz.store import outcome_group
 
     out = _store(path, stamp).index.copy()
     known = out["teacher_correct"].notna() & out["student_correct"].notna()
@@ -226,7 +224,7 @@ def filter_items(frame: pd.DataFrame, category: str = "all", skill: str = "all",
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _accuracy(path: str, stamp: float, by: str) -> pd.DataFrame:
-    from analyses.common import usable_items
+    from cdviz.store import usable_items
     from cdviz.report.summary import accuracy_tables
 
     usable = usable_items(_store(path, stamp))
@@ -368,6 +366,10 @@ def compare_maps(t_map: np.ndarray, t_grid: tuple[int, int], s_map: np.ndarray, 
     Relative to uniform (share x number of tokens) so maps on grids of different size share one
     colour scale: 2 means twice the attention of a uniform map, whatever the grid.
     """
+    import torch  # here, not at the top: pages that only read saved results never load torch
+
+    from cdviz.metrics import METRICS, align_pair
+
     t, s = torch.from_numpy(np.asarray(t_map, np.float32)), torch.from_numpy(np.asarray(s_map, np.float32))
     ta, sa, grid = align_pair(t, tuple(t_grid), s, tuple(s_grid))  # [N] each, normalised
     metrics = {}
@@ -380,12 +382,16 @@ def compare_maps(t_map: np.ndarray, t_grid: tuple[int, int], s_map: np.ndarray, 
 
 
 def metric_direction(name: str) -> str:
+    from cdviz.metrics import HIGHER_IS_ALIGNED
+
     return "higher = more alike" if HIGHER_IS_ALIGNED[name] else "lower = more alike"
 
 
 def as_misalignment(name: str, value: float) -> float:
     """A metric's value as the report shows it: a misalignment, larger = further apart (1 - a
     similarity, a distance as it is)."""
+    from cdviz.metrics import HIGHER_IS_ALIGNED
+
     return 1.0 - value if HIGHER_IS_ALIGNED[name] else value
 
 

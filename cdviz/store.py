@@ -12,7 +12,8 @@
 Tensor fields per item and model (L recorded layers, H heads, Q text query rows, N image tokens),
 their meaning, the manifest and the index columns: cdviz/schema.py.
     t2i [L, H, Q, N]   mass [L, H, Q]   entropy [L, H, Q]
-    i2i [L, H, N]      i2i_filt [L, H, N]   i2i_paper [L, N]   i2i_block [L, N, N] (optional)
+    i2i [L, H, N]      i2i_filt [L, H, N]   i2i_paper [L, N]
+    i2i_block [L, N, N] (--store-block)     t2i_pieces [L, H, Q, M] (--pieces: the crops / tiles, M patches)
 
 Readers open shards memory-mapped and read only the requested (layer, head) slice.
 

@@ -85,7 +85,7 @@ def record_run(
     adapters = {"teacher": teacher, "student": student}
     planned, preskipped = planned_items(probes, skip_bad)
     manifest = build_manifest(adapters, probes, options, n_items=len(planned))
-    _claim_store(out, manifest)
+    manifest = _claim_store(out, manifest)
     shards = [planned[i:i + options.shard_size] for i in range(0, len(planned), options.shard_size)]
     for k, items in enumerate(shards):
         if k % world_size != rank:
@@ -187,11 +187,13 @@ def model_origin(adapter: Adapter) -> dict:
     return {k: getattr(origin, k, None) for k in fields}
 
 
-def _claim_store(out: Path, manifest: dict) -> None:
-    """Write the manifest of a new run, or check that ``out`` holds this very run (a resume).
+def _claim_store(out: Path, manifest: dict) -> dict:
+    """Write the manifest of a new run, or check that ``out`` holds this very run (a resume); returns
+    the manifest the run goes on under (on a resume, the one on disk).
 
     A corrupt manifest.json is written again when every readable part file was recorded under this
-    command (`run_identity` in its metadata); otherwise the shards cannot be matched and it is refused."""
+    command (`run_identity` in its metadata); otherwise the shards cannot be matched and it is refused.
+    A recording option added after the run was started counts as its default there."""
     path = out / "manifest.json"
     if path.is_file():
         started = any((out / "parts").glob("*.parquet"))
@@ -199,18 +201,21 @@ def _claim_store(out: Path, manifest: dict) -> None:
         if old is None:
             _check_parts_are_this_run(out, path, why, manifest)
             write_json_atomic(path, manifest)
-            return
+            return manifest
         if old.get("version") != manifest["version"]:
             raise StoreError(version_message(out, old.get("version")))
-        differ = [k for k in ("models", "probes", "options") if old.get(k) != manifest[k]]
+        defaults = {k: v for k, v in asdict(RecordOptions()).items() if k not in (old.get("options") or {})}
+        then = {**old, "options": {**defaults, **(old.get("options") or {})}}
+        differ = [k for k in ("models", "probes", "options") if then.get(k) != manifest[k]]
         if started and differ:
             raise StoreError(
                 f"{out} holds a run with other {', '.join(differ)}; resume only with the same command, "
                 f"or choose a new --out"
             )
         if started:
-            return
+            return old  # its parts carry the identity of the manifest on disk
     write_json_atomic(path, manifest)
+    return manifest
 
 
 def _read_manifest(path: Path) -> tuple[dict | None, str]:

@@ -50,7 +50,18 @@ summary.json (format "cdviz-report", version 1); NaN is written as null:
     files: {html: "index.html", markdown: "report.md", tables: {name: "tables/name.parquet"}}
 """
 
-from cdviz.report.build import write_report
-from cdviz.report.compare import write_compare
+from typing import Any
 
 __all__ = ["write_compare", "write_report"]
+
+
+def __getattr__(name: str) -> Any:
+    # The writers pull in plotly; the dashboard imports cdviz.report.findings alone, so they load
+    # only when asked for (a page's first render after a server start does not wait for plotly).
+    if name == "write_report":
+        from cdviz.report.build import write_report
+        return write_report
+    if name == "write_compare":
+        from cdviz.report.compare import write_compare
+        return write_compare
+    raise AttributeError(f"module 'cdviz.report' has no attribute {name!r}")

@@ -101,6 +101,24 @@ def test_resume_refuses_other_options(pair, tmp_path):
         record(teacher, student, probes, tmp_path / "run", RecordOptions(shard_size=64, queries="prompt"))
 
 
+def test_resume_of_a_run_started_before_an_option_existed(pair, tmp_path):
+    """A run whose manifest lacks a recording option added since (here ``pieces``) resumes under
+    the same command: the missing option counts as its default, and the manifest on disk stays."""
+    teacher, student, probes = pair
+    run = record(teacher, student, probes, tmp_path / "run", RecordOptions(shard_size=16))
+    manifest = json.loads((run / "manifest.json").read_text())
+    del manifest["options"]["pieces"]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    for stale in [run / "index.parquet", run / "outcomes.parquet", *sorted((run / "parts").glob("00001.*"))]:
+        stale.unlink()
+    record(teacher, student, probes, run, RecordOptions(shard_size=16))
+    assert json.loads((run / "manifest.json").read_text()) == manifest
+    store = open_run(run)
+    assert store.health().ok and len(store.index) == 40
+    with pytest.raises(StoreError, match="same command"):  # a real difference is still refused
+        record(teacher, student, probes, run, RecordOptions(shard_size=16, pieces=True))
+
+
 def _record_cmd(pair, out, *extra):
     teacher, student, probes = pair
     return [*CDVIZ, "record", "--teacher", str(teacher), "--student", str(student), "--probes", str(probes),
