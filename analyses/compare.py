@@ -32,6 +32,7 @@ from analyses.common import Progress, usable_items
 from analyses.error_link import error_link
 from analyses.misalignment import DEFAULT_T2I_METRICS, MisalignmentResult, misalignment
 from analyses.stats import LEVEL, auroc_boot, bootstrap_ci
+from cdviz.io import records
 from cdviz.lineage import finetune_record
 from cdviz.store import RunStore, StoreError, item_accuracy
 
@@ -85,10 +86,10 @@ class CompareResult:
         """Records per table (what summary.json and the findings read)."""
         return {"before": self.before, "after": self.after, "protocol": self.protocol, "paired": self.paired,
                 "n_shared": self.n_shared, "n_before": self.n_before, "n_after": self.n_after,
-                "misalignment": _records(self.misalignment.drop(columns=[
+                "misalignment": records(self.misalignment.drop(columns=[
                     "ci_low_before", "ci_high_before", "ci_low_after", "ci_high_after"], errors="ignore")),
-                "accuracy": _records(self.accuracy.drop(columns=["n_before", "n_after"], errors="ignore")),
-                "error_link": _records(self.error_link), "finetuned": self.finetuned}
+                "accuracy": records(self.accuracy.drop(columns=["n_before", "n_after"], errors="ignore")),
+                "error_link": records(self.error_link), "finetuned": self.finetuned}
 
 
 def compare(before: RunStore, after: RunStore, *, misalignment_before: MisalignmentResult | None = None,
@@ -263,10 +264,3 @@ def resampled_auroc(scores: np.ndarray, labels: np.ndarray, keep: np.ndarray, id
     with np.errstate(invalid="ignore", divide="ignore"):
         auc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
-
-
-def _records(frame: pd.DataFrame) -> list[dict]:
-    """Rows as plain dicts with NaN as None (JSON null)."""
-    return [{k: (None if isinstance(v, float) and not np.isfinite(v) else
-                 v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-            for row in frame.to_dict(orient="records")]

@@ -191,10 +191,11 @@ def run(store: RunStore, names: Sequence[str] | None = None, *, options: Mapping
     joint = all(n in todo for n in JOINT_FAMILY)
     for name in todo:
         analysis = get(name)
-        kwargs = {k: v for k, v in (common or {}).items() if k in analysis.accepts()}
+        accepts = analysis.accepts()
+        kwargs = {k: v for k, v in (common or {}).items() if k in accepts}
         kwargs.update((options or {}).get(name, {}))
         kwargs.update({dep: out[dep] for dep in analysis.depends})
-        if "progress" in analysis.accepts():
+        if "progress" in accepts:
             kwargs["progress"] = progress
         t0 = time.perf_counter()
         out.add(name, analysis.fn(store, **kwargs))
@@ -228,7 +229,7 @@ def run_pair(before: RunStore, after: RunStore, name: str = "compare", *, before
 
 
 class Results(Mapping):
-    """Analysis results by name (a read-only mapping), with ``save`` / ``load``.
+    """Analysis results by name (a mapping; ``add`` puts one in), with ``save`` / ``load``.
 
     ``meta`` holds how they were made (e.g. ``joint_family``: the analyses whose q-values were
     corrected together).
@@ -316,6 +317,28 @@ def saved_names(directory: str | Path) -> list[str]:
     except (OSError, ValueError):
         return []
     return [e["name"] for e in index.get("results", [])] if index.get("format") == FORMAT else []
+
+
+def saved_result(directory: str | Path, name: str, newer_than: float = 0.0) -> Any | None:
+    """The ``name`` result saved in DIRECTORY, or None when there is none, it is unreadable, or it
+    was saved before ``newer_than`` (a modification time: it describes older data)."""
+    try:
+        if (Path(directory) / INDEX).stat().st_mtime < newer_than:
+            return None
+        return Results.load(directory, names=[name]).get(name)
+    except (ValueError, OSError, KeyError):
+        return None
+
+
+def run_results_dir(root: str | Path) -> Path:
+    """Where `cdviz report` saves a run's analysis results: RUN/report/results."""
+    return Path(root) / "report" / "results"
+
+
+def saved_run_result(root: str | Path, name: str) -> Any | None:
+    """The run's ``name`` result from its report, when saved after the run's index was written."""
+    index = Path(root) / "index.parquet"
+    return saved_result(run_results_dir(root), name, index.stat().st_mtime if index.is_file() else 0.0)
 
 
 def _pack(obj: Any, arrays: dict[str, np.ndarray]) -> Any:

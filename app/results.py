@@ -68,31 +68,10 @@ def report_summary(run: Run) -> dict | None:
     return _summary(*run.key)
 
 
-def _results_dir(path: str) -> Path:
-    return Path(path) / "report" / "results"
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def _saved_names(path: str, stamp: float) -> tuple[str, ...]:
-    """Names of the run's saved results when they are newer than its index (else they describe old data)."""
-    from analyses import pipeline
-
-    folder, index = _results_dir(path), Path(path) / "index.parquet"
-    marker = folder / pipeline.INDEX
-    if not marker.is_file() or (index.is_file() and marker.stat().st_mtime < index.stat().st_mtime):
-        return ()
-    return tuple(pipeline.saved_names(folder))
-
-
 def _load_saved(run: Run, name: str) -> Any | None:
-    if name not in _saved_names(*run.key):
-        return None
     from analyses import pipeline
 
-    try:
-        return pipeline.Results.load(_results_dir(str(run.path)), names=[name]).get(name)
-    except (ValueError, OSError, KeyError):
-        return None
+    return pipeline.saved_run_result(run.path, name)
 
 
 def cached_analysis(run: Run, name: str) -> Any | None:
@@ -151,9 +130,9 @@ def compute_with_progress(run: Run, names: tuple[str, ...]) -> dict[str, Any]:
     """Fetch or compute several analyses, with a progress bar over the items they stream."""
     from analyses import pipeline
 
-    have = [n for n in pipeline.REGISTRY if cached_analysis(run, n) is not None]
-    todo = [n for n in pipeline.plan([n for n in names if n in pipeline.REGISTRY], have=have)
-            if not pipeline.REGISTRY[n].loads_models]
+    wanted = [n for n in names if n in pipeline.REGISTRY]
+    have = [n for n in pipeline.plan(wanted) if cached_analysis(run, n) is not None]  # only what these need
+    todo = [n for n in pipeline.plan(wanted, have=have) if not pipeline.REGISTRY[n].loads_models]
     total = sum(pipeline.REGISTRY[n].progress_steps(n_usable(run), {}) for n in todo)
     bar = st.progress(0.0, text=f"computing {', '.join(todo)} on {n_usable(run):,} items "
                                 f"(once per server; {REPORT_HINT.format(path=run.path)})") if todo else None
@@ -180,14 +159,8 @@ def _saved_compare(before: Run, after: Run) -> Any | None:
     newer than both runs' data."""
     from analyses import pipeline
 
-    folder = after.path / "compare" / "results"
-    marker = folder / pipeline.INDEX
-    if not marker.is_file() or marker.stat().st_mtime < max(before.stamp, after.stamp):
-        return None
-    try:
-        result = pipeline.Results.load(folder, names=["compare"]).get("compare")
-    except (ValueError, OSError, KeyError):
-        return None
+    result = pipeline.saved_result(after.path / "compare" / "results", "compare",
+                                   newer_than=max(before.stamp, after.stamp))
     if result is None or result.before != str(before.path.resolve()) or result.after != str(after.path.resolve()):
         return None
     return result

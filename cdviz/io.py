@@ -1,13 +1,18 @@
-"""Atomic file writes: a reader never sees a half-written file, a killed writer leaves none."""
+"""Atomic file writes (a reader never sees a half-written file, a killed writer leaves none), and
+values made fit for JSON."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
 
 
 @contextmanager
@@ -40,3 +45,27 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 def write_parquet_atomic(path: str | os.PathLike, frame) -> None:
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
+
+
+def jsonable(x: Any) -> Any:
+    """numpy / pandas scalars -> Python; NaN and inf -> None (JSON has neither)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return [jsonable(v) for v in x.tolist()]
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        return float(x) if math.isfinite(float(x)) else None
+    if x is pd.NA or x is None:
+        return None
+    return x
+
+
+def records(frame: pd.DataFrame, columns: list[str] | None = None) -> list[dict]:
+    frame = frame[columns] if columns is not None else frame
+    return jsonable(frame.to_dict(orient="records"))

@@ -79,9 +79,12 @@ def compare_runs(before: str | Path, after: str | Path, out: str | Path, *, meas
         progress: called with items done (one misalignment pass per run computed here).
     """
     stores = {"before": open_run(before), "after": open_run(after)}
-    saved = {k: {} if t2i_metrics != DEFAULT_T2I_METRICS else  # saved results hold the default measures only
-             {"misalignment": m} if (m := saved_result(s, "misalignment")) is not None else {}
-             for k, s in stores.items()}
+    saved = {k: {} for k in stores}
+    if t2i_metrics == DEFAULT_T2I_METRICS:  # saved results hold the default measures only
+        for k, s in stores.items():
+            mis = saved_result(s, "misalignment")
+            if mis is not None:
+                saved[k]["misalignment"] = mis
     results = pipeline.run_pair(stores["before"], stores["after"], "compare", before_results=saved["before"],
                                 after_results=saved["after"], progress=progress,
                                 dependency_options={"misalignment": {"t2i_metrics": t2i_metrics}},
@@ -94,19 +97,12 @@ def compare_runs(before: str | Path, after: str | Path, out: str | Path, *, meas
 
 def results_dir(store: RunStore) -> Path:
     """Where `build_report` saved the run's analysis results (by default)."""
-    return store.root / "report" / RESULTS
+    return pipeline.run_results_dir(store.root)
 
 
 def saved_result(store: RunStore, name: str):
     """The run's saved ``name`` result when it is newer than the run's index, else None."""
-    folder, index = results_dir(store), store.root / "index.parquet"
-    marker = folder / pipeline.INDEX
-    if not marker.is_file() or (index.is_file() and marker.stat().st_mtime < index.stat().st_mtime):
-        return None
-    try:
-        return pipeline.Results.load(folder, names=[name]).get(name)
-    except (ValueError, OSError, KeyError):
-        return None
+    return pipeline.saved_run_result(store.root, name)
 
 
 __all__ = ["build_report", "compare_runs", "report_steps", "results_dir", "saved_result"]

@@ -5,42 +5,18 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from cdviz import __version__
+from cdviz.io import jsonable, records  # noqa: F401  (re-exported: the report and the app use them from here)
 from cdviz.store import RunStore, item_accuracy  # noqa: F401  (re-exported)
 
 FORMAT = "cdviz-report"
 VERSION = 1
 TOP_LAYERS = 3  # most misaligned layers listed per measure
-
-
-def jsonable(x: Any) -> Any:
-    """numpy / pandas scalars -> Python; NaN and inf -> None (JSON has neither)."""
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return [jsonable(v) for v in x.tolist()]
-    if isinstance(x, (np.bool_, bool)):
-        return bool(x)
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating, float)):
-        return float(x) if math.isfinite(float(x)) else None
-    if x is pd.NA or x is None:
-        return None
-    return x
-
-
-def records(frame: pd.DataFrame, columns: list[str] | None = None) -> list[dict]:
-    frame = frame[columns] if columns is not None else frame
-    return jsonable(frame.to_dict(orient="records"))
 
 
 def accuracy_tables(usable: pd.DataFrame) -> dict[str, pd.DataFrame]:
