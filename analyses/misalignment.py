@@ -25,12 +25,23 @@ is aligned (cosine, topk_iou: [0, 1]; spearman: [0, 2]), the distance itself oth
 [0, ln 2], emd in patch units). Teacher and student heads are not assumed to correspond (see
 layer_correspondence for head matching), hence the teacher head mean as reference.
 
+Views (``view``): "primary" (default) compares the maps over each model's primary image piece,
+the base / global view or thumbnail that every run records. "detail" compares the text-to-image
+maps over an image's other pieces (crops, tiles; a run recorded with ``cdviz record --pieces``),
+each model's pieces assembled into one map over the whole image (cdviz.pieces.store_detail) and
+the two maps resampled onto their common grid with mass kept per region (cdviz.metrics.align_pair),
+then the same t2i measures and teacher split-half baseline as the primary view. ``--pieces``
+records text-to-image maps per piece; image-to-image per piece is not recorded, so the detail view
+has t2i measures only (i2i in ``fields`` is left out). Items where either model has no detail view
+(an image of one piece) are left out of the result, their reasons in ``skipped``.
+
     misalignment(store) -> MisalignmentResult(values [I, L, H+1, M], ...)
+    misalignment(store, view="detail") -> the same over the detail view, t2i measures only
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -40,12 +51,16 @@ import torch
 from analyses.common import (
     Progress, by_grid, group_matrix, item_table, iter_usable_shards, load_maps, resolve_layer_map, usable_items,
 )
+from cdviz.errors import OptionError
 from cdviz.metrics import (HIGHER_IS_ALIGNED, METRICS, align_pair, common_grid, resample_to_grid,
                            vat_cosine_from_vectors)
+from cdviz.pieces import store_detail
+from cdviz.schema import MODELS
 from cdviz.store import RunStore
 
 FIELDS = ("i2i", "t2i")
 DEFAULT_T2I_METRICS = ("js", "spearman", "topk_iou")
+VIEWS = ("primary", "detail")  # the primary image piece; the crops / tiles assembled over the image
 ELEMENT_BUDGET = 4_000_000  # map elements compared in one batched call
 
 
@@ -60,6 +75,8 @@ class MisalignmentResult:
     n_heads:        H student heads; head index H along ``values`` axis 2 is the head mean
     values:         [I, L, H + 1, M] float32 misalignment (larger = further apart)
     baseline:       [I, L, M] float32 teacher split-half noise baseline (None: not computed)
+    view:           "primary" (the primary image piece) or "detail" (crops / tiles over the image)
+    skipped:        {uid: reason} usable items left out because a model has no such view
     """
 
     items: pd.DataFrame
@@ -69,6 +86,12 @@ class MisalignmentResult:
     n_heads: int
     values: np.ndarray
     baseline: np.ndarray | None = None
+    view: str = "primary"
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def n_skipped(self) -> int:
+        return len(self.skipped)
 
     def head_labels(self) -> list[int]:
         """Head index per position on axis 2: 0..H-1, then -1 for the head mean."""
@@ -147,7 +170,8 @@ class MisalignmentResult:
                 "teacher_groups": [list(g) for g in self.teacher_groups], "measures": list(self.measures),
                 "n_heads": self.n_heads, "shape": list(self.values.shape),
                 "values": self.values.reshape(-1).tolist(),
-                "baseline": None if self.baseline is None else self.baseline.reshape(-1).tolist()}
+                "baseline": None if self.baseline is None else self.baseline.reshape(-1).tolist(),
+                "view": self.view, "skipped": dict(self.skipped)}
 
     @classmethod
     def from_dict(cls, d: dict) -> MisalignmentResult:
@@ -157,7 +181,7 @@ class MisalignmentResult:
             baseline = np.asarray(baseline, dtype=np.float32).reshape(values.shape[0], values.shape[1], values.shape[3])
         return cls(item_table(d["items"]), [int(s) for s in d["student_layers"]],
                    [[int(t) for t in g] for g in d["teacher_groups"]], list(d["measures"]), int(d["n_heads"]), values,
-                   baseline)
+                   baseline, str(d.get("view", "primary")), {str(k): str(v) for k, v in (d.get("skipped") or {}).items()})
 
 
 def _fmt(group: Sequence[int]) -> str:
@@ -178,7 +202,7 @@ def measure_names(fields: Sequence[str], t2i_metrics: Sequence[str]) -> list[str
 
 def misalignment(store: RunStore, *, fields: Sequence[str] = FIELDS,
                  t2i_metrics: Sequence[str] = DEFAULT_T2I_METRICS, layer_map: dict[int, Sequence[int]] | None = None,
-                 group_size: int | None = None, progress: Progress = None) -> MisalignmentResult:
+                 group_size: int | None = None, view: str = "primary", progress: Progress = None) -> MisalignmentResult:
     """Misalignment between the student and its teacher layer groups, per item, layer and head.
 
     Args:
@@ -188,11 +212,25 @@ def misalignment(store: RunStore, *, fields: Sequence[str] = FIELDS,
             about a second per map pair on 27x27; "emd_sliced" is the fast approximation).
         layer_map: {student layer: [teacher layers]} to override the default group matching.
         group_size: teacher group size for the default map (default ceil(T / S)).
+        view: "primary" (the primary image piece) or "detail" (t2i over the crops / tiles assembled
+            over the whole image; a run recorded with ``cdviz record --pieces``; i2i is left out,
+            items where a model has one piece only are skipped, see the module docstring).
         progress: called with the number of items done after each shard.
 
     Returns:
         MisalignmentResult with values [I, L, H + 1, M].
+
+    Raises:
+        OptionError: an unknown view, or a detail view with no item to compare (a run recorded
+            without --pieces, or images of one piece only).
     """
+    if view not in VIEWS:
+        raise OptionError(f"unknown view {view!r}; use one of {', '.join(VIEWS)}")
+    if view == "detail":
+        if "t2i" not in fields:
+            raise OptionError("the detail view compares t2i maps only (--pieces records text-to-image maps per piece; "
+                              "image-to-image per piece is not recorded): include 't2i' in fields")
+        fields = ("t2i",)
     measures = measure_names(fields, t2i_metrics)
     lmap = resolve_layer_map(store, layer_map, group_size)
     s_layers = store.layers("student")
@@ -200,6 +238,8 @@ def misalignment(store: RunStore, *, fields: Sequence[str] = FIELDS,
     w = torch.from_numpy(group_matrix(t_layers, lmap, s_layers))  # [Ls, Lt]
     n_heads = store.n_heads("student")
     usable = usable_items(store)
+    if view == "detail":
+        return _detail(store, usable, t2i_metrics, lmap, s_layers, w, n_heads, measures, progress)
     values = np.full((len(usable), len(s_layers), n_heads + 1, len(measures)), np.nan, dtype=np.float32)
     baseline = np.full((len(usable), len(s_layers), len(measures)), np.nan, dtype=np.float32)
     pos = {u: i for i, u in enumerate(usable.uid)}
@@ -216,6 +256,50 @@ def misalignment(store: RunStore, *, fields: Sequence[str] = FIELDS,
             progress(len(rows))
     return MisalignmentResult(item_table(usable), s_layers, [lmap[s] for s in s_layers], measures, n_heads, values,
                               baseline)
+
+
+def _detail(store: RunStore, usable: pd.DataFrame, t2i_metrics, lmap, s_layers, w, n_heads, measures,
+            progress: Progress) -> MisalignmentResult:
+    """The detail view (see `misalignment`): items without one in either model go to ``skipped``."""
+    found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    skipped: dict[str, str] = {}
+    for rows in iter_usable_shards(store, usable):
+        maps: dict[str, dict[str, np.ndarray]] = {}  # uid -> model -> [L, H, N] answer row
+        groups: dict[tuple, list[str]] = {}
+        for uid in rows.uid:
+            got = {}
+            for model in MODELS:
+                d, why = store_detail(store, uid, model)
+                if d is None:
+                    skipped[uid] = f"{model}: {why}"
+                    break
+                got[model] = (d.maps[:, :, -1, :], d.grid)  # the answer position's row
+            else:
+                maps[uid] = {m: v[0] for m, v in got.items()}
+                groups.setdefault((got["teacher"][1], got["student"][1]), []).append(uid)
+        for (grid_t, grid_s), uids in groups.items():
+            n = max(grid_t[0], grid_s[0]) * max(grid_t[1], grid_s[1])
+            step = max(1, ELEMENT_BUDGET // (len(s_layers) * (n_heads + 1) * n))
+            for i in range(0, len(uids), step):
+                chunk = uids[i:i + step]
+                cols, base = [], []
+                s = torch.from_numpy(np.stack([maps[u]["student"] for u in chunk]))  # [B, Ls, H, Ns]
+                t = torch.from_numpy(np.stack([maps[u]["teacher"] for u in chunk]))  # [B, Lt, Ht, Nt]
+                _t2i(s, t, w, grid_t, grid_s, t2i_metrics, cols, base)
+                values, baseline = _finish(cols, base)
+                found.update({u: (values[k], baseline[k]) for k, u in enumerate(chunk)})
+        if progress:
+            progress(len(rows))
+    if not found:
+        reasons = sorted(set(skipped.values()))
+        raise OptionError(f"{store.root}: no item has a detail view in both models ({len(skipped)} skipped: "
+                          f"{'; '.join(reasons[:3])}); the detail view needs a run recorded with `cdviz record "
+                          "--pieces` of images the models cut into crops or tiles")
+    kept = usable[usable.uid.isin(list(found))]
+    values = np.stack([found[u][0] for u in kept.uid]).astype(np.float32)
+    baseline = np.stack([found[u][1] for u in kept.uid]).astype(np.float32)
+    return MisalignmentResult(item_table(kept), s_layers, [lmap[s] for s in s_layers], measures, n_heads, values,
+                              baseline, "detail", skipped)
 
 
 def _stack(store: RunStore, uids: list[str], model: str, field: str) -> torch.Tensor:
@@ -251,22 +335,34 @@ def _compare(store, uids, fields, t2i_metrics, w, grid_t, grid_s) -> tuple[np.nd
             base.append(torch.full(t_heads.shape[:2], float("nan")) if halves is None else
                         1 - vat_cosine_from_vectors(*(resample_to_grid(h, grid_t, grid) for h in halves)))
         else:
-            s = _stack(store, uids, "student", "t2i")  # [B, Ls, H, Ns]
-            s = torch.cat([s, s.mean(2, keepdim=True)], dim=2)  # [B, Ls, H+1, Ns]
-            t_all = _stack(store, uids, "teacher", "t2i")  # [B, Lt, Ht, Nt]
-            t = torch.einsum("st,btn->bsn", w, t_all.mean(2))  # [B, Ls, Nt]
-            t = t[:, :, None, :].expand(-1, -1, s.shape[2], -1)  # [B, Ls, H+1, Nt]
-            sa, ta, _ = align_pair(s, grid_s, t, grid_t, grid)
-            halves = _halves(t_all, w)
-            if halves is not None:
-                ha, hb = (resample_to_grid(h, grid_t, grid) for h in halves)
-            for m in t2i_metrics:
-                v = METRICS[m](sa, ta, grid)  # [B, Ls, H+1]
-                cols.append((1 - v if HIGHER_IS_ALIGNED[m] else v)[..., None])
-                if halves is None:
-                    base.append(torch.full(t.shape[:2], float("nan")))
-                else:
-                    b = METRICS[m](ha, hb, grid)  # [B, Ls]
-                    base.append(1 - b if HIGHER_IS_ALIGNED[m] else b)
+            _t2i(_stack(store, uids, "student", "t2i"), _stack(store, uids, "teacher", "t2i"), w, grid_t, grid_s,
+                 t2i_metrics, cols, base)
+    return _finish(cols, base)
+
+
+def _finish(cols: list[torch.Tensor], base: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
     values = torch.cat(cols, dim=-1).to(torch.float32).numpy()
     return values, torch.stack([b.to(torch.float32) for b in base], dim=-1).numpy()
+
+
+def _t2i(s: torch.Tensor, t_all: torch.Tensor, w: torch.Tensor, grid_t, grid_s, t2i_metrics,
+         cols: list[torch.Tensor], base: list[torch.Tensor]) -> None:
+    """Append the t2i measures [B, Ls, H+1, 1] and their baselines [B, Ls] for student maps ``s``
+    [B, Ls, H, Ns] on ``grid_s`` and teacher maps ``t_all`` [B, Lt, Ht, Nt] on ``grid_t``, compared
+    on their common grid."""
+    grid = common_grid(grid_t, grid_s)
+    s = torch.cat([s, s.mean(2, keepdim=True)], dim=2)  # [B, Ls, H+1, Ns]
+    t = torch.einsum("st,btn->bsn", w, t_all.mean(2))  # [B, Ls, Nt]
+    t = t[:, :, None, :].expand(-1, -1, s.shape[2], -1)  # [B, Ls, H+1, Nt]
+    sa, ta, _ = align_pair(s, grid_s, t, grid_t, grid)
+    halves = _halves(t_all, w)
+    if halves is not None:
+        ha, hb = (resample_to_grid(h, grid_t, grid) for h in halves)
+    for m in t2i_metrics:
+        v = METRICS[m](sa, ta, grid)  # [B, Ls, H+1]
+        cols.append((1 - v if HIGHER_IS_ALIGNED[m] else v)[..., None])
+        if halves is None:
+            base.append(torch.full(t.shape[:2], float("nan")))
+        else:
+            b = METRICS[m](ha, hb, grid)  # [B, Ls]
+            base.append(1 - b if HIGHER_IS_ALIGNED[m] else b)

@@ -7,8 +7,8 @@
     analyses  analyses                                                             core
     train     cdviz.train                                                          core
     core      cdviz (the package), types, errors, io, store, metrics, vat,         core
-              layer_map, prompts, conversation, lineage, evaluate, models,
-              probes, record
+              layer_map, prompts, conversation, lineage, evaluate, pieces,
+              models, probes, record
 
 Every module file of cdviz, analyses and app is parsed with ``ast``, and every import counts,
 those inside functions too (they run when the function does). An import is an arrow to the most
@@ -38,7 +38,7 @@ LAYERS = (
     ("analyses", ("analyses",)),
     ("core", ("cdviz.types", "cdviz.errors", "cdviz.io", "cdviz.store", "cdviz.metrics", "cdviz.vat",
               "cdviz.layer_map", "cdviz.prompts", "cdviz.conversation", "cdviz.lineage", "cdviz.schema", "cdviz.evaluate",
-              "cdviz.models", "cdviz.probes", "cdviz.record")),
+              "cdviz.pieces", "cdviz.models", "cdviz.probes", "cdviz.record")),
 )
 MAY_IMPORT = {
     "core": {"core"},
