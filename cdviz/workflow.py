@@ -37,7 +37,8 @@ def report_steps(run: str | Path | RunStore, attribution_items: int = 0) -> int:
 
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None, progress: Callable[[int], None] | None = None,
                  *, t2i_metrics=DEFAULT_T2I_METRICS, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0,
-                 attribution_items: int = 0, device: str = "cpu", timings: dict | None = None) -> Path:
+                 attribution_items: int = 0, device: str = "cpu", view: str = "primary",
+                 timings: dict | None = None) -> Path:
     """Analyse the run at ``run_dir``, save the results and write the report; returns the report folder.
 
     Args:
@@ -49,6 +50,9 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, progres
         n_boot, n_perm, seed: bootstrap replicates, permutations and their seed.
         attribution_items: > 0 also runs integrated-gradients attribution on that many items
             (loads both models from the manifest paths, on ``device``).
+        view: the misalignment's view, "primary" (each model's primary image piece) or "detail"
+            (t2i over the crops / tiles assembled over the image; a run recorded with --pieces;
+            analyses.misalignment). The saved result and summary.json say which.
         timings: if given, filled with seconds per analysis and per writing phase.
     """
     store = open_run(run_dir)
@@ -57,7 +61,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, progres
     timings = timings if timings is not None else {}
     results = pipeline.run(store, _names(attribution_items), progress=progress, timings=timings,
                            common={"n_boot": n_boot, "n_perm": n_perm, "seed": seed},
-                           options={"misalignment": {"t2i_metrics": t2i_metrics},
+                           options={"misalignment": {"t2i_metrics": t2i_metrics, "view": view},
                                     "attribution": {"n_items": attribution_items, "device": device}})
     results.save(out / RESULTS)
     return write_report(store, results, out, timings=timings)

@@ -18,6 +18,9 @@ def report_cmd(
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap replicates for intervals."),
     n_perm: int = typer.Option(1000, "--n-perm", help="Permutations for p-values."),
     device: str = typer.Option("cpu", help="Device for attribution."),
+    view: str = typer.Option("primary", "--view", help="Misalignment over each model's primary image piece "
+                             "('primary') or over its crops / tiles assembled into one map of the whole image "
+                             "('detail': t2i only, a run recorded with --pieces; items of one piece are skipped)."),
 ) -> None:
     """Misalignment report: index.html, report.md, summary.json and tables."""
     from cdviz.workflow import build_report
@@ -28,11 +31,13 @@ def report_cmd(
     with user_errors():
         if n_boot < 1 or n_perm < 1 or attribution_items < 0:
             raise OptionError("--n-boot and --n-perm must be 1 or more, --attribution-items 0 or more")
+        if view not in ("primary", "detail"):
+            raise OptionError(f"--view {view!r}: use primary or detail")
         open_run(run).require_whole()  # a partial or damaged run is named, never analysed as if whole
         total = report_steps(run, attribution_items)
         with progress_bar(f"report {run}", total) as advance:
             path = build_report(run, out, advance, n_boot=n_boot, n_perm=n_perm,
-                                attribution_items=attribution_items, device=device)
+                                attribution_items=attribution_items, device=device, view=view)
     console.print(f"report: {path / 'index.html'}\nsummary: {path / 'summary.json'}")
 
 

@@ -141,6 +141,7 @@ def _html(summary: dict, res: dict[str, Any], tables: dict[str, str]) -> str:
                        "others (with two options: it answered by position).", note=True)
         page.table(pd.DataFrame(summary["order_dependence"]))
     page.heading("Where the student looks differently")
+    page.paragraph(view_text(summary))
     page.paragraph("Misalignment of each student layer's head-averaged map with its teacher layer group (larger = "
                    "further apart; every measure is defined in the glossary). Each measure has its own panel and "
                    "scale; the dotted line is the teacher's split-half noise floor.")
@@ -178,6 +179,16 @@ def _html(summary: dict, res: dict[str, Any], tables: dict[str, str]) -> str:
     return page.render()
 
 
+def view_text(summary: dict) -> str:
+    """Which image view the misalignment compares (summary.json's misalignment.view)."""
+    mis = summary.get("misalignment", {})
+    if mis.get("view", "primary") != "detail":
+        return "View: primary (each model's primary image piece: the whole image, base / global view or thumbnail)."
+    return (f"View: detail (the text-to-image maps over each model's crops / tiles, assembled into one map of the "
+            f"whole image; t2i only); {mis.get('n_skipped_view', 0)} items skipped where a model saw the image as "
+            "one piece.")
+
+
 def _model_name(info: dict) -> str:
     """A short model name for axis titles: the checkpoint folder or hub id."""
     return Path(str(info.get("path") or "")).name or str(info.get("arch") or "")
@@ -193,6 +204,7 @@ def _markdown(summary: dict, res: dict[str, Any]) -> str:
         + "\n",
         f"{summary['n_analysed']} of {summary['n_items']} items analysed. Accuracy: teacher "
         f"{acc['teacher']:.3f}, student {acc['student']:.3f}.\n" if acc.get("teacher") is not None else "",
+        view_text(summary) + "\n",
         "## Accuracy by category\n", md_table(pd.DataFrame(summary["accuracy"]["by_category"])),
         "## Most misaligned student layers\n", md_table(pd.DataFrame(summary["most_misaligned_layers"])),
         "## Error link (teacher-right items)\n", f"q-values: {summary['error_link']['family']}.\n\n",

@@ -4,7 +4,9 @@ values worked out on paper.
     write_store(DIR, items, teacher_layers=2, student_layers=1, n_heads=2) -> DIR
 
 Each item gives per-model attention ``att`` [L, H, N] (used as the answer-row t2i map and as
-the received i2i vectors) and optionally ``filt`` [L, H, N] (i2i_filt; default = att).
+the received i2i vectors) and optionally ``filt`` [L, H, N] (i2i_filt; default = att) and
+``pieces`` {model: (the "pieces" column's list, answer-row t2i_pieces [L, H, M])}: a store with any
+item's pieces is written as one recorded with --pieces.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from cdviz.store import FORMAT, FORMAT_VERSION, finalize, tensor_key, write_part
 
 
 def item(uid: str, teacher: np.ndarray, student: np.ndarray, *, category: str = "swap_att", teacher_correct=True,
-         student_correct=True, boxes=(), teacher_filt=None, student_filt=None) -> dict:
+         student_correct=True, boxes=(), teacher_filt=None, student_filt=None, pieces=None) -> dict:
     return {"uid": uid, "category": category, "teacher_correct": teacher_correct, "student_correct": student_correct,
             "att": {"teacher": np.asarray(teacher, float), "student": np.asarray(student, float)},
-            "filt": {"teacher": teacher_filt, "student": student_filt}, "boxes": list(boxes)}
+            "filt": {"teacher": teacher_filt, "student": student_filt}, "boxes": list(boxes),
+            "pieces": dict(pieces or {})}
 
 
 def write_store(root: str | Path, items: list[dict], *, teacher_grid=(2, 2), student_grid=(2, 2),
@@ -42,7 +45,8 @@ def write_store(root: str | Path, items: list[dict], *, teacher_grid=(2, 2), stu
                    for m in ("teacher", "student")},
         "probes": {"path": str(root), "name": "handmade", "n_items": len(items), "items_sha256": ""},
         "options": {"layers": None, "queries": "answer", "store_block": False, "shard_size": len(items),
-                    "batch_size": 1, "dtype": "float32"},
+                    "batch_size": 1, "dtype": "float32",
+                    "pieces": any(it.get("pieces") for it in items)},
     }
     root.mkdir(parents=True, exist_ok=True)
     write_json_atomic(root / "manifest.json", manifest)
@@ -65,10 +69,14 @@ def write_store(root: str | Path, items: list[dict], *, teacher_grid=(2, 2), stu
             t[tensor_key(it["uid"], "i2i")] = att
             t[tensor_key(it["uid"], "i2i_filt")] = filt
             t[tensor_key(it["uid"], "i2i_paper")] = filt.mean(1)
+            listed, maps = it.get("pieces", {}).get(m, ([], None))
+            if maps is not None and listed:
+                t[tensor_key(it["uid"], "t2i_pieces")] = torch.tensor(np.asarray(maps), dtype=torch.float32)[:, :, None]
             right = bool(it[f"{m}_correct"])
             rows_, cols_ = grids[m]
             row.update({f"{m}_span_start": 1, f"{m}_n_image": rows_ * cols_, f"{m}_grid_rows": rows_,
                         f"{m}_grid_cols": cols_, f"{m}_seq_len": 10, f"{m}_query_tokens": "[]",
+                        f"{m}_pieces": json.dumps(listed),
                         f"{m}_correct": right, f"{m}_accuracy": float(right), f"{m}_margin": 1.0 if right else -1.0})
             outcomes.append({"model": m, "uid": it["uid"], "category": it["category"], "skill": "perception",
                              "kind": "choice", "order": "01", "chosen": 0 if right else 1, "correct": right,
