@@ -238,7 +238,7 @@ def _load(path):
 def recorded(tmp_path_factory):
     """Two runs recorded with --pieces on tiny real-architecture models: an InternVL teacher (4 tiles +
     thumbnail) with a LLaVA-NeXT student (base view + stitched crops), and an Idefics3 pair (tiles
-    + global view). The first scene's image is shrunk to 30 px, which InternVL sees as one piece."""
+    + global view). The first item's image is the scene shrunk to 30 px, which InternVL sees as one piece."""
     from cdviz.models.tiny_families import build_tiny_family, build_tiny_family_pair
     from cdviz.probes import load_probeset
     from cdviz.probes.shapes import make_shapes
@@ -246,9 +246,14 @@ def recorded(tmp_path_factory):
     from tests.models.test_families import _sharpen
 
     root = tmp_path_factory.mktemp("detail")
-    probes = load_probeset(make_shapes(root / "probes", n=2, seed=3, image_size=48).root)
-    first = probes.image_path(probes.items[0])
-    Image.open(first).convert("RGB").resize((30, 30)).save(first)
+    folder = make_shapes(root / "probes", n=3, seed=3, image_size=48).root
+    lines = (folder / "items.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    small = folder / "images" / "small.png"
+    Image.open(folder / first["images"][0]).convert("RGB").resize((30, 30)).save(small)
+    first["images"] = ["images/small.png"]  # the first item only; the others keep the 48 px scene
+    (folder / "items.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    probes = load_probeset(folder)
     pairs = {"mixed": (build_tiny_family("internvl", root / "internvl", n_layers=3),
                        build_tiny_family("llava_next", root / "llava_next")),
              "idefics3": build_tiny_family_pair("idefics3", root / "idefics3")}
@@ -258,7 +263,7 @@ def recorded(tmp_path_factory):
         for a in (teacher, student):
             _sharpen(a)
         runs[name] = record_run(teacher, student, probes, root / "runs" / name, RecordOptions(pieces=True, batch_size=2))
-    return runs, first
+    return runs, probes.image_path(probes.items[0])
 
 
 def test_detail_view_on_recorded_families(recorded):
