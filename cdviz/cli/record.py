@@ -101,7 +101,8 @@ def record_cmd(
     store_block: bool = typer.Option(False, "--store-block", help="Also store the head-mean image->image block (N^2 per layer)."),
     pieces: bool = typer.Option(False, "--pieces", help="Also store the text query rows' attention over the patches "
                                 "of an image's other pieces (crops, tiles: t2i_pieces), for models that cut an "
-                                "image into several."),
+                                "image into several; `cdviz report --view detail` compares them. Text-to-image "
+                                "only: image-to-image per piece is not recorded."),
     shard_size: int = typer.Option(32, "--shard-size", help="Items per shard (the unit of resumption)."),
     batch_size: int = typer.Option(8, "--batch-size"),
     device: str = typer.Option("auto", help="auto (cuda:LOCAL_RANK when available), cpu, cuda, ... (unused with "
