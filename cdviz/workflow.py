@@ -73,7 +73,7 @@ def compare_runs(before: str | Path, after: str | Path, out: str | Path, *, meas
     """Compare two runs, save the comparison and write OUT/compare.html and OUT/summary.json; returns OUT.
 
     Each run's misalignment is read from its saved report results when they are current (written
-    after the run's index), else computed.
+    after the run's index) and of the primary view, else computed (primary view).
 
     Args:
         before, after: run stores (the same probe set gives paired differences).
@@ -87,7 +87,7 @@ def compare_runs(before: str | Path, after: str | Path, out: str | Path, *, meas
     if t2i_metrics == DEFAULT_T2I_METRICS:  # saved results hold the default measures only
         for k, s in stores.items():
             mis = saved_result(s, "misalignment")
-            if mis is not None:
+            if mis is not None and mis.view == "primary":  # a `report --view detail` result is another view
                 saved[k]["misalignment"] = mis
     results = pipeline.run_pair(stores["before"], stores["after"], "compare", before_results=saved["before"],
                                 after_results=saved["after"], progress=progress,
