@@ -51,7 +51,9 @@ boxes = state.item_boxes(index.loc[uid]) if uid in index.index else []
 if why:
     st.caption(f"Maps drawn without the image: {state.md_escape(why)}.")
 left, right = st.columns(2)  # two different quantities: each panel keeps its own colour scale
-left.altair_chart(figures.attention_overlay(cmp.teacher, grid, image, size, boxes,
-                                            title=f"{model}: |integrated gradients|"), key="at_attr", width="content")
-right.altair_chart(figures.attention_overlay(cmp.student, grid, image, size, boxes,
-                                             title=f"{model}: attention, layer {layer}"), key="at_att", width="content")
+left.vega_lite_chart(figures.attention_overlay(cmp.teacher, grid, image, size, boxes,
+                                               title=f"{model}: |integrated gradients|"),
+                     key="at_attr", width="content")
+right.vega_lite_chart(figures.attention_overlay(cmp.student, grid, image, size, boxes,
+                                                title=f"{model}: attention, layer {layer}"),
+                      key="at_att", width="content")

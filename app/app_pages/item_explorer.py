@@ -152,10 +152,10 @@ if piece != state.PRIMARY_VIEW:
         spec = pieces[model][piece]
         shown_image, shown_size = state.piece_image(image, size, spec)
         grid = tuple(spec["grid"])
-        panel.altair_chart(figures.attention_overlay(rel[model], grid, shown_image, shown_size,
-                                                     boxes if not spec.get("place") else (), zmax=zmax,
-                                                     opacity=opacity, title=f"{model}, layer {label}, {piece}"),
-                           key=f"ie_fig_piece_{model}", width="content")
+        panel.vega_lite_chart(figures.attention_overlay(rel[model], grid, shown_image, shown_size,
+                                                        boxes if not spec.get("place") else (), zmax=zmax,
+                                                        opacity=opacity, title=f"{model}, layer {label}, {piece}"),
+                              key=f"ie_fig_piece_{model}", width="content")
         panel.text(f"{model}: {float(maps[model].sum()):.1%} of the query's attention on this piece "
                    f"({grid[0]}x{grid[1]} patches)")
     st.caption("Each piece's map is normalised over that piece's patches and shown relative to a uniform map "
@@ -164,15 +164,15 @@ else:
     zmax = float(max(cmp.teacher.max(), cmp.student.max()))
     t_label = ",".join(map(str, t_group))
     panels = st.columns(3)
-    panels[0].altair_chart(figures.attention_overlay(cmp.teacher, t_grid, image, size, boxes, zmax=zmax,
-                                                     opacity=opacity, title=f"teacher, layer {t_label}"),
-                           key="ie_fig_teacher", width="content")
-    panels[1].altair_chart(figures.attention_overlay(cmp.student, s_grid, image, size, boxes, zmax=zmax,
-                                                     opacity=opacity, title=f"student, layer {s_layer}"),
-                           key="ie_fig_student", width="content")
-    panels[2].altair_chart(figures.difference_overlay(cmp.diff, cmp.grid, image, size, boxes, opacity=opacity,
-                                                      title=f"student - teacher ({cmp.grid[0]}x{cmp.grid[1]} grid)"),
-                           key="ie_fig_diff", width="content")  # the image is drawn at the chart's own width
+    panels[0].vega_lite_chart(figures.attention_overlay(cmp.teacher, t_grid, image, size, boxes, zmax=zmax,
+                                                        opacity=opacity, title=f"teacher, layer {t_label}"),
+                              key="ie_fig_teacher", width="content")
+    panels[1].vega_lite_chart(figures.attention_overlay(cmp.student, s_grid, image, size, boxes, zmax=zmax,
+                                                        opacity=opacity, title=f"student, layer {s_layer}"),
+                              key="ie_fig_student", width="content")
+    panels[2].vega_lite_chart(figures.difference_overlay(cmp.diff, cmp.grid, image, size, boxes, opacity=opacity,
+                                                         title=f"student - teacher ({cmp.grid[0]}x{cmp.grid[1]} grid)"),
+                              key="ie_fig_diff", width="content")  # the image is drawn at the chart's own width
     st.caption("Each map is normalised over the image tokens and shown relative to a uniform map (1 = uniform), "
                "so grids of different sizes share one colour scale.")
 
@@ -187,13 +187,12 @@ else:
             sc = state.item_scalars(run, uid, model, layer, head, query)
             c[0].text(f"{model}: {sc['mass']:.1%} of the query's attention on the image, "
                       f"entropy {sc['entropy']:.2f} nats")
-    # Small tables are static (st.table): the interactive grid's script costs a fresh browser ~0.4 s.
-    c[1].table(pd.DataFrame({"metric": list(cmp.metrics),
-                             "misalignment (larger = further apart)": [state.as_misalignment(m, v)
-                                                                       for m, v in cmp.metrics.items()],
-                             "metric value": list(cmp.metrics.values()),
-                             "metric direction": [state.metric_direction(m) for m in cmp.metrics]}).style.format(
-        precision=4), hide_index=True)
+    # Small tables are markdown: st.table / st.dataframe make a fresh browser fetch ~0.7 MB more script.
+    c[1].markdown(state.markdown_table(pd.DataFrame({
+        "metric": list(cmp.metrics),
+        "misalignment (larger = further apart)": [state.as_misalignment(m, v) for m, v in cmp.metrics.items()],
+        "metric value": list(cmp.metrics.values()),
+        "metric direction": [state.metric_direction(m) for m in cmp.metrics]})))
 
 with st.expander("Every head of one layer for this item", key="ie_heads_box", on_change="rerun") as box:
     if box.open and not per_head:  # drawn only when opened: one store read and a chart per head
@@ -215,9 +214,9 @@ with st.expander("Every head of one layer for this item", key="ie_heads_box", on
 st.subheader("Question and answers")
 st.text(str(row.get("question", "")))
 options = state.json_list(row.get("options"))
-st.table(pd.DataFrame({"option": [chr(65 + i) for i in range(len(options))], "text": [str(o) for o in options],
-                       "correct": [i == int(row.get("correct_option", -1)) for i in range(len(options))]}),
-         hide_index=True)
+st.markdown(state.markdown_table(pd.DataFrame({
+    "option": [chr(65 + i) for i in range(len(options))], "text": [str(o) for o in options],
+    "correct": [i == int(row.get("correct_option", -1)) for i in range(len(options))]})))
 out = state.item_outcomes(run, uid)
 protocol = run.store.manifest.get("options", {}).get("protocol", "letters")
 if len(out) and protocol == "match" and "caption" in out:
@@ -227,14 +226,14 @@ if len(out) and protocol == "match" and "caption" in out:
     out = out.assign(option=[chr(65 + c) if c >= 0 else "" for c in asked],
                      text=[str(options[c]) if 0 <= c < len(options) else "" for c in asked],
                      judged=["yes" if (c == true_option) == bool(ok) else "no" for c, ok in zip(asked, out["correct"])])
-    st.table(out[["model", "option", "text", "judged", "correct", "margin"]].style.format({"margin": "{:+.3f}"}),
-             hide_index=True)
+    st.markdown(state.markdown_table(out[["model", "option", "text", "judged", "correct", "margin"]],
+                                     formats={"margin": "{:+.3f}"}))
     st.caption("match protocol: each option asked as one yes/no query; margin = log P(yes) - log P(no), signed "
                "toward the right judgement (yes for the true option, no for a false one)")
 elif len(out):
     out = out.assign(chosen_text=[str(options[i]) if 0 <= int(i) < len(options) else "" for i in out["chosen"]])
-    st.table(out[["model", "order", "chosen", "chosen_text", "correct", "margin"]].style.format({"margin": "{:+.3f}"}),
-             hide_index=True)
+    st.markdown(state.markdown_table(out[["model", "order", "chosen", "chosen_text", "correct", "margin"]],
+                                     formats={"margin": "{:+.3f}"}))
     st.caption("margin: logit of the correct letter minus the best other letter")
 summary = {m: (row.get(f"{m}_correct"), row.get(f"{m}_margin")) for m in ("teacher", "student")}
 st.text("  ".join(f"{m}: {'right' if ok else 'wrong' if ok is not None else 'unknown'}, mean margin {mg:+.3f}"

@@ -16,11 +16,38 @@ def metrics(at) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
+def markdown_tables(at) -> list:
+    """The tables drawn as markdown (state.markdown_table), parsed back: md_escape's backslashes
+    removed, numeric columns as numbers, empty cells as NaN."""
+    import pandas as pd
+
+    out = []
+    for e in at.markdown:
+        lines = str(e.value).splitlines()
+        if len(lines) < 2 or not lines[0].startswith("| ") or not set(lines[1]) <= set("|:-"):
+            continue
+        rows = [[plain(c.strip()) for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines]
+        frame = pd.DataFrame(rows[2:], columns=rows[0]).replace("", float("nan"))
+        for c in frame.columns:
+            if set(frame[c].dropna()) <= {"True", "False"}:
+                frame[c] = frame[c].map({"True": True, "False": False})
+                continue
+            try:
+                frame[c] = pd.to_numeric(frame[c])
+            except (ValueError, TypeError):
+                pass
+        out.append(frame)
+    return out
+
+
 def table(at, *columns: str):
-    """The first dataframe or static table shown that has all ``columns`` (AppTest does not expose
-    dataframe keys)."""
+    """The first dataframe, static table or markdown table shown that has all ``columns`` (AppTest
+    does not expose dataframe keys)."""
     for frame in [*at.dataframe, *at.table]:
         value = frame.value
+        if all(c in value.columns for c in columns):
+            return value
+    for value in markdown_tables(at):
         if all(c in value.columns for c in columns):
             return value
     raise AssertionError(f"no dataframe with columns {columns}")
@@ -138,7 +165,8 @@ def test_item_explorer_navigation_and_selectors(runs_root, open_app):
     pair = table(at, "misalignment (larger = further apart)", "metric value").set_index("metric")
     for name, row in pair.iterrows():  # one meaning per name: every value shown as a misalignment
         flipped = name in ("vat_cosine", "spearman", "topk_iou")
-        assert row.iloc[0] == pytest.approx(1 - row["metric value"] if flipped else row["metric value"]), name
+        assert row.iloc[0] == pytest.approx(1 - row["metric value"] if flipped else row["metric value"],
+                                            abs=2e-4), name  # both shown with 4 decimals
     assert float(at.metric[0].value) == pytest.approx(pair.loc["js"].iloc[0], abs=1e-4)
     options = table(at, "option", "text")
     assert list(options["text"]) == ["option 0 true", "option 0 false"] and options["correct"].tolist() == [True, False]
