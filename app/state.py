@@ -88,8 +88,8 @@ def markdown_table(frame: pd.DataFrame, formats: dict[str, str] | None = None, p
             return ""
         if column in formats:
             text = formats[column].format(value)
-        elif isinstance(value, (float, np.floating)):
-            text = f"{value:.{precision}f}"
+        elif isinstance(value, (float, np.floating)):  # a tiny value keeps its digits and sign
+            text = f"{value:.{precision}f}" if value == 0 or abs(value) >= 10 ** -precision else f"{value:.2e}"
         else:
             text = str(value)
         return md_escape(text.replace("\n", " "))

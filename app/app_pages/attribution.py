@@ -23,7 +23,7 @@ st.altair_chart(figures.by_layer(agreement, "spearman", "spearman (higher = atte
                                  colour="model", rule=0.0, x="layer", x_title="layer (each model's own)",
                                  title="Attention vs integrated-gradients attribution"),
                 width="stretch", key="at_agreement")
-st.dataframe(agreement, hide_index=True, width="stretch", key="at_agreement_table")
+st.markdown(state.markdown_table(agreement))
 
 st.subheader("Sampled items")
 c = st.columns(3)

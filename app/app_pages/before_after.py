@@ -76,7 +76,7 @@ c[1].metric("teacher accuracy", f"{overall.teacher_after:.1%}", f"{overall.teach
 st.altair_chart(figures.delta_bars(acc[acc["category"] != "all"], "category", "student_delta",
                                    title="student accuracy, after - before", y_title="accuracy change (higher = better)"),
                 width="stretch", key="ba_acc_chart")
-st.dataframe(acc, hide_index=True, width="stretch", key="ba_acc_table")
+st.markdown(state.markdown_table(acc))  # markdown: no table code for a fresh browser to fetch
 
 st.subheader("Misalignment per layer")
 layers = result.misalignment
@@ -88,7 +88,7 @@ sub = layers[layers["measure"] == measure]
 st.altair_chart(figures.delta_bars(sub, "student_layer", "delta", title=f"{measure}: after - before (head-averaged map)",
                                    y_title="misalignment change (lower = closer)", higher_is_better=False),
                 width="stretch", key="ba_layer_chart")
-st.dataframe(sub, hide_index=True, width="stretch", key="ba_layer_table")
+st.markdown(state.markdown_table(sub))
 if with_intervals and len(sub):
     word = "paired" if result.paired else "independent-sample"
     st.altair_chart(figures.by_layer(sub, "delta", "misalignment change (after - before; lower = closer)",
@@ -98,5 +98,5 @@ if with_intervals and len(sub):
 st.subheader("Misalignment per layer and category")
 cats = result.categories
 cats = cats[cats["measure"] == measure]
-st.dataframe(cats.pivot_table(index="student_layer", columns="category", values="delta"), width="stretch",
-             key="ba_category_table")
+by_category = cats.pivot_table(index="student_layer", columns="category", values="delta")
+st.markdown(state.markdown_table(by_category, index=True))

@@ -7,6 +7,7 @@ import streamlit as st
 from app import figures, links, results, state
 
 POINT = "layer"  # the AUROC chart's click selection
+AUROC_COLUMNS = {"n_pos": "student wrong", "n_neg": "student right"}  # the AUROC table's headers
 
 run = state.require_run()
 st.title("Error link")
@@ -49,9 +50,9 @@ right.altair_chart(figures.by_layer(outcome.drop(columns=["baseline"], errors="i
 st.page_link(links.ITEM_EXPLORER, icon=":material/sort:",
              label=f"Teacher right, student wrong: these items at student layer {layer}, most misaligned first",
              query_params=links.item_link(run.name, layer=int(layer), group="TR/SW", measure=measure))
-st.dataframe(link.groups[link.groups["category"] == "all"][["group", "n", "share"]]
-             .assign(meaning=lambda f: f["group"].map(state.GROUP_LABELS)),
-             hide_index=True, width="stretch", key="el_groups")
+# Small tables are markdown: st.table / st.dataframe make a fresh browser fetch ~0.7 MB more script.
+st.markdown(state.markdown_table(link.groups[link.groups["category"] == "all"][["group", "n", "share"]]
+                                 .assign(meaning=lambda f: f["group"].map(state.GROUP_LABELS))))
 
 st.subheader("AUROC per layer: does misalignment predict the student's errors?")
 category = st.selectbox("Category", sorted(link.auroc["category"].unique(), key=lambda c: (c != "all", c)),
@@ -76,20 +77,23 @@ if auc["auroc"].notna().any():
 else:
     st.info("No AUROC here: among the teacher-right items of this category the student is always right or always "
             "wrong (one class is empty).")
-st.dataframe(auc[["student_layer", "teacher_layers", "auroc", "ci_low", "ci_high", "p_value", "q_value", "n_pos",
-                  "n_neg"]], hide_index=True, width="stretch", key="el_auroc_table",
-             column_config={"n_pos": "student wrong", "n_neg": "student right"})
+shown = auc[["student_layer", "teacher_layers", "auroc", "ci_low", "ci_high", "p_value", "q_value", "n_pos", "n_neg"]]
+st.markdown(state.markdown_table(shown.rename(columns=AUROC_COLUMNS)))
 
-with st.expander("AUROC of every category and layer"):
-    grid = link.auroc[link.auroc["measure"] == measure].pivot_table(index="category", columns="student_layer",
-                                                                    values="auroc")
-    grid.columns = [f"layer {c}" for c in grid.columns]
-    st.dataframe(grid, width="stretch", key="el_category_grid")
+# Drawn only when opened: the interactive grid's code is heavy for a fresh browser.
+with st.expander("AUROC of every category and layer", key="el_grid_box", on_change="rerun") as box:
+    if box.open:
+        grid = link.auroc[link.auroc["measure"] == measure].pivot_table(index="category", columns="student_layer",
+                                                                        values="auroc")
+        grid.columns = [f"layer {c}" for c in grid.columns]
+        st.dataframe(grid, width="stretch", key="el_category_grid")
 
-with st.expander("Logistic regression: P(student wrong) ~ misalignment (z-scored) + category"):
-    logit = link.logistic
-    st.dataframe(logit[(logit["measure"] == measure) & (logit["category"] == category)], hide_index=True,
-                 width="stretch", key="el_logistic")
+with st.expander("Logistic regression: P(student wrong) ~ misalignment (z-scored) + category", key="el_logit_box",
+                 on_change="rerun") as box:
+    if box.open:
+        logit = link.logistic
+        st.dataframe(logit[(logit["measure"] == measure) & (logit["category"] == category)], hide_index=True,
+                     width="stretch", key="el_logistic")
 
 st.divider()
 cols = st.columns(3)

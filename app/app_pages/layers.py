@@ -62,7 +62,12 @@ else:
         table.columns = [AVG_MAP if h == -1 else f"head {h}" for h in table.columns]
         table[MEAN_OF_HEADS] = table[[f"head {h}" for h in heads]].mean(axis=1)
         table.insert(0, "teacher layers", [",".join(map(str, groups[s])) for s in table.index])
-        st.dataframe(table, width="stretch", key="lh_table")
+        # Drawn only when opened (the heatmap above shows the same values): the interactive grid's
+        # code is heavy for a fresh browser.
+        with st.expander("Table: misalignment of every layer and head", key="lh_table_box",
+                         on_change="rerun") as box:
+            if box.open:
+                st.dataframe(table, width="stretch", key="lh_table")
         st.caption(f"'{AVG_MAP}' is the misalignment of the map averaged over heads: the layer's value in the "
                    f"report and every plot. '{MEAN_OF_HEADS}' is the mean of the per-head misalignments.")
     st.altair_chart(figures.by_layer(mis.by_layer(), "mean", "misalignment (larger = further apart)", facet="measure",
@@ -81,12 +86,12 @@ else:
         if box.open:  # plotly's bundle is heavy for a fresh browser: loaded only when asked for
             st.plotly_chart(rfig.fig_layer_similarity(lc), width="stretch", key="lh_similarity")
     grouped = state.layer_groups(run) or {}
-    st.dataframe(pd.DataFrame({
+    st.markdown(state.markdown_table(pd.DataFrame({
         "student layer": list(lc.layer_map),
         "teacher layer (most alike)": list(lc.layer_map.values()),
         "teacher layers (group matching, used for misalignment)": [",".join(map(str, grouped.get(s, [])))
                                                                     for s in lc.layer_map],
-    }), hide_index=True, width="stretch", key="lh_layer_map")
+    })))
     if len(lc.heads):
         with st.expander("Head matching (interactive report figure)", key="lh_heads_box", on_change="rerun") as box:
             if box.open:

@@ -85,8 +85,8 @@ models = pd.DataFrame([
                     if len(ok) else "")}
     for name, info in store.manifest.get("models", {}).items()
 ])
-# Small tables are static (st.table): the interactive grid's script costs a fresh browser ~0.4 s.
-st.table(models, hide_index=True)
+# Small tables are markdown: st.table / st.dataframe make a fresh browser fetch ~0.7 MB more script.
+st.markdown(state.markdown_table(models))
 probes = store.manifest.get("probes", {})
 st.text(f"probe set: {probes.get('name') or '(unnamed)'}, {probes.get('n_items', len(frame))} items, "
         f"from {probes.get('path', '')}")
@@ -104,7 +104,7 @@ if not scored:
 else:
     st.altair_chart(figures.accuracy_bars(table[table[by] != "all"], by), width="stretch", key="ov_acc_chart")
     share = [c for c in state.ACCURACY_COLUMNS[1:] if c in table]
-    st.table(table.style.format({c: "{:.1%}" for c in share}, na_rep=""), hide_index=True)
+    st.markdown(state.markdown_table(table, formats={c: "{:.1%}" for c in share}))
     if protocol == "match":
         st.caption("Match protocol: each option asked as a yes/no query ('Does this image show ...?'). Accuracy and "
                    "consistent = pairwise (the true option scores highest, chance 50%); strict = the true option "

@@ -130,6 +130,9 @@ def test_layers_measure_and_filters(runs_root, open_app):
     at.selectbox(key="lh_category").set_value("swap_att").run()
     assert metrics(at)["items"] == "10"
     assert list(table(at, "student layer")["student layer"]) == [0, 1, 2, 3]
+    assert not at.dataframe  # the layer x head table is drawn when its expander is opened
+    at.session_state["lh_table_box"] = True
+    at.run()
     heads = table(at, "avg map (the layer's value)", "mean of heads")
     per_head = heads[[c for c in heads.columns if c.startswith("head ")]]
     assert heads["mean of heads"].to_numpy() == pytest.approx(per_head.mean(axis=1).to_numpy())
@@ -201,11 +204,11 @@ def test_error_link_selectors(runs_root, open_app):
     assert groups["n"].sum() == 60
     at.selectbox(key="el_measure").set_value("t2i:spearman").run()
     assert metrics(at)["AUROC"] != m["AUROC"]
-    auroc = table(at, "auroc", "n_pos")
+    auroc = table(at, "auroc", "student wrong")
     assert list(auroc["student_layer"]) == [0, 1, 2, 3]
     at.selectbox(key="el_category").set_value("replace_att").run()
     assert not at.exception
-    assert table(at, "auroc", "n_pos")["n_pos"].sum() != auroc["n_pos"].sum()
+    assert table(at, "auroc", "student wrong")["student wrong"].sum() != auroc["student wrong"].sum()
 
 
 def test_error_link_from_report(reported_root, open_app):

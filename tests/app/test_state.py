@@ -160,6 +160,18 @@ def test_md_escape_leaves_no_markdown_directive():
     assert state.md_escape("plain words 12") == "plain words 12"
 
 
+def test_markdown_table_escapes_formats_and_aligns():
+    frame = pd.DataFrame({"name": ["a|b", "[x](http://e.vil)\nnext"], "value": [0.5, np.nan], "tiny": [2e-6, 0.0],
+                          "n": [1, 2], "ok": [True, False]})
+    lines = state.markdown_table(frame, formats={"n": "{:+d}"}).splitlines()
+    assert lines[0] == "| name | value | tiny | n | ok |"
+    assert lines[1] == "|:---|---:|---:|---:|:---|"  # numbers right-aligned, booleans and text left
+    assert lines[2] == r"| a\|b | 0\.5000 | 2\.00e\-06 | \+1 | True |"  # a pipe cannot end the cell
+    assert lines[3].startswith(r"| \[x\]\(http\:\/\/e\.vil\) next |  | 0\.0000 |")  # no link, one line, NaN blank
+    indexed = state.markdown_table(frame[["value"]].rename_axis("layer"), index=True).splitlines()
+    assert indexed[0] == "| layer | value |" and len(indexed) == 4
+
+
 def test_chance_warning_only_when_the_teacher_cannot_be_told_from_guessing():
     import pandas as pd
 
