@@ -25,6 +25,10 @@ def zoo_build_cmd(
     teacher_bind_kinds: str = typer.Option("caption,choice,qa", "--teacher-bind-kinds",
                                            help="The mix of those steps: some of caption, choice, match, qa, qa:TYPE."),
     teacher_steps: int = typer.Option(2000, "--teacher-steps", help="Last teacher steps, on the full mix."),
+    teacher_more_steps: int = typer.Option(0, "--teacher-more-steps",
+                                           help="Teacher steps after the full mix, on the same mix from a lower "
+                                                "peak learning rate (0: none)."),
+    teacher_more_lr: float = typer.Option(5e-4, "--teacher-more-lr", help="Peak learning rate of those steps."),
     teacher_qa_kinds: str = typer.Option("qa:colour", "--teacher-qa-kinds",
                                          help="Which questions those steps use: qa, or some of qa:colour, qa:where, "
                                               "qa:relation, qa:exists, qa:count, comma-separated."),
@@ -33,9 +37,10 @@ def zoo_build_cmd(
     """Train teacher, student-sft, student-kd and student-compodistill (resumable)."""
     from cdviz.zoo import ZooSpec, build_zoo
 
-    if min(teacher_ground, teacher_route, teacher_qa_steps, teacher_bind_steps) < 0 or teacher_steps < 1:
-        raise typer.BadParameter("--teacher-ground, --teacher-route, --teacher-qa-steps and --teacher-bind-steps "
-                                 "must be >= 0, --teacher-steps >= 1")
+    if min(teacher_ground, teacher_route, teacher_qa_steps, teacher_bind_steps, teacher_more_steps) < 0 \
+            or teacher_steps < 1 or teacher_more_lr <= 0:
+        raise typer.BadParameter("--teacher-ground, --teacher-route, --teacher-qa-steps, --teacher-bind-steps and "
+                                 "--teacher-more-steps must be >= 0, --teacher-steps >= 1, --teacher-more-lr > 0")
     from cdviz.probes.shapes import SAMPLE_KINDS
 
     def kind_list(text: str, flag: str) -> tuple[str, ...]:
@@ -51,7 +56,7 @@ def zoo_build_cmd(
     spec = ZooSpec(seed=seed, teacher_ground=teacher_ground, teacher_route=teacher_route,
                    teacher_qa_steps=teacher_qa_steps, teacher_qa_kinds=kinds,
                    teacher_bind_steps=teacher_bind_steps, teacher_bind_kinds=bind_kinds, teacher_steps=teacher_steps,
-                   protocol=protocol)
+                   teacher_more_steps=teacher_more_steps, teacher_more_lr=teacher_more_lr, protocol=protocol)
     with user_errors():
         build_zoo(out, spec, log=lambda m: console.print(f"[bold]{m}[/bold]"))
     console.print(f"models and manifest in {out}")
@@ -97,6 +102,19 @@ def zoo_evaluate_cmd(
                       f"{view['perception_mean']} ({view['measure']})")
 
 
+def _zoo_spec(out: Path, seed: int):
+    """The spec the zoo in ``out`` was built with, so added students train as its shipped ones did."""
+    from cdviz.zoo import ZooSpec
+    from cdviz.zoo.spec import built_spec
+
+    if not (out / "manifest.json").is_file():
+        return ZooSpec(seed=seed)  # the command then says the zoo must be built first
+    spec = built_spec(out)
+    if spec.seed != seed:
+        raise typer.BadParameter(f"--seed {seed}: the zoo in {out} was built with seed {spec.seed}")
+    return spec
+
+
 def zoo_seeds_cmd(
     out: Path = typer.Option(Path("checkpoints"), help="A folder `cdviz zoo build` has filled."),
     seed: int = typer.Option(0, help="The seed the zoo was built with."),
@@ -104,7 +122,7 @@ def zoo_seeds_cmd(
 ) -> None:
     """Retrain student-kd and student-compodistill with other student seeds (resumable); writes the
     recovered share of the KD gap per seed and its 95% interval into OUT/manifest.json and README.md."""
-    from cdviz.zoo import ZooSpec, build_seeds
+    from cdviz.zoo import build_seeds
 
     try:
         chosen = tuple(int(v) for v in seeds.split(",") if v.strip())
@@ -113,7 +131,7 @@ def zoo_seeds_cmd(
     if not chosen or seed in chosen:
         raise typer.BadParameter(f"--seeds {seeds!r}: give seeds other than the zoo's own ({seed})")
     with user_errors():
-        result = build_seeds(out, ZooSpec(seed=seed), chosen, log=lambda m: console.print(f"[bold]{m}[/bold]"))
+        result = build_seeds(out, _zoo_spec(out, seed), chosen, log=lambda m: console.print(f"[bold]{m}[/bold]"))
     agg = result["recovered"]
     console.print(f"recovered share of the KD gap over {agg['n']} seeds: mean {agg['mean']}, "
                   f"95% interval {agg['ci_low']} .. {agg['ci_high']}")
@@ -126,10 +144,10 @@ def zoo_variations_cmd(
 ) -> None:
     """Retrain student-compodistill with one change each (VAT on all layers, VAT weight 4, plus text-to-image
     alignment), evaluate and record each; writes OUT/variations.json and the table in OUT/README.md."""
-    from cdviz.zoo import ZooSpec, build_variations, headline_view
+    from cdviz.zoo import build_variations, headline_view
 
     with user_errors():
-        results = build_variations(out, ZooSpec(seed=seed), names=tuple(only) if only else None,
+        results = build_variations(out, _zoo_spec(out, seed), names=tuple(only) if only else None,
                                    log=lambda m: console.print(f"[bold]{m}[/bold]"))
     for name, r in results.items():
         view = headline_view(r["metrics"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -14,7 +14,7 @@ from cdviz.io import write_json_atomic, write_text_atomic
 from cdviz.zoo.measure import (error_link_summary, evaluate_model, layer_misalignment, make_manifest,
                                record_and_report, text_only_control)
 from cdviz.zoo.readme import read_variations, render_readme
-from cdviz.zoo.spec import MODELS, ZooSpec, build_command, compodistill_config, heldout_probes, trainer_settings
+from cdviz.zoo.spec import MODELS, ZooSpec, build_command, built_spec, compodistill_config, heldout_probes, trainer_settings
 
 
 def _init_models(work: Path, spec: ZooSpec) -> tuple[Path, Path]:
@@ -89,6 +89,9 @@ def build_zoo(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), log: C
         init_teacher = train_model(init_teacher, work / "teacher-bind", steps=spec.teacher_bind_steps, lr=spec.lr,
                                    **grounding, **{**common, "shapes_kinds": list(spec.teacher_bind_kinds)})
     teacher = train_model(init_teacher, work / "teacher", steps=spec.teacher_steps, lr=spec.lr, **grounding, **common)
+    if spec.teacher_more_steps:
+        teacher = train_model(teacher, work / "teacher-more", steps=spec.teacher_more_steps, lr=spec.teacher_more_lr,
+                              **grounding, **common)
     student_init = share_vision_tower(teacher, init_student, work / "init-student-shared")
 
     log("2/6 student-sft: CE only, no teacher")
@@ -161,16 +164,7 @@ def evaluate_zoo(out: str | Path = "checkpoints", protocol: str | None = None,
 
     out = Path(out)
     old = json.loads((out / "manifest.json").read_text())
-    known = {f.name for f in fields(ZooSpec)}
-    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in old["spec"].items() if k in known}
-    # Fields added after a manifest was written did not exist for its build: its defaults then.
-    settings.setdefault("protocol", "letters")
-    settings.setdefault("shapes_kinds", None)
-    settings.setdefault("teacher_ground", 0.0)
-    settings.setdefault("teacher_qa_steps", 0)
-    settings.setdefault("teacher_bind_steps", 0)
-    settings.setdefault("teacher_route", 0.0)
-    built = ZooSpec(**settings)  # as the models were built (their run-kd report scored with its protocol)
+    built = built_spec(out)  # as the models were built (their run-kd report scored with its protocol)
     spec = replace(built, protocol=protocol or built.protocol)
     if spec.protocol not in PROTOCOLS or spec.protocol == "likelihood":
         raise OptionError(f"--protocol {spec.protocol!r}: choose letters or match")

@@ -139,6 +139,9 @@ def _teacher_training_lines(spec: dict) -> list[str]:
         phases.append(f"then {bind} steps on {', '.join(spec.get('teacher_bind_kinds', []))} (no match queries)")
     if phases:
         phases.append(f"then {spec.get('teacher_steps')} steps on the full mix")
+    if spec.get("teacher_more_steps"):
+        phases.append(f"then {spec['teacher_more_steps']} more on the full mix from a peak learning rate of "
+                      f"{spec.get('teacher_more_lr')}")
     route = ""
     if spec.get("teacher_route"):
         from cdviz.train.recipe import ground_layers, route_layers

@@ -43,6 +43,11 @@ class ZooSpec:
     # design 2); with the match queries from the start it did not (designs 3 and 6). 0: no such phase.
     teacher_bind_steps: int = 0
     teacher_bind_kinds: tuple[str, ...] = ("caption", "choice", "qa")
+    # After the full mix: more steps on the same mix from a lower peak learning rate (a second cosine
+    # cycle, "teacher-more"). After 2000 steps the teacher was still learning the match format
+    # (checkpoints/DESIGNS.md, design 11). 0: no such phase.
+    teacher_more_steps: int = 0
+    teacher_more_lr: float = 5e-4
     # The full mix every model trains on (cdviz.probes.shapes.SAMPLE_KINDS); None: every kind (captions,
     # two-choice items in both orders, yes/no match queries of every category with both answers, short
     # questions). Without the two-choice items the grounded teacher never learned to bind (see checkpoints/README.md).
@@ -58,6 +63,30 @@ class ZooSpec:
     record_items: int = 300        # items recorded for the misalignment report
     check_items: int = 120         # the first items of the held-out set, re-evaluated by the tests
     text_only_items: int = 8000    # training-split items the text-only control is fitted on
+
+
+def built_spec(out: Path) -> ZooSpec:
+    """The spec the zoo in ``out`` was built with (its manifest's). Fields added after a manifest was
+    written did not exist for its build, so they take the values that reproduce it, not today's defaults."""
+    import json
+    from dataclasses import fields
+
+    path = Path(out) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: build the zoo first (cdviz zoo build --out {out})")
+    known = {f.name for f in fields(ZooSpec)}
+    settings = {k: tuple(v) if isinstance(v, list) else v
+                for k, v in json.loads(path.read_text())["spec"].items() if k in known}
+    for name, before in (("protocol", "letters"), ("shapes_kinds", None), ("teacher_ground", 0.0),
+                         ("teacher_qa_steps", 0), ("teacher_bind_steps", 0), ("teacher_route", 0.0),
+                         ("teacher_more_steps", 0)):
+        settings.setdefault(name, before)
+    return ZooSpec(**settings)
+
+
+def teacher_model(work: Path, spec: ZooSpec) -> Path:
+    """The trained teacher in a zoo's build folder: the last teacher phase's model directory."""
+    return work / ("teacher-more" if spec.teacher_more_steps else "teacher") / "model"
 
 
 def heldout_probes(out: Path, spec: ZooSpec) -> Path:
@@ -107,11 +136,13 @@ def build_command(out: Path, spec: ZooSpec) -> str:
     default = ZooSpec()
     flags = [f"--out {out}", f"--seed {spec.seed}"]
     for name in ("teacher_steps", "teacher_ground", "teacher_route", "teacher_qa_steps", "teacher_bind_steps",
-                 "protocol"):
+                 "teacher_more_steps", "protocol"):
         if getattr(spec, name) != getattr(default, name):
             flags.append(f"--{name.replace('_', '-')} {getattr(spec, name)}")
     if spec.teacher_qa_steps and tuple(spec.teacher_qa_kinds) != tuple(default.teacher_qa_kinds):
         flags.append(f"--teacher-qa-kinds {','.join(spec.teacher_qa_kinds)}")
+    if spec.teacher_more_steps and spec.teacher_more_lr != default.teacher_more_lr:
+        flags.append(f"--teacher-more-lr {spec.teacher_more_lr}")
     if spec.teacher_bind_steps and tuple(spec.teacher_bind_kinds) != tuple(default.teacher_bind_kinds):
         flags.append(f"--teacher-bind-kinds {','.join(spec.teacher_bind_kinds)}")
     unset = [name for name in ("shapes_kinds", "student_steps", "shapes_scenes", "vision_steps")

@@ -13,7 +13,7 @@ from cdviz.io import write_json_atomic, write_text_atomic
 from cdviz.zoo.build import share_vision_tower
 from cdviz.zoo.measure import evaluate_main, evaluate_model, headline_view, layer_misalignment, record_and_report
 from cdviz.zoo.readme import read_variations, render_readme
-from cdviz.zoo.spec import ZooSpec, compodistill_config, heldout_probes, trainer_settings
+from cdviz.zoo.spec import ZooSpec, compodistill_config, heldout_probes, teacher_model, trainer_settings
 
 
 # Principled variations of the fix, each changing one thing against the shipped student-compodistill.
@@ -41,7 +41,7 @@ def build_variations(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(),
     manifest_path = out / "manifest.json"
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{manifest_path}: build the zoo first (cdviz zoo build --out {out})")
-    teacher = work / "teacher" / "model"
+    teacher = teacher_model(work, spec)
     student_init, run_kd, heldout = work / "init-student-shared", work / "run-kd", work / "heldout"
     for needed in (teacher, student_init, run_kd / "report" / "summary.json", heldout):
         if not needed.exists():
@@ -81,7 +81,7 @@ def build_seeds(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), seed
     out = Path(out)
     work = out / ".build"
     manifest_path = out / "manifest.json"
-    teacher = work / "teacher" / "model"
+    teacher = teacher_model(work, spec)
     if not (teacher / MARKER).is_file():  # written last into a finished stage's model directory
         raise FileNotFoundError(f"{teacher}: no trained teacher; run cdviz zoo build --out {out} first")
     if spec.seed in seeds:
