@@ -34,38 +34,16 @@ from typing import Any, Callable
 
 import torch
 
-# ---- published configs (config.json of the hub checkpoints), typed in ---------------------------
-QWEN25_VISION = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, patch_size=14,
-                     spatial_merge_size=2, temporal_patch_size=2, window_size=112,
-                     fullatt_block_indexes=[7, 15, 23, 31], hidden_act="silu", in_channels=3, tokens_per_second=2)
-QWEN_SPECIAL_IDS = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
-                        vision_end_token_id=151653)
+from cdviz.bench.presets import PRESETS as ALL_PRESETS
+from cdviz.bench.presets import QWEN25_VISION, QWEN_SPECIAL_IDS  # noqa: F401 (re-exported)
+
+# ---- published configs (typed in cdviz.bench.presets from the hub checkpoints' config.json) -------
+#: The presets this check builds, in the form build() reads: family, text, vision, tie_word_embeddings.
 PRESETS: dict[str, dict[str, Any]] = {
-    "qwen2.5-vl-7b": dict(
-        family="qwen2_5_vl",
-        text=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                  num_key_value_heads=4, vocab_size=152064, max_position_embeddings=128000, rms_norm_eps=1e-6,
-                  rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
-                  tie_word_embeddings=False),
-        vision=dict(QWEN25_VISION, out_hidden_size=3584), tie_word_embeddings=False),
-    "qwen2.5-vl-3b": dict(
-        family="qwen2_5_vl",
-        text=dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-                  num_key_value_heads=2, vocab_size=151936, max_position_embeddings=128000, rms_norm_eps=1e-6,
-                  rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
-                  tie_word_embeddings=True),
-        vision=dict(QWEN25_VISION, out_hidden_size=2048), tie_word_embeddings=True),
-    "qwen3-vl-8b": dict(
-        family="qwen3_vl",
-        text=dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
-                  num_key_value_heads=8, head_dim=128, vocab_size=151936, max_position_embeddings=262144,
-                  rms_norm_eps=1e-6, tie_word_embeddings=False,
-                  rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_interleaved": True,
-                                   "mrope_section": [24, 20, 20]}),
-        vision=dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, patch_size=16,
-                    spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=4096, num_position_embeddings=2304,
-                    deepstack_visual_indexes=[8, 16, 24], hidden_act="gelu_pytorch_tanh", in_channels=3),
-        tie_word_embeddings=False),
+    name: dict(family=ALL_PRESETS[name]["family"], text=ALL_PRESETS[name]["text"],
+               vision=ALL_PRESETS[name]["vision"],
+               tie_word_embeddings=ALL_PRESETS[name]["top"]["tie_word_embeddings"])
+    for name in ("qwen2.5-vl-7b", "qwen2.5-vl-3b", "qwen3-vl-8b")
 }
 # --quick: the same families at tiny sizes (specials at the top of a 512-token vocabulary).
 QUICK_IDS = dict(image_token_id=511, video_token_id=510, vision_start_token_id=509, vision_end_token_id=508)

@@ -77,6 +77,11 @@ def run_bench(cfg: BenchConfig) -> dict:
     adapter = LlavaAdapter(model, processor=None)  # capture needs the layers, not a processor
     layers = list(cfg.layers) if cfg.layers is not None else list(range(cfg.n_layers))
     plan = CapturePlan(layers, [SamplePlan(span, [cfg.seq_len - 1])])
+    return _time(cfg, model, adapter, inputs, plan)
+
+
+def _time(cfg: BenchConfig, model, adapter, inputs: dict, plan: CapturePlan) -> dict:
+    """Time plain SDPA, cdviz recording and eager output_attentions side by side on ``model``."""
     cuda = cfg.device.startswith("cuda")
 
     def plain():
@@ -160,6 +165,8 @@ def print_bench(r: dict, out) -> None:
     from rich.table import Table
 
     c = r["config"]
+    if r.get("preset"):
+        out.print(f"preset {r['preset']}: its text decoder (random weights; vision tower not built)")
     out.print(f"model: {c['n_layers']} layers, hidden {c['hidden']}, MLP {c['intermediate']}, "
               f"{c['n_heads']} heads ({c['n_kv_heads']} kv), "
               f"T={c['seq_len']} with {c['image_tokens']} image tokens, {c['device']} {c['dtype']}")
@@ -175,6 +182,58 @@ def print_bench(r: dict, out) -> None:
     for row in r["analytic_7b"]:
         t7.add_row(str(row["T"]), _mib(row["eager_bytes"]), _mib(row["cdviz_transient_bytes"]), _mib(row["cdviz_kept_bytes"]))
     out.print(t7)
+
+
+def build_decoder(name: str, *, layers: int | None, device: str, dtype: str):
+    """The text decoder of preset ``name`` (its own transformers class, first ``layers`` layers) with
+    random weights on ``device``; the vision tower is not built (it costs the same in all three
+    approaches). Returns an adapter-like object: ``.model`` (the decoder) and ``attention_modules()``."""
+    from types import SimpleNamespace
+
+    from cdviz.bench.presets import build
+
+    shell = build(name, layers=layers, device="meta")  # the whole model, shapes only: nothing allocated
+    text_config = shell.model.config.get_text_config()
+    text_config._attn_implementation = "sdpa"
+    decoder_cls = type(shell.language_model())
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(DTYPES[dtype])
+    try:
+        with torch.device(device):
+            decoder = decoder_cls(text_config)
+    finally:
+        torch.set_default_dtype(previous)
+    decoder.to(device=device, dtype=DTYPES[dtype]).eval()
+    return SimpleNamespace(model=decoder, attention_modules=lambda: [layer.self_attn for layer in decoder.layers],
+                           n_layers=len(decoder.layers), n_heads=int(text_config.num_attention_heads),
+                           n_kv_heads=int(text_config.num_key_value_heads), hidden=int(text_config.hidden_size),
+                           intermediate=int(text_config.intermediate_size), vocab=int(text_config.vocab_size))
+
+
+def run_preset_bench(name: str, *, layers: int | None = None, device: str = "cpu", seq_len: int = 1024,
+                     image_tokens: int = 576, record_layers: tuple[int, ...] | None = None, repeats: int = 5,
+                     dtype: str = "float32") -> dict:
+    """``run_bench`` on the text decoder of preset ``name`` (cdviz.bench.presets): the same three
+    approaches, timed side by side; the image is a span of ``image_tokens`` positions of the input."""
+    if seq_len <= image_tokens + 2:
+        raise OptionError(f"--seq-len {seq_len} must exceed --image-tokens {image_tokens} + 2")
+    dec = build_decoder(name, layers=layers, device=device, dtype=dtype)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(10, dec.vocab, (1, seq_len), generator=g).to(device)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    span = (3, 3 + image_tokens)
+    wanted = list(record_layers) if record_layers is not None else list(range(dec.n_layers))
+    plan = CapturePlan(wanted, [SamplePlan(span, [seq_len - 1])])
+    cfg = BenchConfig(device=device, seq_len=seq_len, image_tokens=image_tokens, n_layers=dec.n_layers,
+                      hidden=dec.hidden, n_heads=dec.n_heads, n_kv_heads=dec.n_kv_heads, intermediate=dec.intermediate,
+                      layers=tuple(wanted), repeats=repeats, dtype=dtype)
+    result = _time(cfg, dec.model, dec, inputs, plan)
+    result["preset"] = name
+    return result
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _mib(n: int) -> str:

@@ -72,6 +72,15 @@ class TrainBenchConfig:
     repeats: int = 3
     dtype: str = "float32"
     threads: int | None = None   # CPU threads (default: torch's); the memory child processes use the same
+    # decoder shapes beyond hidden / heads (None: kv heads = heads, MLP = MLP_RATIO x hidden, head dim = hidden / heads)
+    kv_heads: int | None = None
+    intermediate: int | None = None
+    head_dim: int | None = None
+    teacher_kv_heads: int | None = None
+    teacher_intermediate: int | None = None
+    teacher_head_dim: int | None = None
+    preset: str | None = None           # where the student's shapes came from (cdviz.bench.presets)
+    teacher_preset: str | None = None
 
     def check(self) -> None:
         side = math.isqrt(self.image_tokens)
@@ -80,19 +89,44 @@ class TrainBenchConfig:
         if self.seq_len < self.image_tokens + self.answer_tokens + 4:
             raise OptionError(f"--seq-len {self.seq_len} must exceed --image-tokens {self.image_tokens} + "
                               f"{self.answer_tokens} answer tokens + 4")
-        for flag, hidden, heads in (("--hidden", self.hidden, self.heads),
-                                    ("--teacher-hidden", self.teacher_hidden, self.teacher_heads)):
-            if hidden % heads:
+        for flag, hidden, heads, head_dim in (("--hidden", self.hidden, self.heads, self.head_dim),
+                                              ("--teacher-hidden", self.teacher_hidden, self.teacher_heads,
+                                               self.teacher_head_dim)):
+            if hidden % heads and not head_dim:
                 raise OptionError(f"{flag} {hidden} is not a multiple of its head count {heads}")
         if self.dtype not in ("float32", "bfloat16"):
             raise OptionError(f"--dtype {self.dtype!r}: use float32 or bfloat16")
 
 
-def _model(cfg: TrainBenchConfig, layers: int, hidden: int, heads: int, seed: int) -> LlavaAdapter:
+def with_presets(cfg: TrainBenchConfig, *, student: str | None, teacher: str | None, layers: int | None = None,
+                 teacher_layers: int | None = None) -> TrainBenchConfig:
+    """``cfg`` with the decoder shapes (hidden, heads, kv heads, head dim, MLP width, layers: the first
+    ``layers`` of the preset, default all) and vocabulary of the presets (cdviz.bench.presets) named;
+    both models share the student's vocabulary (the teacher's when only it is named), as KD needs."""
+    from cdviz.bench.presets import get_preset
+
+    changes: dict = {}
+    for who, name, n in (("", student, layers), ("teacher_", teacher, teacher_layers)):
+        if name is None:
+            continue
+        text = get_preset(name, n)["text"]
+        heads = int(text["num_attention_heads"])
+        changes.update({f"{who}layers": int(text["num_hidden_layers"]), f"{who}hidden": int(text["hidden_size"]),
+                        f"{who}heads": heads, f"{who}kv_heads": int(text.get("num_key_value_heads") or heads),
+                        f"{who}intermediate": int(text["intermediate_size"]),
+                        f"{who}head_dim": text.get("head_dim"), f"{who}preset" if who else "preset": name})
+        changes.setdefault("vocab", int(text["vocab_size"]))
+    return replace(cfg, **changes)
+
+
+def _model(cfg: TrainBenchConfig, layers: int, hidden: int, heads: int, seed: int, kv_heads: int | None = None,
+           intermediate: int | None = None, head_dim: int | None = None) -> LlavaAdapter:
     side = math.isqrt(cfg.image_tokens)
-    config = llava_config(cfg.vocab, IMAGE_TOKEN, n_layers=layers, hidden=hidden, n_heads=heads, n_kv_heads=heads,
-                          image_size=side * PATCH, patch_size=PATCH, vision_hidden=64,
-                          intermediate=round(MLP_RATIO * hidden))
+    config = llava_config(cfg.vocab, IMAGE_TOKEN, n_layers=layers, hidden=hidden, n_heads=heads,
+                          n_kv_heads=kv_heads or heads, image_size=side * PATCH, patch_size=PATCH, vision_hidden=64,
+                          intermediate=intermediate or round(MLP_RATIO * hidden))
+    if head_dim:
+        config.text_config.head_dim = head_dim
     config.text_config.max_position_embeddings = max(1024, cfg.seq_len)
     torch.manual_seed(seed)
     dtype = getattr(torch, cfg.dtype)
@@ -147,8 +181,11 @@ class TrainBench:
     def __init__(self, cfg: TrainBenchConfig):
         cfg.check()
         self.cfg = cfg
-        self.teacher = _model(cfg, cfg.teacher_layers, cfg.teacher_hidden, cfg.teacher_heads, seed=1)
-        self.student = _model(cfg, cfg.layers, cfg.hidden, cfg.heads, seed=2)
+        self.teacher = _model(cfg, cfg.teacher_layers, cfg.teacher_hidden, cfg.teacher_heads, seed=1,
+                              kv_heads=cfg.teacher_kv_heads, intermediate=cfg.teacher_intermediate,
+                              head_dim=cfg.teacher_head_dim)
+        self.student = _model(cfg, cfg.layers, cfg.hidden, cfg.heads, seed=2, kv_heads=cfg.kv_heads,
+                              intermediate=cfg.intermediate, head_dim=cfg.head_dim)
         self.teacher.model.requires_grad_(False).eval()
         self.student.model.requires_grad_(False).train()
         self.student.language_model().requires_grad_(True)
@@ -302,6 +339,10 @@ def print_bench(r: dict, out) -> None:
 
     c, lm = r["config"], r["layer_map"]
     mlp = r["mlp"]
+    for who in ("preset", "teacher_preset"):
+        if c.get(who):
+            out.print(f"{'student' if who == 'preset' else 'teacher'} decoder shapes and vocabulary ({c['vocab']}) "
+                      f"from preset {c[who]}, in the bench's LLaVA shell")
     out.print(f"student: {c['layers']} layers, hidden {c['hidden']}, MLP {mlp['student']}, {c['heads']} heads; "
               f"teacher: {c['teacher_layers']} layers, hidden {c['teacher_hidden']}, MLP {mlp['teacher']}, "
               f"{c['teacher_heads']} heads; T={c['seq_len']} with {c['image_tokens']} image tokens and "
