@@ -269,7 +269,9 @@ def layer_head_heatmap(frame: pd.DataFrame, measure: str, student: str = "studen
         opacity=alt.condition(cell, alt.value(1.0), alt.value(0.6)),
         tooltip=["student_layer:O", "head_label:N", alt.Tooltip("mean:Q", format=".4f"), "n:Q"],
     ).add_params(cell).properties(title=f"{measure}: misalignment by layer and head (larger = further apart)",
-                                  height=max(160, 28 * data["student_layer"].nunique()))
+                                  # A fixed height collapsed the rows to a line in Streamlit's
+                                  # autosize "fit"; a step per layer draws every row.
+                                  height=alt.Step(28))
 
 
 def by_layer(frame: pd.DataFrame, y: str, y_title: str, colour: str | None = None, title: str = "",

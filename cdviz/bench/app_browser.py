@@ -8,6 +8,11 @@ for 500 ms (Playwright's "networkidle"; the reported ``idle_s`` leaves that wait
 ``repeats``; screenshots of the last repeat in ``shots``.
 
     python -m cdviz.bench.app_browser --runs-root runs --run demo [--repeats 3] [--shots /tmp/shots]
+    python -m cdviz.bench.app_browser --runs-root runs --run demo --baseline /tmp/cdviz-before
+
+``--baseline`` serves a second checkout's app (e.g. `git worktree add /tmp/cdviz-before HEAD~3`)
+at the same time and alternates the two visit by visit, so a busy machine's load falls on both
+alike: before/after numbers from one run.
 
 Needs Playwright and Chromium (/usr/bin/chromium). Timings depend on the machine's load, which is
 printed with them; they are a measurement, never a test assertion.
@@ -45,14 +50,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(runs_root: Path, run: str | None = None, port: int | None = None) -> tuple[subprocess.Popen, str]:
-    """`streamlit run app/main.py` on ``runs_root``; returns the process and its URL once healthy."""
+def start_server(runs_root: Path, run: str | None = None, port: int | None = None,
+                 repo: Path = REPO) -> tuple[subprocess.Popen, str]:
+    """`streamlit run app/main.py` of checkout ``repo`` on ``runs_root``; returns the process and its
+    URL once healthy."""
     port = port or _free_port()
     args = [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
             "--server.port", str(port), "--browser.gatherUsageStats", "false"]
     if run:
         args += ["--", "--runs-root", str(runs_root), "--run", run]
-    proc = subprocess.Popen(args, cwd=REPO, env={**os.environ, "CDVIZ_RUNS_ROOT": str(runs_root)},
+    proc = subprocess.Popen(args, cwd=repo, env={**os.environ, "CDVIZ_RUNS_ROOT": str(runs_root)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -93,45 +100,61 @@ def _open(browser, url: str, shot: Path | None = None) -> dict:
 
 
 def bench_browser(runs_root: Path, run: str | None = None, repeats: int = 3, pages: list[str] | None = None,
-                  shots: Path | None = None) -> dict:
-    """Median seconds per page (see the module docstring); prints a table and the load average."""
+                  shots: Path | None = None, baseline: Path | None = None) -> dict:
+    """Median seconds per page (see the module docstring); prints a table and the load average.
+
+    Returns:
+        {"load_before", "load_after", "pages": {page: {"idle_s", "networkidle_s", "all_networkidle",
+        "errors", "charts"}}, and with ``baseline`` "baseline": the same for the baseline checkout}
+    """
     from playwright.sync_api import sync_playwright
 
     pages = pages or list(PAGES)
-    query = ""  # the server opens ``run`` first (--run)
-    proc, url = start_server(runs_root, run)
-    result = {"load_before": os.getloadavg(), "pages": {}}
+    checkouts = {"pages": REPO} | ({"baseline": baseline} if baseline else {})
+    servers = {}
+    result: dict = {"load_before": os.getloadavg()}
     try:
+        for key, repo in checkouts.items():
+            servers[key] = start_server(runs_root, run, repo=repo)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
-                for name in pages:  # warm the server: imports, caches
-                    _open(browser, f"{url}/{PAGES[name]}{query}")
+                for _, url in servers.values():  # warm the servers: imports, caches
+                    for name in pages:
+                        _open(browser, f"{url}/{PAGES[name]}")
+                rows: dict = {key: {name: [] for name in pages} for key in servers}
                 for name in pages:
-                    rows = []
                     for i in range(repeats):
-                        shot = shots / f"{name}.png" if shots is not None and i == repeats - 1 else None
-                        rows.append(_open(browser, f"{url}/{PAGES[name]}{query}", shot))
-                    result["pages"][name] = {
-                        "idle_s": statistics.median(r["idle_s"] for r in rows),
-                        "networkidle_s": statistics.median(r["networkidle_s"] for r in rows),
-                        "all_networkidle": [round(r["networkidle_s"], 2) for r in rows],
-                        "errors": max(r["errors"] for r in rows), "charts": rows[-1]["charts"]}
+                        order = list(servers) if i % 2 == 0 else list(servers)[::-1]
+                        for key in order:
+                            shot = (shots / (f"{name}.png" if key == "pages" else f"{name}.baseline.png")
+                                    if shots is not None and i == repeats - 1 else None)
+                            rows[key][name].append(_open(browser, f"{servers[key][1]}/{PAGES[name]}", shot))
             finally:
                 browser.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        for proc, _ in servers.values():
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     result["load_after"] = os.getloadavg()
+    for key in servers:
+        result[key] = {name: {"idle_s": statistics.median(r["idle_s"] for r in found),
+                              "networkidle_s": statistics.median(r["networkidle_s"] for r in found),
+                              "all_networkidle": [round(r["networkidle_s"], 2) for r in found],
+                              "errors": max(r["errors"] for r in found), "charts": found[-1]["charts"]}
+                       for name, found in rows[key].items()}
     print(f"load average before {result['load_before'][0]:.2f}, after {result['load_after'][0]:.2f} "
           f"({os.cpu_count()} CPUs); median of {repeats}, warm server, fresh browser context")
-    print(f"{'page':<14}{'idle (s)':>10}{'+network idle (s)':>20}  all (network idle)  charts errors")
-    for name, r in result["pages"].items():
-        print(f"{name:<14}{r['idle_s']:>10.2f}{r['networkidle_s']:>20.2f}  {str(r['all_networkidle']):<19} "
-              f"{r['charts']:>6} {r['errors']:>6}")
+    for key in servers:
+        if baseline:
+            print(f"{key}: {checkouts[key]}")
+        print(f"{'page':<14}{'idle (s)':>10}{'+network idle (s)':>20}  all (network idle)  charts errors")
+        for name, r in result[key].items():
+            print(f"{name:<14}{r['idle_s']:>10.2f}{r['networkidle_s']:>20.2f}  {str(r['all_networkidle']):<19} "
+                  f"{r['charts']:>6} {r['errors']:>6}")
     return result
 
 
@@ -143,10 +166,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pages", nargs="*", choices=list(PAGES))
     p.add_argument("--shots", type=Path, default=None, help="folder for one screenshot per page")
     p.add_argument("--json", type=Path, default=None, help="write the result here too")
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="another checkout whose app is timed alongside, visits alternating")
     a = p.parse_args(argv)
     if a.shots:
         a.shots.mkdir(parents=True, exist_ok=True)
-    result = bench_browser(a.runs_root.resolve(), a.run, a.repeats, a.pages, a.shots)
+    result = bench_browser(a.runs_root.resolve(), a.run, a.repeats, a.pages, a.shots,
+                           a.baseline.resolve() if a.baseline else None)
     if a.json:
         a.json.write_text(json.dumps(result, indent=2))
 

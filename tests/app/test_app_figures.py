@@ -115,6 +115,7 @@ def test_layer_head_heatmap_click_selects_layer_and_head():
     (param,) = full["params"]
     assert param["name"] == figures.CELL and param["select"]["fields"] == ["student_layer", "head"]
     assert full["encoding"]["x"]["sort"] == ["1", "avg map"]  # the head-averaged map last, named as such
+    assert full["height"] == {"step": 28}  # a row per layer at any number of layers, never collapsed
 
 
 def test_by_layer_intervals_reference_and_panels():
