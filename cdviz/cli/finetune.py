@@ -29,6 +29,10 @@ def finetune_cmd(
     taf: Optional[bool] = typer.Option(None, "--taf/--no-taf", help="See images through the teacher's connector "
                                        "(default on; LLaVA-style connectors only: --no-taf for the others)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="auto (default): each architecture's own cdviz "
+                                          "adapter; generic: the fallback for models without one (teacher and "
+                                          "student both)."),
+    grid: Optional[str] = typer.Option(None, "--grid", help="With --adapter generic: every image's patch grid RxC."),
 ) -> None:
     """Fine-tune a student with CompoDistill (KD + VAT + TAF), stage after stage.
 
@@ -60,7 +64,7 @@ def finetune_cmd(
             recipe=recipe, teacher=_str(teacher), student=_str(student), data=data, stages=stages,
             from_report=_str(from_report), out=_str(out), resume=resume, steps=steps, batch_size=batch_size,
             paper_compat=paper_compat, eval_probes=_str(eval_probes), record_probes=_str(rerecord),
-            eval_protocol=protocol, taf=taf)
+            eval_protocol=protocol, taf=taf, adapter=adapter, grid=grid)
         final = finetune(cfg)
     console.print(f"model: {final}")
 

@@ -30,6 +30,11 @@ def eval_cmd(
     protocol: str = typer.Option("letters", help="letters: the option letters' logits, every order; likelihood: "
                                  "each option's log-probability as the answer (generative scoring); match: one "
                                  "yes/no query per option, scored log P(yes) - log P(no) (pairwise and strict)."),
+    adapter: str = typer.Option("auto", "--adapter", help="auto: the architecture's own cdviz adapter; generic: the "
+                                "fallback for a model without one (a single image token, a standard decoder-layer "
+                                "list; it warns once with what it assumed)."),
+    grid: Optional[str] = typer.Option(None, "--grid", help="With --adapter generic: every image's patch grid RxC "
+                                       "(default: a square, else the factorisation nearest the image's aspect ratio)."),
 ) -> None:
     """Two-choice accuracy (both orders, consistent, or match pairwise / strict), recognition and Winoground scores."""
     from cdviz.evaluate import evaluate, summarize
@@ -48,17 +53,17 @@ def eval_cmd(
             raise OptionError(f"--protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
         ps = load_probeset(probes, skip_bad=skip_bad)
         check_probes(ps)
-        adapter = load_model(model, dtype=dtype, device=device, device_map=device_map,
-                             trust_remote_code=trust_remote_code)
+        model_adapter = load_model(model, dtype=dtype, device=device, device_map=device_map,
+                                   trust_remote_code=trust_remote_code, adapter=adapter, grid=grid)
         with progress_bar(f"eval {Path(model).name}", len(ps)) as advance:
-            frame, skipped = evaluate(adapter, ps, batch_size=batch_size, skip_bad=skip_bad, blind=blind,
+            frame, skipped = evaluate(model_adapter, ps, batch_size=batch_size, skip_bad=skip_bad, blind=blind,
                                       protocol=protocol, progress=advance)
         if frame.empty:
             first = skipped[0].reason if skipped else "no outcome rows"
             raise OptionError(f"{model}: no item of {probes} could be scored ({len(skipped)} skipped; first: {first}); "
                               "nothing written")
     summary = summarize(frame)
-    summary.update(model=str(model), model_origin=adapter.origin.to_dict(), probes=str(probes), blind=blind,
+    summary.update(model=str(model), model_origin=model_adapter.origin.to_dict(), probes=str(probes), blind=blind,
                    protocol=protocol, skipped=[s.to_dict() for s in (*ps.skipped, *skipped)])
     write_parquet_atomic(out, frame)
     summary_path = out.with_suffix(".summary.json")
@@ -117,6 +122,11 @@ def record_cmd(
                                  "is captured)."),
     match_record: str = typer.Option("true", "--match-record", help="With --protocol match: capture the true "
                                      "option's query only (true) or every option's (all; RunStore.get(..., option=k))."),
+    adapter: str = typer.Option("auto", "--adapter", help="auto: the architecture's own cdviz adapter; generic: the "
+                                "fallback for a model without one; teacher and student both (a single image token, a standard decoder-layer "
+                                "list; it warns once with what it assumed)."),
+    grid: Optional[str] = typer.Option(None, "--grid", help="With --adapter generic: every image's patch grid RxC "
+                                       "(default: a square, else the factorisation nearest the image's aspect ratio)."),
 ) -> None:
     """Record teacher and student attention (and their answers) on a probe set into a run store."""
     import os
@@ -142,7 +152,7 @@ def record_cmd(
         ps = load_probeset(probes, skip_bad=skip_bad)
         check_probes(ps)
         t, s, report = load_pair(teacher, student, dtype=dtype, device=device, device_map=device_map,
-                                 trust_remote_code=trust_remote_code)
+                                 trust_remote_code=trust_remote_code, adapter=adapter, grid=grid)
         for w in report.warnings:
             console.print(f"[yellow]warning:[/yellow] {w}")
         with progress_bar(f"record -> {out}", len(ps)) as advance:

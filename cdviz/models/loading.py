@@ -27,6 +27,7 @@ from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
 from cdviz.models.base import Adapter, AdapterError
 from cdviz.models.hub import ModelRef, resolve_model
 from cdviz.models.gemma3 import Gemma3Adapter
+from cdviz.models.generic import ARCH as GENERIC, GenericAdapter, parse_grid
 from cdviz.models.idefics3 import Idefics3Adapter, SmolVLMAdapter
 from cdviz.models.internvl import InternVLAdapter
 from cdviz.models.llava import LlavaAdapter
@@ -81,7 +82,9 @@ def list_adapters() -> list[str]:
     return sorted(ADAPTERS)
 
 
-def read_architecture(path: str | Path) -> str:
+def read_architecture(path: str | Path, *, adapter: str | None = None) -> str:
+    """The model class config.json names; refused when cdviz has no adapter for it, unless
+    ``adapter`` is "generic" (the fallback adapter then serves any class)."""
     path = Path(path)
     cfg = path / "config.json"
     if not path.is_dir():
@@ -96,12 +99,29 @@ def read_architecture(path: str | Path) -> str:
     if not archs:
         raise AdapterError(f"{cfg}: no 'architectures' entry; add the model class name, e.g. {list_adapters()[0]!r}")
     arch = archs[0]
-    if arch not in ADAPTERS:
+    if arch not in ADAPTERS and adapter != GENERIC:
         raise AdapterError(
-            f"{path}: architecture {arch!r} has no cdviz adapter; supported: {', '.join(list_adapters())} "
-            f"(add one with cdviz.models.register_adapter)"
+            f"{path}: architecture {arch!r} has no cdviz adapter; supported: {', '.join(list_adapters())}. "
+            f"A model with a single image token and a standard decoder-layer list may run with --adapter generic "
+            f"(and --grid RxC when its image token count is not a square); or add an adapter with "
+            f"cdviz.models.register_adapter"
         )
     return arch
+
+
+ADAPTER_CHOICES = ("auto", GENERIC)
+
+
+def check_adapter_options(adapter: str | None, grid: str | tuple[int, int] | None) -> tuple[str, tuple[int, int] | None]:
+    """--adapter / --grid as load_model takes them: ("auto" | "generic", (rows, cols) or None)."""
+    adapter = adapter or "auto"
+    if adapter not in ADAPTER_CHOICES:
+        raise AdapterError(f"--adapter {adapter!r}: choose auto (the architecture's own adapter) or generic "
+                           "(the fallback: one image token, a standard decoder-layer list)")
+    parsed = parse_grid(grid)
+    if parsed is not None and adapter != GENERIC:
+        raise AdapterError("--grid is read by the generic adapter only; add --adapter generic")
+    return adapter, parsed
 
 
 class ComposedProcessor:
@@ -216,6 +236,8 @@ def load_model(
     trust_remote_code: bool = False,
     attn_implementation: str = "sdpa",
     allow_bin: bool | None = None,
+    adapter: str | None = None,
+    grid: str | tuple[int, int] | None = None,
 ) -> Adapter:
     """Load a checkpoint (local directory or hub id ``org/name[@revision]``) and its processor.
 
@@ -223,16 +245,22 @@ def load_model(
     "sequential" or a dict) places the model with accelerate across the visible devices (the CPU
     when there is no GPU) and ``device`` is then unused. Returns the adapter (model in eval mode)
     with ``.origin`` (what was loaded) and ``.source`` (the local directory).
+
+    ``adapter="generic"`` (``--adapter generic``) uses cdviz.models.generic.GenericAdapter whatever
+    the architecture, with ``grid`` (rows, cols) or "RxC" for every image when given.
     """
+    choice, grid = check_adapter_options(adapter, grid)
     given = Path(str(path)).expanduser()
     if not isinstance(path, ModelRef) and (given / "config.json").is_file():
-        read_architecture(given)  # an unsupported architecture is named before the weights are looked for
+        read_architecture(given, adapter=choice)  # an unsupported architecture is named before the weights are looked for
     ref = resolve_model(path, allow_bin=allow_bin, trust_remote_code=trust_remote_code)
     local = Path(ref.path)
-    arch = read_architecture(local)
+    arch = read_architecture(local, adapter=choice)
     torch_dtype = parse_dtype(dtype)
     processor = load_processor(local, trust_remote_code=trust_remote_code)
-    model_cls = getattr(transformers, arch)
+    model_cls = getattr(transformers, arch, None)
+    if model_cls is None:  # the generic adapter on a class transformers does not export by name
+        model_cls = transformers.AutoModelForImageTextToText
     placement = {} if device_map is None else {"device_map": device_map}
     pickled = ref.weights.startswith("pytorch_model")
     try:
@@ -248,14 +276,14 @@ def load_model(
     if device_map is None:
         model.to(device)
     model.eval()
-    adapter = ADAPTERS[arch](model, processor)
-    adapter.source = str(local)
-    adapter.origin = ref
+    wrapped = GenericAdapter(model, processor, grid=grid) if choice == GENERIC else ADAPTERS[arch](model, processor)
+    wrapped.source = str(local)
+    wrapped.origin = ref
     if (local / "taf.safetensors").is_file():
         # A cdviz-trained student whose TAF connector could not be folded into a standard projector
         # (teacher hidden > student hidden) keeps it there; cdviz/models/taf.py re-attaches it.
-        attach_saved_taf(adapter, local)
-    return adapter
+        attach_saved_taf(wrapped, local)
+    return wrapped
 
 
 @dataclass

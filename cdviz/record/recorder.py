@@ -484,13 +484,13 @@ def _chunks(seq: list, size: int):
 
 
 def record(teacher_dir, student_dir, probes_dir, out, options: RecordOptions = RecordOptions(), *, device="cpu",
-           skip_bad=False, trust_remote_code=False, progress=None) -> Path:
-    """Load the pair and the probe set, then ``record_run``."""
+           skip_bad=False, trust_remote_code=False, progress=None, adapter=None, grid=None) -> Path:
+    """Load the pair and the probe set, then ``record_run`` (``adapter`` / ``grid``: as load_model)."""
     from cdviz.models import load_pair
 
     check_options(options)
     probes = load_probeset(probes_dir, skip_bad=skip_bad)
     check_probes(probes)
     teacher, student, _ = load_pair(teacher_dir, student_dir, dtype=options.dtype, device=device,
-                                    trust_remote_code=trust_remote_code)
+                                    trust_remote_code=trust_remote_code, adapter=adapter, grid=grid)
     return record_run(teacher, student, probes, out, options, skip_bad=skip_bad, progress=progress)

@@ -204,6 +204,8 @@ class TrainConfig:
     eval_protocol: str | None = None       # how eval / record score choice items; None: the --from-report run's, else letters
     device: str = "auto"                   # auto: CUDA when available (one GPU per process); cpu: force CPU
     trust_remote_code: bool = False
+    adapter: str = "auto"                  # auto: each architecture's own adapter; generic: the fallback (cdviz.models.generic)
+    grid: str | None = None                # with adapter = "generic": every image's patch grid, "RxC"
 
     def __post_init__(self) -> None:
         self.stages = [s if isinstance(s, StageConfig) else StageConfig(**s) if isinstance(s, dict)

@@ -89,7 +89,7 @@ def close_loop(config: TrainConfig, model_dir: Path) -> dict[str, Path]:
         from cdviz.models import load_model
         from cdviz.probes.probeset import load_probeset
 
-        frame, _ = evaluate(load_model(model_dir), load_probeset(config.eval_probes), protocol=_protocol(config))
+        frame, _ = evaluate(load_model(model_dir, adapter=config.adapter, grid=config.grid), load_probeset(config.eval_probes), protocol=_protocol(config))
         (out / "eval").mkdir(parents=True, exist_ok=True)
         frame.to_parquet(out / "eval" / "outcomes.parquet", index=False)
         write_json_atomic(out / "eval" / "summary.json", summarize(frame))
@@ -101,7 +101,8 @@ def close_loop(config: TrainConfig, model_dir: Path) -> dict[str, Path]:
 
         options = RecordOptions(layers=tuple(config.record_layers) if config.record_layers else None,
                                 protocol=_protocol(config))
-        written["record"] = record(config.teacher, model_dir, config.record_probes, out / "record", options)
+        written["record"] = record(config.teacher, model_dir, config.record_probes, out / "record", options,
+                                  adapter=config.adapter, grid=config.grid)
     return written
 
 

@@ -158,11 +158,12 @@ class Recipe:
         set_seed(cfg.seed)
         teacher_dtype = "bfloat16" if cuda and cfg.precision == "bf16" else "float32"
         self.teacher = (load_model(cfg.teacher, dtype=teacher_dtype, device=acc.device,
-                                   trust_remote_code=cfg.trust_remote_code) if stage.needs_teacher else None)
+                                   trust_remote_code=cfg.trust_remote_code, adapter=cfg.adapter, grid=cfg.grid)
+                        if stage.needs_teacher else None)
         if self.teacher is not None:
             self.teacher.model.requires_grad_(False).eval()
         self.student = load_model(self.source, dtype="float32", device=acc.device,
-                                  trust_remote_code=cfg.trust_remote_code)
+                                  trust_remote_code=cfg.trust_remote_code, adapter=cfg.adapter, grid=cfg.grid)
         if self.teacher is not None:
             report = check_pair(self.teacher, self.student)
             if not report.ok:
@@ -257,7 +258,8 @@ class Recipe:
             if cfg.teacher is None:
                 raise ConfigError(f"stage {stage.name} uses TAF but {self.source} has no taf.safetensors and no "
                                   "--teacher is given; pass --teacher or set taf = false")
-            teacher = load_model(cfg.teacher, device=self.accelerator.device, trust_remote_code=cfg.trust_remote_code)
+            teacher = load_model(cfg.teacher, device=self.accelerator.device, trust_remote_code=cfg.trust_remote_code,
+                                 adapter=cfg.adapter, grid=cfg.grid)
         for w in check_taf_pair(teacher, self.student):
             self.accelerator.print(f"warning: {w}")
         return install_taf(self.student, connector(teacher), int(teacher.text_config.hidden_size))
