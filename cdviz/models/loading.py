@@ -319,7 +319,35 @@ def check_pair(teacher: Adapter, student: Adapter) -> PairReport:
         report.errors.append("the option letters tokenize differently for teacher and student")
     if student.vocab_size > teacher.vocab_size:
         report.warnings.append(f"student vocabulary ({student.vocab_size}) is larger than the teacher's ({teacher.vocab_size})")
+    template = chat_template_difference(teacher, student)
+    if template:
+        report.warnings.append(template)
     return report
+
+
+#: The conversation both models render for the chat-template check.
+TEMPLATE_PROBE = "Which caption best describes the image?"
+
+
+def chat_template_difference(teacher: Adapter, student: Adapter, context: int = 24) -> str | None:
+    """The chat-template check: None when teacher and student render the same user turn (an image
+    and ``TEMPLATE_PROBE``, with the generation prompt) to the same text; else a message showing
+    the first differing characters. Each model is still asked in its own format, so a difference
+    is a warning: the two condition their answers on different text."""
+    rendered = []
+    for who, a in (("teacher", teacher), ("student", student)):
+        try:
+            rendered.append(a.render_prompt(TEMPLATE_PROBE))
+        except Exception as e:  # noqa: BLE001 - a model that cannot render is reported, not raised
+            return f"chat template check: the {who} cannot render a conversation ({type(e).__name__}: {e})"
+    t, s = rendered
+    if t == s:
+        return None
+    i = next((k for k, (a, b) in enumerate(zip(t, s)) if a != b), min(len(t), len(s)))
+    lo = max(0, i - 8)
+    return (f"chat template check failed: teacher and student render the same conversation to different text "
+            f"(first difference at character {i}: teacher {t[lo:i + context]!r}, student {s[lo:i + context]!r}); "
+            f"each model is asked in its own format, so their answers are conditioned on different text")
 
 
 def load_pair(teacher: str | Path, student: str | Path, *, strict: bool = True, **kwargs) -> tuple[Adapter, Adapter, PairReport]:

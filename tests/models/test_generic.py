@@ -127,3 +127,19 @@ def test_cli_eval_takes_adapter_and_grid(tiny_model_dir, shapes_probes, tmp_path
                                       str(shapes_probes.root), "--out", str(out), "--adapter", "generic",
                                       "--grid", "3x5"])
     assert result.exit_code == 2 and "15 tokens but the image has 16" in result.output
+
+
+def test_pair_check_names_differing_chat_templates(tiny_model_dir, tmp_path):
+    """Two tiny models of different families render the same conversation differently."""
+    from cdviz.models import check_pair
+    from cdviz.models.loading import chat_template_difference
+
+    llava = load_model(tiny_model_dir("llava"))
+    assert chat_template_difference(llava, llava) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qwen = load_model(tiny_model_dir("qwen2vl"))
+    report = check_pair(llava, qwen)
+    said = [w for w in report.warnings if w.startswith("chat template check failed")]
+    assert len(said) == 1, report.warnings
+    assert "first difference at character 0: teacher 'USER: " in said[0] and "student '<|im_start|>" in said[0]
