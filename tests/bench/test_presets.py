@@ -91,3 +91,14 @@ def test_unknown_preset_lists_the_known_ones():
 
 def test_gpu_check_reads_the_presets():
     assert gpu_check.PRESETS["qwen2.5-vl-7b"]["text"] is PRESETS["qwen2.5-vl-7b"]["text"]
+
+
+def test_train_bench_takes_the_preset_shapes():
+    from cdviz.bench.train import TrainBenchConfig, with_presets
+
+    cfg = with_presets(TrainBenchConfig(), student="qwen3-vl-2b", teacher="qwen3-vl-8b", layers=2, teacher_layers=3)
+    assert (cfg.layers, cfg.hidden, cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.intermediate) == (2, 2048, 16, 8, 128,
+                                                                                                  6144)
+    assert (cfg.teacher_layers, cfg.teacher_hidden, cfg.teacher_heads, cfg.teacher_kv_heads) == (3, 4096, 32, 8)
+    assert cfg.vocab == 151936 and cfg.preset == "qwen3-vl-2b" and cfg.teacher_preset == "qwen3-vl-8b"
+    cfg.check()
