@@ -1,6 +1,7 @@
 """Attribution: does where a model *looks* (attention) match what its answer *depends on*?
 
-The one analysis that loads the models (paths from ``manifest["models"][m]["path"]``). For a seeded
+The one analysis that loads the models (paths from ``manifest["models"][m]["path"]``, loaded as the run
+recorded them: ``--adapter`` / ``--grid``, `RunStore.model_loading`). For a seeded
 sample of items and each model:
 
   1. rebuild the recorded query (the item's first query, `cdviz.evaluate.plan_queries`) with the
@@ -94,7 +95,7 @@ def attribution(store: RunStore, *, n_items: int = 8, seed: int = 0, n_steps: in
     frames, maps, items = [], [], []
     for model in ("teacher", "student"):
         path = store.model_info(model)["path"]
-        adapter = load_model(path, dtype=dtype, device=device)
+        adapter = load_model(path, dtype=dtype, device=device, **store.model_loading(model))
         for p in adapter.model.parameters():
             p.requires_grad_(False)  # gradients are needed for the inputs only
         for uid in uids:

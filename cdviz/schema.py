@@ -6,6 +6,7 @@ manifest key, an index column or a tensor field's shape.
     index_row(item_columns, per_model) -> dict              one row of index.parquet (every column)
     model_column(model, key) -> "teacher_grid_rows" ...     a per-model index column
     row_pieces(row, model) -> [{role, grid, offset, ...}]   a row's "pieces" column, read
+    model_loading(manifest, model) -> {adapter, grid}        how to load a run's model again (load_model's)
     FIELDS {name: Field}                                    tensor fields per item and model
     RECORDED                                                fields every recorded item has (in order)
     ITEM_COLUMNS / MODEL_COLUMNS {name: meaning}            index columns
@@ -93,6 +94,15 @@ MODEL_COLUMNS: dict[str, str] = {
     "margin": "score margin of the true option over the best false one",
 }
 
+#: How each model was loaded (manifest ``models[m][key]``: default, meaning), what loading it again
+#: from the run must repeat (`model_loading`). A run recorded before a key existed was loaded with
+#: its default; a resume must load the models the same way.
+LOADING: dict[str, tuple[Any, str]] = {
+    "adapter": ("auto", "auto: the architecture's own cdviz adapter; generic: the fallback adapter "
+                        "(`--adapter generic`, cdviz.models.generic)"),
+    "grid": (None, "generic adapter: every image's patch grid [rows, cols] (`--grid RxC`); null: inferred per image"),
+}
+
 
 def model_column(model: str, key: str) -> str:
     """The index column of ``model``'s ``key`` (a MODEL_COLUMNS name)."""
@@ -106,6 +116,17 @@ def row_pieces(row: Mapping[str, Any], model: str) -> list[dict[str, Any]]:
     [] when there are none or the run was recorded before the column existed."""
     raw = row.get(model_column(model, "pieces"))
     return json.loads(raw) if isinstance(raw, str) and raw else []
+
+
+def model_loading(manifest: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """``model``'s LOADING keys as the run recorded them, as load_model takes them (adapter, grid as a
+    (rows, cols) tuple or None); the defaults for a run recorded before a key existed."""
+    info = (manifest.get("models") or {}).get(model) or {}
+    found = {key: info.get(key, default) for key, (default, _) in LOADING.items()}
+    found["adapter"] = found["adapter"] or LOADING["adapter"][0]
+    if found["grid"] is not None:
+        found["grid"] = tuple(int(x) for x in found["grid"])
+    return found
 
 
 def index_columns() -> list[str]:
@@ -138,7 +159,8 @@ def manifest(models: dict[str, dict[str, Any]], probes: dict[str, Any], options:
     """manifest.json of a run.
 
     Args:
-        models: per model {path, arch, n_layers, n_heads, n_kv_heads, layers, image_token_id, ...}.
+        models: per model {path, arch, n_layers, n_heads, n_kv_heads, layers, image_token_id, ...} and
+            how it was loaded (LOADING: adapter, grid; the defaults where not given).
         probes: {path, name, n_items, items_sha256}.
         options: the recording options (layers, queries, store_block, shard_size, batch_size, dtype, ...).
         extra: further top-level keys (``skipped`` lines of the probe set, ``synthetic`` truth).
@@ -147,9 +169,10 @@ def manifest(models: dict[str, dict[str, Any]], probes: dict[str, Any], options:
     for name in MODELS:
         if name not in models or any(k not in models[name] for k in needed):
             raise KeyError(f"manifest: models[{name!r}] needs {', '.join(needed)}")
+    models = {name: {**{k: default for k, (default, _) in LOADING.items()}, **info} for name, info in models.items()}
     return {"format": FORMAT, "version": VERSION, "cdviz_version": cdviz_version, "models": models,
             "probes": probes, "options": options, **extra}
 
 
-__all__ = ["FIELDS", "FORMAT", "ITEM_COLUMNS", "MODELS", "MODEL_COLUMNS", "RECORDED", "VERSION", "Field",
-           "index_columns", "index_row", "manifest", "model_column", "row_pieces"]
+__all__ = ["FIELDS", "FORMAT", "ITEM_COLUMNS", "LOADING", "MODELS", "MODEL_COLUMNS", "RECORDED", "VERSION", "Field",
+           "index_columns", "index_row", "manifest", "model_column", "model_loading", "row_pieces"]

@@ -39,7 +39,7 @@ from safetensors import safe_open
 from cdviz import __version__
 from cdviz.errors import CdvizError
 from cdviz.io import atomic_path, write_parquet_atomic
-from cdviz.schema import FIELDS, FORMAT, MODELS, model_column
+from cdviz.schema import FIELDS, FORMAT, LOADING, MODELS, model_column, model_loading
 from cdviz.schema import VERSION as FORMAT_VERSION
 
 
@@ -123,6 +123,12 @@ class RunStore:
     def model_info(self, model: str) -> dict[str, Any]:
         self._check_model(model)
         return self.manifest["models"][model]
+
+    def model_loading(self, model: str) -> dict[str, Any]:
+        """How ``model`` was loaded when recorded, as ``load_model(path, **this)`` takes it (adapter,
+        grid; cdviz.schema.model_loading): what every reload of the run's models passes on."""
+        self._check_model(model)
+        return model_loading(self.manifest, model)
 
     def layers(self, model: str) -> list[int]:
         """Decoder layer numbers recorded for ``model``, in storage order."""
@@ -266,6 +272,9 @@ def run_identity(manifest: dict) -> str:
     """sha256 of what makes a run that run (models, probe set, options: what a resume must match),
     so a part file can be matched to the command that wrote it when manifest.json is lost."""
     ident = {k: manifest.get(k) for k in ("models", "probes", "options")}
+    if isinstance(ident["models"], dict):  # loading keys at their defaults: as a run recorded before they existed
+        ident["models"] = {m: {k: v for k, v in info.items() if not (k in LOADING and v == LOADING[k][0])}
+                           if isinstance(info, dict) else info for m, info in ident["models"].items()}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
@@ -371,9 +380,22 @@ def record_command(manifest: dict, root: Path) -> str:
             cmd += f" --{key.replace('_', '-')} {opts[key]}"
     if opts.get("store_block"):
         cmd += " --store-block"
+    loading = {loading_flags(model_loading(manifest, m)) for m in MODELS}
+    if len(loading) > 1:  # teacher and student loaded differently: no one command line says so
+        return ""
+    if loading != {""}:
+        cmd += f" {loading.pop()}"
     if manifest.get("skipped"):
         cmd += " --skip-bad"
     return cmd
+
+
+def loading_flags(loading: dict[str, Any]) -> str:
+    """The `cdviz record` flags that load a model as ``loading`` (cdviz.schema.model_loading) says:
+    "" for the architecture's own adapter, else "--adapter generic" [+ " --grid RxC"]."""
+    adapter, grid = loading.get("adapter") or "auto", loading.get("grid")
+    flags = "" if adapter == "auto" else f"--adapter {adapter}"
+    return flags + (f" --grid {grid[0]}x{grid[1]}" if grid is not None else "")
 
 
 def check_shard(root: Path, k: int, checksums: bool = False) -> str | None:

@@ -34,10 +34,11 @@ from cdviz.errors import OptionError
 from cdviz.evaluate import Query, item_outcomes, load_image, plan_queries, score_queries
 from cdviz.io import write_json_atomic
 from cdviz.models.base import Adapter, AdapterError, Piece
+from cdviz.models.generic import GenericAdapter
 from cdviz.probes.probeset import ProbeSet, load_probeset
 from cdviz.record.capture import Capture, CaptureError, CapturePlan, SamplePlan
 from cdviz.store import (
-    MODELS, StoreError, check_shard, clean_stale_tmp, finalize, part_run, run_identity,
+    MODELS, StoreError, check_shard, clean_stale_tmp, finalize, loading_flags, part_run, run_identity,
     tensor_key, version_message, write_part, write_shard,
 )
 from cdviz.types import ProbeError, ProbeItem
@@ -165,7 +166,7 @@ def build_manifest(adapters: dict[str, Adapter], probes: ProbeSet, options: Reco
             "path": str(Path(getattr(a, "source", "")).resolve()) if getattr(a, "source", "") else "", "arch": a.model.__class__.__name__,
             "n_layers": a.n_layers, "n_heads": a.n_heads, "n_kv_heads": a.n_kv_heads,
             "layers": layers, "image_token_id": a.image_token_id, "dtype": str(a.model.dtype).removeprefix("torch."),
-            **model_origin(a),
+            **model_origin(a), **model_loading(a),
         }
     return schema.manifest(
         models,
@@ -187,13 +188,23 @@ def model_origin(adapter: Adapter) -> dict:
     return {k: getattr(origin, k, None) for k in fields}
 
 
+def model_loading(adapter: Adapter) -> dict:
+    """How ``adapter`` was loaded (cdviz.schema.LOADING), so whatever loads the model again from the run
+    loads it the same way: adapter "generic" and its --grid [rows, cols] (or None) for the fallback
+    adapter, else "auto"."""
+    if isinstance(adapter, GenericAdapter):
+        return {"adapter": "generic", "grid": list(adapter.grid) if adapter.grid is not None else None}
+    return {"adapter": "auto", "grid": None}
+
+
 def _claim_store(out: Path, manifest: dict) -> dict:
     """Write the manifest of a new run, or check that ``out`` holds this very run (a resume); returns
     the manifest the run goes on under (on a resume, the one on disk).
 
     A corrupt manifest.json is written again when every readable part file was recorded under this
     command (`run_identity` in its metadata); otherwise the shards cannot be matched and it is refused.
-    A recording option added after the run was started counts as its default there."""
+    A recording option, or a key of how the models were loaded (cdviz.schema.LOADING: --adapter,
+    --grid), added after the run was started counts as its default there."""
     path = out / "manifest.json"
     if path.is_file():
         started = any((out / "parts").glob("*.parquet"))
@@ -205,7 +216,12 @@ def _claim_store(out: Path, manifest: dict) -> dict:
         if old.get("version") != manifest["version"]:
             raise StoreError(version_message(out, old.get("version")))
         defaults = {k: v for k, v in asdict(RecordOptions()).items() if k not in (old.get("options") or {})}
-        then = {**old, "options": {**defaults, **(old.get("options") or {})}}
+        loading_defaults = {k: default for k, (default, _) in schema.LOADING.items()}
+        then = {**old, "options": {**defaults, **(old.get("options") or {})},
+                "models": {m: {**loading_defaults, **info} if isinstance(info, dict) else info
+                           for m, info in (old.get("models") or {}).items()}}
+        if started:
+            _check_same_loading(out, old, manifest)
         differ = [k for k in ("models", "probes", "options") if then.get(k) != manifest[k]]
         if started and differ:
             raise StoreError(
@@ -216,6 +232,16 @@ def _claim_store(out: Path, manifest: dict) -> dict:
             return old  # its parts carry the identity of the manifest on disk
     write_json_atomic(path, manifest)
     return manifest
+
+
+def _check_same_loading(out: Path, old: dict, manifest: dict) -> None:
+    """Refuse a resume that loads a model otherwise than the run did (--adapter / --grid), naming both."""
+    for m in MODELS:
+        then, now = schema.model_loading(old, m), schema.model_loading(manifest, m)
+        if then != now:
+            then_flags, now_flags = (loading_flags(x) or "--adapter auto" for x in (then, now))
+            raise StoreError(f"{out} was recorded with {then_flags} ({m}), this command gives {now_flags}; resume "
+                             f"with {then_flags} (the same command), or choose a new --out")
 
 
 def _read_manifest(path: Path) -> tuple[dict | None, str]:
