@@ -2,10 +2,11 @@
 
 One `streamlit run app/main.py` server on a runs root, warmed (every page opened once), then for each
 page and repeat a new headless Chromium context (no cached scripts, as a colleague opening a link)
-navigates to the page's URL and waits until the page is idle: the title drawn, no running status
-widget, no skeleton, every Vega-Lite chart outside a closed expander drawn, and no network request
-for 500 ms (Playwright's "networkidle"; the reported ``idle_s`` leaves that wait out). Median of
-``repeats``; screenshots of the last repeat in ``shots``.
+navigates to the page's URL and waits until the page is idle: the title drawn, the script run
+over (the app's data-test-script-state), no running status widget, no skeleton, every Vega-Lite
+chart outside a closed expander drawn, and no network request for 500 ms (Playwright's
+"networkidle"; the reported ``idle_s`` leaves that wait out). Median of ``repeats``; screenshots of
+the last repeat in ``shots``.
 
     python -m cdviz.bench.app_browser --runs-root runs --run demo [--repeats 3] [--shots /tmp/shots]
     python -m cdviz.bench.app_browser --runs-root runs --run demo --baseline /tmp/cdviz-before
@@ -38,6 +39,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 PAGES = {"overview": "", "layers": "layers", "item_explorer": "item_explorer", "error_link": "error_link",
          "before_after": "before_after", "attribution": "attribution"}  # page -> URL path
 IDLE_JS = """() => !!document.querySelector('[data-testid="stMain"] h1')
+    && document.querySelector('[data-testid="stApp"]')?.dataset.testScriptState === 'notRunning'
     && !document.querySelector('[data-testid="stStatusWidget"]')
     && !document.querySelector('[data-testid="stSkeleton"]')
     && [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]

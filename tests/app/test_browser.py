@@ -81,10 +81,12 @@ def server(browser_root):
 
 
 def _settle(page, extra_ms: int = 1500) -> None:
-    """Wait until the script run is over and the charts are drawn (Vega-Lite outside closed
-    expanders); ``extra_ms`` more for the table canvases before a screenshot."""
+    """Wait until the script run is over (as the app reports it: the title alone may be drawn
+    before the run's status shows) and the charts are drawn (Vega-Lite outside closed expanders);
+    ``extra_ms`` more for the table canvases before a screenshot."""
     page.wait_for_selector('[data-testid="stMain"] h1', timeout=30_000)
     page.wait_for_function("""() => !document.querySelector('[data-testid="stStatusWidget"]')
+        && document.querySelector('[data-testid="stApp"]')?.dataset.testScriptState === 'notRunning'
         && !document.querySelector('[data-testid="stSkeleton"]')
         && [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
             .filter(e => !e.closest('details:not([open])')).every(e => e.querySelector('canvas, svg'))""",
