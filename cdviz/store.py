@@ -374,12 +374,14 @@ def record_command(manifest: dict, root: Path) -> str:
            f"--probes {probes['path']} --out {root}")
     if opts.get("layers") is not None:
         cmd += f" --layers {','.join(map(str, opts['layers']))}"
-    defaults = {"queries": "answer", "shard_size": 32, "batch_size": 8, "dtype": "float32", "protocol": "letters"}
+    defaults = {"queries": "answer", "shard_size": 32, "batch_size": 8, "dtype": "float32", "protocol": "letters",
+                "match_record": "true"}
     for key, default in defaults.items():
         if key in opts and opts[key] != default:
             cmd += f" --{key.replace('_', '-')} {opts[key]}"
-    if opts.get("store_block"):
-        cmd += " --store-block"
+    for flag in ("store_block", "pieces"):
+        if opts.get(flag):
+            cmd += f" --{flag.replace('_', '-')}"
     loading = {loading_flags(model_loading(manifest, m)) for m in MODELS}
     if len(loading) > 1:  # teacher and student loaded differently: no one command line says so
         return ""
