@@ -22,6 +22,10 @@ mis = found["misalignment"]
 if isinstance(mis, results.Unavailable):
     st.warning(f"Misalignment is not available: {mis.reason}")
 else:
+    if getattr(mis, "view", "primary") == "detail":
+        st.info(f"Detail view (`cdviz report --view detail`): text-to-image maps over each model's crops / tiles, "
+                f"assembled over the whole image and resampled to a common grid; {len(mis.skipped)} items without "
+                "such a view are left out. Image-to-image maps are not recorded per piece.")
     items = mis.items
     c = st.columns(4)
     measure = c[0].selectbox("Measure", mis.measures, key="lh_measure",

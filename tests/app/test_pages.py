@@ -310,3 +310,22 @@ def test_run_with_every_item_skipped_says_so(runs_root, tmp_path, open_app, page
     index.assign(status="skipped", skip_reason="image missing").to_parquet(tmp_path / "demo" / "index.parquet")
     at = open_app(tmp_path, page)
     assert at.info or at.warning, "a page with nothing to show must say why"
+
+
+def test_layers_says_when_the_saved_misalignment_is_the_detail_view(tmp_path, open_app):
+    """A report made with --view detail: the Layers page says which maps its numbers compare."""
+    from dataclasses import replace
+
+    from analyses import pipeline
+    from cdviz.synthetic import make_synthetic_run
+    from cdviz.workflow import build_report
+
+    run = make_synthetic_run(tmp_path / "demo", n_items=30, seed=4)
+    out = build_report(run, n_boot=0, n_perm=0)
+    results = pipeline.Results.load(out / "results")
+    mis = results["misalignment"]
+    results.add("misalignment", replace(mis, view="detail", skipped={"syn-00001": "teacher: an image of one piece"}))
+    results.save(out / "results")
+    at = open_app(tmp_path, "layers")
+    notes = " ".join(i.value for i in at.info)
+    assert "Detail view" in notes and "1 items without such a view" in notes
