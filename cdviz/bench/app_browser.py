@@ -8,10 +8,10 @@ chart outside a closed expander drawn, and no network request for 500 ms (Playwr
 "networkidle"; the reported ``idle_s`` leaves that wait out). Median of ``repeats``; screenshots of
 the last repeat in ``shots``.
 
-    python -m cdviz.bench.app_browser --runs-root runs --run demo [--repeats 3] [--shots /tmp/shots]
-    python -m cdviz.bench.app_browser --runs-root runs --run demo --baseline /tmp/cdviz-before
+    python -m cdviz.bench.app_browser --runs-root runs --run demo [--repeats 3] [--shots shots]
+    python -m cdviz.bench.app_browser --runs-root runs --run demo --baseline ../cdviz-before
 
-``--baseline`` serves a second checkout's app (e.g. `git worktree add /tmp/cdviz-before HEAD~3`)
+``--baseline`` serves a second checkout's app (e.g. `git worktree add ../cdviz-before HEAD~3`)
 at the same time and alternates the two visit by visit, so a busy machine's load falls on both
 alike: before/after numbers from one run.
 

@@ -37,10 +37,15 @@ def zoo_build_cmd(
     """Train teacher, student-sft, student-kd and student-compodistill (resumable)."""
     from cdviz.zoo import ZooSpec, build_zoo
 
-    if min(teacher_ground, teacher_route, teacher_qa_steps, teacher_bind_steps, teacher_more_steps) < 0 \
-            or teacher_steps < 1 or teacher_more_lr <= 0:
-        raise typer.BadParameter("--teacher-ground, --teacher-route, --teacher-qa-steps, --teacher-bind-steps and "
-                                 "--teacher-more-steps must be >= 0, --teacher-steps >= 1, --teacher-more-lr > 0")
+    for flag, value in (("--teacher-ground", teacher_ground), ("--teacher-route", teacher_route),
+                        ("--teacher-qa-steps", teacher_qa_steps), ("--teacher-bind-steps", teacher_bind_steps),
+                        ("--teacher-more-steps", teacher_more_steps)):
+        if value < 0:
+            raise typer.BadParameter(f"{flag} {value}: must be >= 0")
+    if teacher_steps < 1:
+        raise typer.BadParameter(f"give --teacher-steps >= 1 (got {teacher_steps})")
+    if teacher_more_lr <= 0:
+        raise typer.BadParameter(f"give --teacher-more-lr > 0 (got {teacher_more_lr})")
     from cdviz.probes.shapes import SAMPLE_KINDS
 
     def kind_list(text: str, flag: str) -> tuple[str, ...]:

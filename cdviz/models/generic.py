@@ -185,7 +185,7 @@ class GenericAdapter(Adapter):
         if first is not None and not self._warned:
             self._warned = True
             grid, how = first
-            per_image = "" if self.grid else " (inferred per image; first: "
+            per_image = " " if self.grid else " (inferred per image; first: "
             grid_text = f"{grid[0]}x{grid[1]}, {how}" + (")" if per_image else "")
             warnings.warn(
                 f"{self._label()}: --adapter generic assumes image token id {self.image_token_id} "
