@@ -44,8 +44,8 @@ class ZooSpec:
     teacher_bind_steps: int = 0
     teacher_bind_kinds: tuple[str, ...] = ("caption", "choice", "qa")
     # After the full mix: more steps on the same mix from a lower peak learning rate (a second cosine
-    # cycle, "teacher-more"). After 2000 steps the teacher was still learning the match format
-    # (checkpoints/DESIGNS.md, design 11). 0: no such phase.
+    # cycle, "teacher-more"), to see whether the teacher was still learning the match format. 2000
+    # more gave +2.9 points, within noise (checkpoints/DESIGNS.md, design 11), so it is off. 0: no such phase.
     teacher_more_steps: int = 0
     teacher_more_lr: float = 5e-4
     # The full mix every model trains on (cdviz.probes.shapes.SAMPLE_KINDS); None: every kind (captions,
