@@ -25,6 +25,7 @@ from transformers import LlavaForConditionalGeneration
 
 from cdviz.errors import OptionError
 from cdviz.models.llava import LlavaAdapter
+from cdviz.models.loading import DTYPES
 from cdviz.models.tiny import llava_config
 from cdviz.record.capture import Capture, CapturePlan, SamplePlan
 
@@ -56,7 +57,7 @@ def _model(cfg: BenchConfig):
     config = llava_config(vocab, image_token_id=5, n_layers=cfg.n_layers, hidden=cfg.hidden, n_heads=cfg.n_heads,
                           n_kv_heads=cfg.n_kv_heads, image_size=side * 4, patch_size=4, vision_hidden=64,
                           intermediate=cfg.intermediate)
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
+    dtype = DTYPES[cfg.dtype]
     torch.manual_seed(0)
     model = LlavaForConditionalGeneration(config).to(cfg.device, dtype).eval()
     ids = torch.randint(10, vocab, (1, cfg.seq_len))
@@ -231,9 +232,6 @@ def run_preset_bench(name: str, *, layers: int | None = None, device: str = "cpu
     result = _time(cfg, dec.model, dec, inputs, plan)
     result["preset"] = name
     return result
-
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _mib(n: int) -> str:
