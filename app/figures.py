@@ -220,7 +220,7 @@ def delta_bars(table: pd.DataFrame, x: str, y: str, title: str = "", y_title: st
 
 def distribution_by_group(values: np.ndarray, groups: Sequence[str], labels: dict[str, str], title: str = "",
                           y_title: str = "misalignment (larger = further apart)",
-                          uids: Sequence[str] | None = None) -> alt.Chart:
+                          uids: Sequence[str] | None = None, hrefs: Sequence[str] | None = None) -> alt.Chart:
     """Box plots of per-item values, one box per outcome group, in ``labels`` order; empty groups
     are left out. Items beyond 1.5 IQR from their group's quartiles are drawn as points; with
     ``uids``, clicking one selects its uid as ``OUTLIER`` (to open it in the item explorer).
@@ -229,6 +229,7 @@ def distribution_by_group(values: np.ndarray, groups: Sequence[str], labels: dic
         values: [I] one value per item. groups: [I] each item's group key.
         labels: {group key: label} giving the order and the tooltip text.
         uids: [I] item ids, for the outliers' tooltips and click selection.
+        hrefs: [I] a URL per item, the outliers' links (a static chart's stand-in for the selection).
     """
     values, groups = np.asarray(values, dtype=np.float64), np.asarray(groups).astype(str)
     counts = {k: int((groups == k).sum()) for k in labels}
@@ -236,7 +237,8 @@ def distribution_by_group(values: np.ndarray, groups: Sequence[str], labels: dic
     keep = np.isin(groups, list(names)) & np.isfinite(values)
     frame = pd.DataFrame({"group": [names[g] for g in groups[keep]], "value": values[keep],
                           "meaning": [labels[g] for g in groups[keep]],
-                          "uid": np.asarray(uids).astype(str)[keep] if uids is not None else ""})
+                          "uid": np.asarray(uids).astype(str)[keep] if uids is not None else "",
+                          "link": np.asarray(hrefs).astype(str)[keep] if hrefs is not None else ""})
     x = alt.X("group:N", sort=list(names.values()), title="outcome group")
     box = alt.Chart(frame).mark_boxplot(extent=1.5, outliers=False).encode(
         x=x, y=alt.Y("value:Q", title=y_title), tooltip=["meaning:N"])
@@ -244,11 +246,17 @@ def distribution_by_group(values: np.ndarray, groups: Sequence[str], labels: dic
     q3 = frame.groupby("group")["value"].transform(lambda v: v.quantile(0.75))
     far = frame[(frame["value"] < q1 - 1.5 * (q3 - q1)) | (frame["value"] > q3 + 1.5 * (q3 - q1))]
     points = alt.Chart(far).mark_circle(size=45, opacity=0.8).encode(
-        x=x, y="value:Q", tooltip=["uid:N", "meaning:N", alt.Tooltip("value:Q", format=".4f")])
+        x=x, y="value:Q", tooltip=["uid:N", "meaning:N", alt.Tooltip("value:Q", format=".4f")],
+        **({"href": "link:N"} if hrefs is not None else {}))
     if uids is not None:
         points = points.add_params(alt.selection_point(name=OUTLIER, fields=["uid"], on="click"))
     return (box + points).properties(title=title + (" (click an outlier: open the item)" if uids is not None else ""),
                                      height=320)
+
+
+def _href(frame: pd.DataFrame) -> dict:
+    """The marks' links, when ``frame`` has a ``link`` column (static charts: clicks follow it)."""
+    return {"href": alt.Href("link:N")} if "link" in frame.columns else {}
 
 
 def layer_head_heatmap(frame: pd.DataFrame, measure: str, student: str = "student") -> alt.Chart:
@@ -256,7 +264,8 @@ def layer_head_heatmap(frame: pd.DataFrame, measure: str, student: str = "studen
     not the mean over heads. Clicking a cell selects its (student_layer, head) as ``CELL``.
 
     Args:
-        frame: ``state.layer_head_frame`` output: student_layer, head (-1 = avg map), mean, n.
+        frame: ``state.layer_head_frame`` output: student_layer, head (-1 = avg map), mean, n, and
+            optionally ``link``, each cell's URL.
     """
     data = frame.assign(head_label=[("avg map" if h == -1 else str(int(h))) for h in frame["head"]])
     heads = sorted(h for h in data["head"].unique() if h != -1)
@@ -268,6 +277,7 @@ def layer_head_heatmap(frame: pd.DataFrame, measure: str, student: str = "studen
         color=alt.Color("mean:Q", scale=alt.Scale(scheme="viridis"), title="misalignment"),
         opacity=alt.condition(cell, alt.value(1.0), alt.value(0.6)),
         tooltip=["student_layer:O", "head_label:N", alt.Tooltip("mean:Q", format=".4f"), "n:Q"],
+        **_href(data),
     ).add_params(cell).properties(title=f"{measure}: misalignment by layer and head (larger = further apart)",
                                   # A fixed height collapsed the rows to a line in Streamlit's
                                   # autosize "fit"; a step per layer draws every row.
@@ -286,6 +296,7 @@ def by_layer(frame: pd.DataFrame, y: str, y_title: str, colour: str | None = Non
             column (the teacher's noise floor) is drawn dotted.
         facet: a column giving one panel per value, each with its own y scale.
         select: name of a click selection of a point's layer (``x``), e.g. to open its items.
+            A ``link`` column makes each point a link instead (static charts).
     """
     data = frame.dropna(subset=[y])
     base = alt.Chart()  # data given to the layer (or facet) below, as Vega-Lite requires for facets
@@ -294,10 +305,10 @@ def by_layer(frame: pd.DataFrame, y: str, y_title: str, colour: str | None = Non
         enc["color"] = alt.Color(f"{colour}:N", legend=alt.Legend(orient="top", title=None))
     tips = [f"{x}:Q", alt.Tooltip(f"{y}:Q", format=".4g")] + ([f"{colour}:N"] if colour else [])
     line = base.mark_line(point=alt.OverlayMarkDef(size=80)).encode(
-        y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False)), tooltip=tips, **enc)
+        y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False)), tooltip=tips, **enc, **_href(data))
     if select:
         line = line.add_params(alt.selection_point(name=select, fields=[x], on="click"))
-    layers = [line]
+    layers = []
     if {"ci_low", "ci_high"} <= set(frame.columns):
         layers.append(base.mark_errorbar().encode(y=alt.Y("ci_low:Q", title=y_title), y2="ci_high", **enc))
     if "baseline" in frame and frame["baseline"].notna().any():  # the teacher's split-half noise floor
@@ -305,6 +316,7 @@ def by_layer(frame: pd.DataFrame, y: str, y_title: str, colour: str | None = Non
             x=enc["x"], y="baseline:Q", tooltip=[alt.Tooltip("baseline:Q", title="noise floor", format=".4g")]))
     if rule is not None:
         layers.append(base.mark_rule(strokeDash=[4, 4], color="grey").encode(y=alt.datum(rule)))
+    layers.append(line)  # drawn last, so the points are on top, where a click finds them
     if facet:
         return (alt.layer(*layers).properties(width=320, height=220)
                 .facet(facet=alt.Facet(f"{facet}:N", title=None), columns=2, data=data)

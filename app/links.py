@@ -11,11 +11,13 @@ source of options); ``refused_run`` says so on the page.
 
     refused_run(names)   a message when the URL named a run that is not under the runs root
     item_link(...)       query parameters for st.page_link / st.switch_page to the item explorer
+    item_href(...)       the same as a relative URL, for a static chart's links
 """
 
 from __future__ import annotations
 
 from typing import Sequence
+from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -48,3 +50,9 @@ def item_link(run: str, layer: int | None = None, group: str | None = None, meas
     params = {"run": run, "category": category, "group": None if group is None else GROUP_LABELS[group], "sort": sort, "measure": measure, "layer": layer,
               "head": None if head is None and layer is None else head_label(head), "item": item}
     return {k: str(v) for k, v in params.items() if v is not None}
+
+
+def item_href(run: str, **view) -> str:
+    """``item_link`` as a relative URL (a static chart's mark links to it): every page sits at the
+    app's root, so it resolves to the item explorer from any of them."""
+    return "item_explorer?" + urlencode(item_link(run, **view))

@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app import links, state  # noqa: E402
+from app import charts, links, state  # noqa: E402
 
 PAGES = [
     st.Page("app_pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
@@ -42,4 +42,5 @@ with st.sidebar:
         st.selectbox("Run", names, index=state.default_run(names, cfg.run), key="run", bind="query-params",
                      help=f"Runs found under {cfg.runs_root.resolve()}")
     st.caption(f"runs root: `{cfg.runs_root}`")
+    charts.switch()
 st.navigation(PAGES).run()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import figures, results, state
+from app import charts, figures, results, state
 
 run = state.require_run()
 st.title("Attribution")
@@ -19,10 +19,9 @@ if result is None:
 agreement = result.by_layer()
 st.caption("Agreement between |attribution| and each layer's head-mean attention of the answer position, "
            f"averaged over {agreement['n'].max()} sampled items (spearman; top-10% IoU in the table).")
-st.altair_chart(figures.by_layer(agreement, "spearman", "spearman (higher = attention follows attribution)",
-                                 colour="model", rule=0.0, x="layer", x_title="layer (each model's own)",
-                                 title="Attention vs integrated-gradients attribution"),
-                width="stretch", key="at_agreement")
+charts.show(figures.by_layer(agreement, "spearman", "spearman (higher = attention follows attribution)",
+                             colour="model", rule=0.0, x="layer", x_title="layer (each model's own)",
+                             title="Attention vs integrated-gradients attribution"), key="at_agreement")
 st.markdown(state.markdown_table(agreement))
 
 st.subheader("Sampled items")
@@ -51,9 +50,7 @@ boxes = state.item_boxes(index.loc[uid]) if uid in index.index else []
 if why:
     st.caption(f"Maps drawn without the image: {state.md_escape(why)}.")
 left, right = st.columns(2)  # two different quantities: each panel keeps its own colour scale
-left.vega_lite_chart(figures.attention_overlay(cmp.teacher, grid, image, size, boxes,
-                                               title=f"{model}: |integrated gradients|"),
-                     key="at_attr", width="content")
-right.vega_lite_chart(figures.attention_overlay(cmp.student, grid, image, size, boxes,
-                                                title=f"{model}: attention, layer {layer}"),
-                      key="at_att", width="content")
+charts.show(figures.attention_overlay(cmp.teacher, grid, image, size, boxes, title=f"{model}: |integrated gradients|"),
+            left, key="at_attr", stretch=False)
+charts.show(figures.attention_overlay(cmp.student, grid, image, size, boxes, title=f"{model}: attention, layer {layer}"),
+            right, key="at_att", stretch=False)

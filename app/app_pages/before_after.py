@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import figures, results, state
+from app import charts, figures, results, state
 from cdviz.report.findings import change_word, compare_findings
 
 
@@ -73,9 +73,9 @@ c[0].metric("student accuracy", f"{overall.student_after:.1%}", f"{overall.stude
              delta_color=delta_colour("student"))
 c[1].metric("teacher accuracy", f"{overall.teacher_after:.1%}", f"{overall.teacher_delta:+.1%}",
              delta_color=delta_colour("teacher"))
-st.altair_chart(figures.delta_bars(acc[acc["category"] != "all"], "category", "student_delta",
-                                   title="student accuracy, after - before", y_title="accuracy change (higher = better)"),
-                width="stretch", key="ba_acc_chart")
+charts.show(figures.delta_bars(acc[acc["category"] != "all"], "category", "student_delta",
+                               title="student accuracy, after - before", y_title="accuracy change (higher = better)"),
+            key="ba_acc_chart")
 st.markdown(state.markdown_table(acc))  # markdown: no table code for a fresh browser to fetch
 
 st.subheader("Misalignment per layer")
@@ -85,15 +85,15 @@ if layers.empty:
     st.stop()
 measure = st.selectbox("Measure", list(dict.fromkeys(layers["measure"])), key="ba_measure")
 sub = layers[layers["measure"] == measure]
-st.altair_chart(figures.delta_bars(sub, "student_layer", "delta", title=f"{measure}: after - before (head-averaged map)",
-                                   y_title="misalignment change (lower = closer)", higher_is_better=False),
-                width="stretch", key="ba_layer_chart")
+charts.show(figures.delta_bars(sub, "student_layer", "delta", title=f"{measure}: after - before (head-averaged map)",
+                               y_title="misalignment change (lower = closer)", higher_is_better=False),
+            key="ba_layer_chart")
 st.markdown(state.markdown_table(sub))
 if with_intervals and len(sub):
     word = "paired" if result.paired else "independent-sample"
-    st.altair_chart(figures.by_layer(sub, "delta", "misalignment change (after - before; lower = closer)",
-                                     rule=0.0, title=f"{measure}: change with its {word} 95% interval"),
-                    width="stretch", key="ba_paired_chart")
+    charts.show(figures.by_layer(sub, "delta", "misalignment change (after - before; lower = closer)",
+                                 rule=0.0, title=f"{measure}: change with its {word} 95% interval"),
+                key="ba_paired_chart")
 
 st.subheader("Misalignment per layer and category")
 cats = result.categories

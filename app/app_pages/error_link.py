@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import figures, links, results, state
+from app import charts, figures, links, results, state
 
 POINT = "layer"  # the AUROC chart's click selection
 AUROC_COLUMNS = {"n_pos": "student wrong", "n_neg": "student right"}  # the AUROC table's headers
@@ -33,20 +33,22 @@ per_item = results.item_misalignment(run, measure, layer)
 if per_item is None:
     left.info("Per-item values are not at hand (the report was built without its per-item table).")
 else:
-    event = left.altair_chart(figures.distribution_by_group(
+    hrefs = ([links.item_href(run.name, layer=int(layer), measure=measure, item=str(uid)) for uid in per_item["uid"]]
+             if charts.static() else None)  # a click on an outlier follows its link
+    event = charts.show(figures.distribution_by_group(
         per_item["misalignment"].to_numpy(), per_item["group"].to_numpy(),
         {g: state.GROUP_LABELS[g] for g in state.OUTCOMES}, title=f"student layer {layer}: per-item misalignment",
-        uids=per_item["uid"].to_numpy()), width="stretch", key="el_distribution", on_select="rerun",
-        selection_mode=figures.OUTLIER)
+        uids=per_item["uid"].to_numpy(), hrefs=hrefs), left, key="el_distribution", width=charts.HALF,
+        on_select="rerun", selection_mode=figures.OUTLIER)
     picked = event.selection.get(figures.OUTLIER) if event else None
     if picked:
         st.switch_page(links.ITEM_EXPLORER, query_params=links.item_link(
             run.name, layer=int(layer), measure=measure, item=str(picked[0]["uid"])))
 outcome = link.by_outcome[(link.by_outcome["measure"] == measure) & link.by_outcome["mean"].notna()]
-right.altair_chart(figures.by_layer(outcome.drop(columns=["baseline"], errors="ignore"), "mean",
-                                    "misalignment (larger = further apart)", colour="group",
-                                    title=f"Misalignment by outcome group ({measure})"),
-                   width="stretch", key="el_by_outcome")
+charts.show(figures.by_layer(outcome.drop(columns=["baseline"], errors="ignore"), "mean",
+                             "misalignment (larger = further apart)", colour="group",
+                             title=f"Misalignment by outcome group ({measure})"), right, key="el_by_outcome",
+            width=charts.HALF)
 st.page_link(links.ITEM_EXPLORER, icon=":material/sort:",
              label=f"Teacher right, student wrong: these items at student layer {layer}, most misaligned first",
              query_params=links.item_link(run.name, layer=int(layer), group="TR/SW", measure=measure))
@@ -64,11 +66,15 @@ if auc["auroc"].notna().any():
     c[0].metric("strongest layer", f"{int(best.student_layer)}")
     c[1].metric("AUROC", f"{best.auroc:.3f}", help=f"95% CI {best.ci_low:.3f} to {best.ci_high:.3f}")
     c[2].metric(f"layers with q < 0.05 ({link.correction})", f"{int((auc['q_value'] < 0.05).sum())} of {len(auc)}")
-    event = st.altair_chart(figures.by_layer(auc, "auroc", "AUROC (0.5 = no link; higher = errors more misaligned)",
-                                             rule=0.5, select=POINT,
-                                             title="Does misalignment predict student errors? (teacher-right items; "
-                                                   "click a layer: its teacher-right, student-wrong items)"),
-                            width="stretch", key="el_auroc", on_select="rerun", selection_mode=POINT)
+    if charts.static():  # a click on a point follows its link
+        auc = auc.assign(link=[links.item_href(run.name, layer=int(layer_), group="TR/SW", measure=measure,
+                                               category=None if category == "all" else category)
+                               for layer_ in auc["student_layer"]])
+    event = charts.show(figures.by_layer(auc, "auroc", "AUROC (0.5 = no link; higher = errors more misaligned)",
+                                         rule=0.5, select=POINT,
+                                         title="Does misalignment predict student errors? (teacher-right items; "
+                                               "click a layer: its teacher-right, student-wrong items)"),
+                        key="el_auroc", on_select="rerun", selection_mode=POINT)
     picked = event.selection.get(POINT) if event else None
     if picked:
         st.switch_page(links.ITEM_EXPLORER, query_params=links.item_link(

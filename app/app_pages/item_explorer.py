@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import figures, links, results, state
+from app import charts, figures, links, results, state
 from cdviz.store import StoreError
 
 FIELD_LABELS = {"t2i": "t2i: text query -> image", "i2i": "i2i: attention each image token receives",
@@ -152,10 +152,10 @@ if piece != state.PRIMARY_VIEW:
         spec = pieces[model][piece]
         shown_image, shown_size = state.piece_image(image, size, spec)
         grid = tuple(spec["grid"])
-        panel.vega_lite_chart(figures.attention_overlay(rel[model], grid, shown_image, shown_size,
-                                                        boxes if not spec.get("place") else (), zmax=zmax,
-                                                        opacity=opacity, title=f"{model}, layer {label}, {piece}"),
-                              key=f"ie_fig_piece_{model}", width="content")
+        charts.show(figures.attention_overlay(rel[model], grid, shown_image, shown_size,
+                                              boxes if not spec.get("place") else (), zmax=zmax,
+                                              opacity=opacity, title=f"{model}, layer {label}, {piece}"),
+                    panel, key=f"ie_fig_piece_{model}", stretch=False)
         panel.text(f"{model}: {float(maps[model].sum()):.1%} of the query's attention on this piece "
                    f"({grid[0]}x{grid[1]} patches)")
     st.caption("Each piece's map is normalised over that piece's patches and shown relative to a uniform map "
@@ -164,15 +164,14 @@ else:
     zmax = float(max(cmp.teacher.max(), cmp.student.max()))
     t_label = ",".join(map(str, t_group))
     panels = st.columns(3)
-    panels[0].vega_lite_chart(figures.attention_overlay(cmp.teacher, t_grid, image, size, boxes, zmax=zmax,
-                                                        opacity=opacity, title=f"teacher, layer {t_label}"),
-                              key="ie_fig_teacher", width="content")
-    panels[1].vega_lite_chart(figures.attention_overlay(cmp.student, s_grid, image, size, boxes, zmax=zmax,
-                                                        opacity=opacity, title=f"student, layer {s_layer}"),
-                              key="ie_fig_student", width="content")
-    panels[2].vega_lite_chart(figures.difference_overlay(cmp.diff, cmp.grid, image, size, boxes, opacity=opacity,
-                                                         title=f"student - teacher ({cmp.grid[0]}x{cmp.grid[1]} grid)"),
-                              key="ie_fig_diff", width="content")  # the image is drawn at the chart's own width
+    charts.show(figures.attention_overlay(cmp.teacher, t_grid, image, size, boxes, zmax=zmax, opacity=opacity,
+                                          title=f"teacher, layer {t_label}"), panels[0], key="ie_fig_teacher", stretch=False)
+    charts.show(figures.attention_overlay(cmp.student, s_grid, image, size, boxes, zmax=zmax, opacity=opacity,
+                                          title=f"student, layer {s_layer}"), panels[1], key="ie_fig_student", stretch=False)
+    # The image is drawn at the chart's own width.
+    charts.show(figures.difference_overlay(cmp.diff, cmp.grid, image, size, boxes, opacity=opacity,
+                                           title=f"student - teacher ({cmp.grid[0]}x{cmp.grid[1]} grid)"),
+                panels[2], key="ie_fig_diff", stretch=False)
     st.caption("Each map is normalised over the image tokens and shown relative to a uniform map (1 = uniform), "
                "so grids of different sizes share one colour scale.")
 
@@ -206,9 +205,9 @@ with st.expander("Every head of one layer for this item", key="ie_heads_box", on
                                     if (s_layer if grid_model == "student" else t_group[0]) in grid_layers else 0)
         maps = state.item_heads(run, uid, grid_model, field, grid_layer, query)  # [H, N]
         rel = maps / np.clip(maps.sum(1, keepdims=True), 1e-12, None) * maps.shape[1]  # x uniform per head
-        st.altair_chart(figures.head_grid(rel, store.grid(uid, grid_model),
-                                          title=f"{grid_model}, layer {grid_layer}, {field}: each head's map"),
-                        key="ie_fig_heads", width="content")
+        charts.show(figures.head_grid(rel, store.grid(uid, grid_model),
+                                      title=f"{grid_model}, layer {grid_layer}, {field}: each head's map"),
+                    key="ie_fig_heads", stretch=False)
         st.caption("Each head's map relative to uniform (1 = uniform), all on one colour scale.")
 
 st.subheader("Question and answers")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import figures, links, results, state
+from app import charts, figures, links, results, state
 from cdviz.report import figures as rfig
 
 AVG_MAP = "avg map (the layer's value)"
@@ -43,8 +43,13 @@ else:
         c[0].metric("items", f"{int(frame['n'].iloc[0]):,}")
         c[1].metric("most misaligned head", f"layer {int(worst.student_layer)}, head {int(worst['head'])}")
         c[2].metric("its misalignment", f"{worst['mean']:.4f}")
-        event = st.altair_chart(figures.layer_head_heatmap(frame, measure), width="stretch", key="lh_heatmap",
-                                on_select="rerun", selection_mode=figures.CELL)
+        if charts.static():  # a click on a cell follows its link
+            frame = frame.assign(link=[links.item_href(
+                run.name, layer=int(r.student_layer), head=None if r.head == -1 else int(r.head), measure=measure,
+                group=None if group == "all" else group, category=None if category == "all" else category)
+                for r in frame.itertuples()])
+        event = charts.show(figures.layer_head_heatmap(frame, measure), key="lh_heatmap", on_select="rerun",
+                            selection_mode=figures.CELL)
         picked = event.selection.get(figures.CELL) if event else None
         if picked:  # a clicked cell opens its items, most misaligned first
             cell = picked[0]
@@ -74,9 +79,9 @@ else:
                 st.dataframe(table, width="stretch", key="lh_table")
         st.caption(f"'{AVG_MAP}' is the misalignment of the map averaged over heads: the layer's value in the "
                    f"report and every plot. '{MEAN_OF_HEADS}' is the mean of the per-head misalignments.")
-    st.altair_chart(figures.by_layer(mis.by_layer(), "mean", "misalignment (larger = further apart)", facet="measure",
-                                     title="Misalignment by student layer (head-averaged map), 95% intervals; "
-                                           "dotted: the teacher's noise floor"), key="lh_by_layer")
+    charts.show(figures.by_layer(mis.by_layer(), "mean", "misalignment (larger = further apart)", facet="measure",
+                                 title="Misalignment by student layer (head-averaged map), 95% intervals; "
+                                       "dotted: the teacher's noise floor"), key="lh_by_layer")
 
 st.subheader("Layer correspondence")
 lc = found["layer_correspondence"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import figures, links, results, state
+from app import charts, figures, links, results, state
 from cdviz.report.findings import report_findings
 
 HEADLINE = ("misalignment", "error_link", "targets")
@@ -102,7 +102,7 @@ table = state.accuracy_table(run, by)
 if not scored:
     st.info("No item has an outcome for both models, so there is no accuracy to show.")
 else:
-    st.altair_chart(figures.accuracy_bars(table[table[by] != "all"], by), width="stretch", key="ov_acc_chart")
+    charts.show(figures.accuracy_bars(table[table[by] != "all"], by), key="ov_acc_chart")
     share = [c for c in state.ACCURACY_COLUMNS[1:] if c in table]
     st.markdown(state.markdown_table(table, formats={c: "{:.1%}" for c in share}))
     if protocol == "match":

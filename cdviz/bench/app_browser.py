@@ -10,10 +10,13 @@ the last repeat in ``shots``.
 
     python -m cdviz.bench.app_browser --runs-root runs --run demo [--repeats 3] [--shots shots]
     python -m cdviz.bench.app_browser --runs-root runs --run demo --baseline ../cdviz-before
+    python -m cdviz.bench.app_browser --runs-root runs --run demo --interactive
 
 ``--baseline`` serves a second checkout's app (e.g. `git worktree add ../cdviz-before HEAD~3`)
 at the same time and alternates the two visit by visit, so a busy machine's load falls on both
-alike: before/after numbers from one run.
+alike: before/after numbers from one run. ``--interactive`` times the same pages with live Vega-Lite
+charts (the sidebar's "Interactive charts", ``?charts=true``) alongside the default static ones,
+alternating the same way. ``charts`` counts the charts drawn (live or static SVG).
 
 Needs Playwright and Chromium (/usr/bin/chromium). Timings depend on the machine's load, which is
 printed with them; they are a measurement, never a test assertion.
@@ -90,7 +93,7 @@ def _open(browser, url: str, shot: Path | None = None) -> dict:
         page.wait_for_load_state("networkidle")
         net = time.perf_counter() - t0
         errors = page.locator('[data-testid="stException"]').count()
-        charts = page.locator('[data-testid="stVegaLiteChart"]').count()
+        charts = page.locator('[data-testid="stVegaLiteChart"], .cdviz-chart svg').count()
         if shot is not None:
             height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
             page.set_viewport_size({"width": 1600, "height": max(1000, int(height) + 40)})
@@ -102,12 +105,13 @@ def _open(browser, url: str, shot: Path | None = None) -> dict:
 
 
 def bench_browser(runs_root: Path, run: str | None = None, repeats: int = 3, pages: list[str] | None = None,
-                  shots: Path | None = None, baseline: Path | None = None) -> dict:
+                  shots: Path | None = None, baseline: Path | None = None, interactive: bool = False) -> dict:
     """Median seconds per page (see the module docstring); prints a table and the load average.
 
     Returns:
         {"load_before", "load_after", "pages": {page: {"idle_s", "networkidle_s", "all_networkidle",
-        "errors", "charts"}}, and with ``baseline`` "baseline": the same for the baseline checkout}
+        "errors", "charts"}}, and with ``baseline`` "baseline": the same for the baseline checkout,
+        with ``interactive`` "interactive": the same with live charts}
     """
     from playwright.sync_api import sync_playwright
 
@@ -124,14 +128,19 @@ def bench_browser(runs_root: Path, run: str | None = None, repeats: int = 3, pag
                 for _, url in servers.values():  # warm the servers: imports, caches
                     for name in pages:
                         _open(browser, f"{url}/{PAGES[name]}")
-                rows: dict = {key: {name: [] for name in pages} for key in servers}
+                # what is timed: (server, query) per key, visits alternating between keys
+                targets = {key: (url, "") for key, (_, url) in servers.items()}
+                if interactive:
+                    targets["interactive"] = (servers["pages"][1], "?charts=true")
+                rows: dict = {key: {name: [] for name in pages} for key in targets}
                 for name in pages:
                     for i in range(repeats):
-                        order = list(servers) if i % 2 == 0 else list(servers)[::-1]
+                        order = list(targets) if i % 2 == 0 else list(targets)[::-1]
                         for key in order:
-                            shot = (shots / (f"{name}.png" if key == "pages" else f"{name}.baseline.png")
+                            shot = (shots / (f"{name}.png" if key == "pages" else f"{name}.{key}.png")
                                     if shots is not None and i == repeats - 1 else None)
-                            rows[key][name].append(_open(browser, f"{servers[key][1]}/{PAGES[name]}", shot))
+                            url, query = targets[key]
+                            rows[key][name].append(_open(browser, f"{url}/{PAGES[name]}{query}", shot))
             finally:
                 browser.close()
     finally:
@@ -142,7 +151,7 @@ def bench_browser(runs_root: Path, run: str | None = None, repeats: int = 3, pag
             except subprocess.TimeoutExpired:
                 proc.kill()
     result["load_after"] = os.getloadavg()
-    for key in servers:
+    for key in rows:
         result[key] = {name: {"idle_s": statistics.median(r["idle_s"] for r in found),
                               "networkidle_s": statistics.median(r["networkidle_s"] for r in found),
                               "all_networkidle": [round(r["networkidle_s"], 2) for r in found],
@@ -150,13 +159,16 @@ def bench_browser(runs_root: Path, run: str | None = None, repeats: int = 3, pag
                        for name, found in rows[key].items()}
     print(f"load average before {result['load_before'][0]:.2f}, after {result['load_after'][0]:.2f} "
           f"({os.cpu_count()} CPUs); median of {repeats}, warm server, fresh browser context")
-    for key in servers:
-        if baseline:
-            print(f"{key}: {checkouts[key]}")
-        print(f"{'page':<14}{'idle (s)':>10}{'+network idle (s)':>20}  all (network idle)  charts errors")
+    for key in rows:
+        if len(rows) > 1:
+            print(f"{key}: {checkouts.get(key, 'live charts (?charts=true)')}")
+        ratio = key != "pages"
+        print(f"{'page':<14}{'idle (s)':>10}{'+network idle (s)':>20}  all (network idle)  charts errors"
+              + ("  idle / pages'" if ratio else ""))
         for name, r in result[key].items():
             print(f"{name:<14}{r['idle_s']:>10.2f}{r['networkidle_s']:>20.2f}  {str(r['all_networkidle']):<19} "
-                  f"{r['charts']:>6} {r['errors']:>6}")
+                  f"{r['charts']:>6} {r['errors']:>6}"
+                  + (f"  {r['idle_s'] / result['pages'][name]['idle_s']:>13.2f}" if ratio else ""))
     return result
 
 
@@ -170,11 +182,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", type=Path, default=None, help="write the result here too")
     p.add_argument("--baseline", type=Path, default=None,
                    help="another checkout whose app is timed alongside, visits alternating")
+    p.add_argument("--interactive", action="store_true",
+                   help="also time every page with live charts (?charts=true), visits alternating")
     a = p.parse_args(argv)
     if a.shots:
         a.shots.mkdir(parents=True, exist_ok=True)
     result = bench_browser(a.runs_root.resolve(), a.run, a.repeats, a.pages, a.shots,
-                           a.baseline.resolve() if a.baseline else None)
+                           a.baseline.resolve() if a.baseline else None, a.interactive)
     if a.json:
         a.json.write_text(json.dumps(result, indent=2))
 

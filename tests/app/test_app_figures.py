@@ -123,9 +123,9 @@ def test_by_layer_intervals_reference_and_panels():
                           "ci_low": [0.0, 0.1, 0.2, 0.3], "ci_high": [0.2, 0.3, 0.4, 0.5]})
     lines = figures.by_layer(frame, "mean", "m", colour="measure", rule=0.5).to_dict()
     marks = [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in lines["layer"]]
-    assert marks == ["line", "errorbar", "rule"]
-    assert lines["layer"][2]["encoding"]["y"]["datum"] == 0.5
-    assert lines["layer"][0]["encoding"]["x"]["axis"]["tickMinStep"] == 1  # whole layers only
+    assert marks == ["errorbar", "rule", "line"]  # the line and its points on top, where clicks find them
+    assert lines["layer"][1]["encoding"]["y"]["datum"] == 0.5
+    assert lines["layer"][2]["encoding"]["x"]["axis"]["tickMinStep"] == 1  # whole layers only
     panels = figures.by_layer(frame, "mean", "m", facet="measure").to_dict()
     assert panels["facet"]["field"] == "measure" and panels["resolve"]["scale"]["y"] == "independent"
 

@@ -130,8 +130,18 @@ def test_every_page_in_chromium(server, browser_root):
                 page.set_viewport_size({"width": 1600, "height": 1000})
                 if name == "overview":
                     _findings_on_first_screen(page.locator(".st-key-ov_findings"), browser_root)
+                if name == "layers":  # a static heatmap cell is a link to its items (in a new tab)
+                    cell = page.locator('[data-key="lh_heatmap"] a').first
+                    with page.context.expect_page() as opened:
+                        cell.click()
+                    items = opened.value
+                    _settle(items)
+                    # the first cell: layer 0, head 0 (not the explorer's defaults, so they stay in the URL)
+                    assert "/item_explorer?" in items.url and "layer=0" in items.url and "head=0" in items.url
+                    assert items.locator(".cdviz-chart svg").count() >= 3 and items.get_by_text("item 1 of").count() == 1
+                    items.close()
                 if name == "item_explorer":
-                    charts = page.locator('[data-testid="stVegaLiteChart"]')
+                    charts = page.locator('.cdviz-chart svg')  # static charts, drawn on the server
                     assert charts.count() >= 3  # teacher, student, difference
                     shown = page.get_by_text("item 1 of 40").count()
                     page.get_by_role("button", name="Next").click()

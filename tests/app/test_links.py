@@ -1,10 +1,13 @@
 """The view in the URL (app/links.py) and the links that open a filtered view: query parameters
 are honoured, a run outside the runs root is refused, the item explorer filters and sorts by
-misalignment, the next/previous buttons have keyboard shortcuts, the head grid draws every head."""
+misalignment, the next/previous buttons have keyboard shortcuts, the head grid draws every head,
+and a static chart's marks link to their items as the live chart's clicks do."""
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from urllib.parse import parse_qsl
 
 import numpy as np
@@ -148,7 +151,8 @@ def test_next_and_previous_have_keyboard_shortcuts(runs_root, monkeypatch):
 
 
 def test_head_grid_draws_every_head_of_the_layer_when_opened(runs_root, monkeypatch):
-    at = at_url(monkeypatch, runs_root, "item_explorer", {"item": "syn-00003", "layer": "1"})
+    # Live charts (the sidebar switch, charts=true in the URL), whose data the test can read back.
+    at = at_url(monkeypatch, runs_root, "item_explorer", {"item": "syn-00003", "layer": "1", "charts": "true"})
     assert len(charts(at)) == 3  # teacher, student, difference; the grid only once opened
     at.session_state["ie_heads_box"] = True
     at.run()
@@ -159,3 +163,63 @@ def test_head_grid_draws_every_head_of_the_layer_when_opened(runs_root, monkeypa
     expected = maps / maps.sum(1, keepdims=True) * maps.shape[1]  # each head relative to uniform
     np.testing.assert_allclose(values, expected, rtol=1e-5)
     assert grid["facet"]["field"] == "head" and sorted(rows["head"].unique()) == list(range(len(maps)))
+
+
+def static_charts(at) -> dict[str, str]:
+    """{chart key: its SVG} of the static charts drawn (app/charts.py)."""
+    found = {}
+    for e in at.markdown:
+        m = re.match(r'<div class="cdviz-chart" data-key="([^"]+)">(.*)</div>$', str(e.value), re.S)
+        if m:
+            found[m.group(1)] = m.group(2)
+    return found
+
+
+def hrefs(svg: str) -> list[dict[str, str]]:
+    """Every link's query parameters in an SVG, in document order; each must open the item explorer."""
+    out = []
+    for href in re.findall(r'href="([^"]+)"', svg):
+        path, _, query = html.unescape(href).partition("?")
+        assert path == "item_explorer", href
+        out.append(dict(parse_qsl(query)))
+    return out
+
+
+def test_charts_are_static_svg_by_default_and_live_on_request(runs_root, monkeypatch):
+    at = at_url(monkeypatch, runs_root, "item_explorer", {"item": "syn-00003", "layer": "1"})
+    drawn = static_charts(at)
+    assert set(drawn) == {"ie_fig_teacher", "ie_fig_student", "ie_fig_diff"} and not charts(at)
+    assert all(svg.startswith("<svg") and "data:image/jpeg;base64," in svg for svg in drawn.values())
+    at = at_url(monkeypatch, runs_root, "item_explorer", {"item": "syn-00003", "layer": "1", "charts": "true"})
+    assert len(charts(at)) == 3 and not static_charts(at)
+
+
+def test_static_heatmap_cells_link_to_their_items(reported_root, monkeypatch):
+    at = at_url(monkeypatch, reported_root, "layers", {})
+    at.selectbox(key="lh_group").set_value("TR/SW").run()  # a filter the links must carry
+    measure = at.selectbox(key="lh_measure").value
+    frame = results.layer_head_frame(results.analysis(state.open_named(reported_root, "demo"), "misalignment"), measure,
+                                     "all", "all", "TR/SW")
+    expected = [links.item_link("demo", layer=int(r.student_layer), head=None if r.head == -1 else int(r.head),
+                                measure=measure, group="TR/SW") for r in frame.itertuples()]
+    found = hrefs(static_charts(at)["lh_heatmap"])
+    assert len(frame) == 4 * 5 and sorted(map(str, found)) == sorted(map(str, expected))  # 4 layers x (4 heads + avg)
+
+
+def test_static_auroc_points_and_outliers_link_to_their_items(reported_root, monkeypatch):
+    at = at_url(monkeypatch, reported_root, "error_link", {})
+    layer, measure = at.selectbox(key="el_layer").value, at.selectbox(key="el_measure").value
+    drawn = static_charts(at)
+    auroc = [h for h in hrefs(drawn["el_auroc"])]
+    # The line mark links to its first layer's items too; every point links to its own layer's.
+    assert {h["layer"] for h in auroc} == {"0", "1", "2", "3"}
+    assert all(h == links.item_link("demo", layer=int(h["layer"]), group="TR/SW", measure=measure) for h in auroc)
+    per_item = results.item_misalignment(state.open_named(reported_root, "demo"), measure, layer)
+    values = per_item.set_index("uid")["misalignment"]
+    outliers = hrefs(drawn["el_distribution"])
+    for h in outliers:
+        assert h == links.item_link("demo", layer=int(layer), measure=measure, item=h["item"])
+        group = per_item.set_index("uid").loc[h["item"], "group"]
+        mine = per_item.loc[per_item["group"] == group, "misalignment"]
+        q1, q3 = mine.quantile(0.25), mine.quantile(0.75)
+        assert not q1 - 1.5 * (q3 - q1) <= values[h["item"]] <= q3 + 1.5 * (q3 - q1)  # only outliers link
