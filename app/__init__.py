@@ -7,4 +7,5 @@
     results.py     analysis results: from the run's report, this server's cache, or computed here
     links.py       the view in the URL (query parameters) and links into filtered item views
     figures.py     dashboard figures (Vega-Lite): attention overlays, head grid, bars, per-layer lines
+    charts.py      how a page draws them: SVG drawn on the server, or live on the sidebar's switch
 """

@@ -13,8 +13,10 @@ is not in view; text: the answer is "yes" for red, green and blue whatever the i
 needed: the loop's own check that the decoder learns at all). --route supervises the answer
 row's attention onto the question's colour and shape words (--route-layers), --ground onto the
 named object's patches (--ground-layers, "yes" samples; as a share of the image attention, or with
---ground-row of the whole row). --center subtracts each image's mean
-projected patch and scales the rest by S.
+--ground-row of the whole row). --sink (design 14) supervises presence instead: the whole row's
+share on the named object for "yes" and its share off the image for "no", so where the row looks
+says whether the object is there. --center subtracts each image's mean projected patch and scales
+the rest by S.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+from cdviz.probes.shapes import CATEGORIES
 from cdviz.probes.shapes_scene import COLOURS, SHAPES, generate_scenes, render_scene
+from cdviz.prompts import match_answer, match_texts
 from cdviz.zoo.vision import object_map
 
 PATCH = 8
@@ -42,14 +46,19 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--n", type=int, default=6000, help="training samples (batches of 32 drawn from them)")
     ap.add_argument("--neg", choices=("hard", "easy", "text"), default="hard")
-    ap.add_argument("--task", choices=("exists", "colour"), default="exists",
-                    help="colour: \"What colour is the SHAPE?\" about an object whose shape is unique in its scene")
+    ap.add_argument("--task", choices=("exists", "colour", "match"), default="exists",
+                    help="colour: \"What colour is the SHAPE?\" about an object whose shape is unique in its scene; "
+                         "match: one option of a probe item of any category as a yes/no match query")
+    ap.add_argument("--save", default=None, help="write the trained model and processor here")
     ap.add_argument("--route", type=float, default=0.0)
     ap.add_argument("--route-layers", default="0,1")
     ap.add_argument("--ground", type=float, default=0.0)
     ap.add_argument("--ground-layers", default="2,3")
     ap.add_argument("--ground-row", action="store_true",
                     help="the grounding share over the whole attention row, not renormalised over the image")
+    ap.add_argument("--sink", type=float, default=0.0,
+                    help="presence supervision (design 14): in --ground-layers the answer row's whole-row share on "
+                         "the named object (\"yes\") or off the image (\"no\": nothing there to look at)")
     ap.add_argument("--center", type=float, default=0.0)
     ap.add_argument("--tag", default="run")
     return ap.parse_args()
@@ -68,6 +77,16 @@ def question(scene, rng: random.Random, neg: str, task: str = "exists") -> tuple
         k = rng.choice(unique)
         return (f"What colour is the {scene.objects[k].shape}?", scene.objects[k].colour,
                 (per_patch == k + 1).sum(1) >= 3)
+    if task == "match":
+        drafts = [build(scene, rng) for _, build in CATEGORIES.values()]
+        drafts = [d for d in drafts if d is not None]
+        if not drafts:
+            return None
+        d = rng.choice(drafts)
+        index, text = rng.choice(match_texts(d.question, d.options))
+        yes = match_answer(d.question, d.options, d.correct, index) == "yes"
+        region = np.isin(per_patch, [k + 1 for k in d.named]).sum(1) >= 3 if yes else np.zeros(GRID * GRID, bool)
+        return text, yes, region
     yes = rng.random() < 0.5
     if yes:
         k = rng.randrange(len(scene.objects))
@@ -107,8 +126,9 @@ def batches(processor, split: str, n: int, seed: int, neg: str, size: int, task:
         samples.append((render_scene(scene), prompt, processor.tokenizer.convert_tokens_to_ids(answer), region))
     out = []
     for i in range(0, len(samples), size):
-        chunk = samples[i:i + size]  # every prompt has the same length: no padding
-        inputs = processor(images=[s[0] for s in chunk], text=[s[1] for s in chunk], return_tensors="pt")
+        chunk = samples[i:i + size]  # exists / colour prompts have one length; match ones are padded (left)
+        inputs = processor(images=[s[0] for s in chunk], text=[s[1] for s in chunk], return_tensors="pt",
+                           padding=True, padding_side="left")
         out.append((inputs, torch.tensor([s[2] for s in chunk]), torch.tensor(np.stack([s[3] for s in chunk]))))
     return out
 
@@ -128,7 +148,6 @@ def main() -> None:
     train = batches(processor, "train", a.n, 1, a.neg, 32, a.task)
     test = batches(processor, "test", 500, 2, a.neg, 100, a.task)
     answer_ids = torch.tensor(tok.convert_tokens_to_ids(list(COLOURS) if a.task == "colour" else ["yes", "no"]))
-    image_pos = (train[0][0]["input_ids"][0] == model.config.image_token_index).nonzero().squeeze(1)  # [36]
     route_layers = [int(x) for x in a.route_layers.split(",")]
     ground_layers = [int(x) for x in a.ground_layers.split(",")]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=a.lr, weight_decay=0.0)
@@ -147,7 +166,8 @@ def main() -> None:
     rng, start = random.Random(0), time.time()
     for step in range(1, a.steps + 1):
         inputs, answer, region = train[rng.randrange(len(train))]
-        out = model(**inputs, output_attentions=bool(a.route or a.ground))
+        image = inputs["input_ids"] == model.config.image_token_index  # [B, T], 36 per row (left padding moves them)
+        out = model(**inputs, output_attentions=bool(a.route or a.ground or a.sink))
         loss = F.cross_entropy(out.logits[:, -1], answer)
         parts = {"ce": loss.item()}
         if a.route:
@@ -156,18 +176,29 @@ def main() -> None:
             route = -(rows * words).sum(-1).clamp_min(1e-6).log().mean()
             loss, parts["route"] = loss + a.route * route, route.item()
         if a.ground and region.any():
-            rows = torch.stack([out.attentions[i][:, :, -1, image_pos].mean(1) for i in ground_layers])  # [L, B, 36]
+            rows = torch.stack([out.attentions[i][:, :, -1].mean(1)[image].view(len(answer), -1)
+                                for i in ground_layers])  # [L, B, 36]
             share = (rows * region.float()).sum(-1)  # [L, B]
             if not a.ground_row:
                 share = share / rows.sum(-1).clamp_min(1e-6)
             ground = -share[:, region.any(1)].clamp_min(1e-6).log().mean()
             loss, parts["ground"] = loss + a.ground * ground, ground.item()
+        if a.sink:
+            rows = torch.stack([out.attentions[i][:, :, -1].mean(1) for i in ground_layers])  # [L, B, T] head mean
+            on_image = rows[:, image].view(len(ground_layers), len(answer), -1)  # [L, B, 36]
+            present = region.any(1)  # [B] the named object is in the image
+            share = torch.where(present, (on_image * region.float()).sum(-1), 1 - on_image.sum(-1))  # [L, B]
+            sink = -share.clamp_min(1e-6).log().mean()
+            loss, parts["sink"] = loss + a.sink * sink, sink.item()
         opt.zero_grad()
         loss.backward()
         opt.step()
         if step % 100 == 0:
             shown = {k: round(v, 3) for k, v in parts.items()}
             print(a.tag, step, shown, "test accuracy", round(accuracy(), 3), f"{time.time() - start:.0f}s", flush=True)
+    if a.save:
+        model.save_pretrained(a.save)
+        processor.save_pretrained(a.save)
 
 
 if __name__ == "__main__":
