@@ -44,6 +44,9 @@ class Example:
     regions: list[dict[str, float]] | None = None
     # Words of the prompt that name what the answer is about, for the route loss; None: unknown.
     route_words: list[str] | None = None
+    # The answer says what the prompt names is not in the image (a "no" to a match query or an
+    # existence question): the presence loss wants the answer row off the image, not on regions.
+    absent: bool = False
 
 
 @dataclass
@@ -57,6 +60,7 @@ class Encoded:
     prompt_end: per sample the row whose logits predict the first answer token
     regions:    per sample [N] share of each image patch inside the example's regions, or None
     route:      per sample bool [T], the prompt tokens of the example's route words, or None
+    absent:     per sample whether the answer says the named thing is not in the image (Example.absent)
     """
 
     inputs: dict[str, Any]
@@ -66,13 +70,15 @@ class Encoded:
     prompt_end: list[int] = field(default_factory=list)
     regions: list[torch.Tensor | None] = field(default_factory=list)
     route: list[torch.Tensor | None] = field(default_factory=list)
+    absent: list[bool] = field(default_factory=list)
 
     def to(self, device, dtype: torch.dtype | None = None) -> Encoded:
         moved = {k: (v.to(device, dtype) if dtype is not None and v.is_floating_point() else v.to(device))
                  if isinstance(v, torch.Tensor) else v for k, v in self.inputs.items()}
         regions = [r.to(device) if r is not None else None for r in self.regions]
         route = [r.to(device) if r is not None else None for r in self.route]
-        return Encoded(moved, self.labels.to(device), self.spans, self.grids, self.prompt_end, regions, route)
+        return Encoded(moved, self.labels.to(device), self.spans, self.grids, self.prompt_end, regions, route,
+                       self.absent)
 
 
 def _special_suffix(tokenizer) -> int:
@@ -159,7 +165,8 @@ def encode(adapter, examples: Sequence[Example], max_len: int | None = None) -> 
         prompt_end.append(int(hits[0]) - 1 if len(hits) else -1)
     route = [_route_tokens(tok, ex, inputs["input_ids"][b], prompt_end[b], spans[b]) for b, ex in enumerate(examples)]
     return Encoded(inputs, labels, spans, grids, prompt_end,
-                   [_region_cover(ex, g) for ex, g in zip(examples, patch_grids)], route)
+                   [_region_cover(ex, g) for ex, g in zip(examples, patch_grids)], route,
+                   [bool(ex.absent) for ex in examples])
 
 
 def _route_tokens(tokenizer, ex: Example, ids: torch.Tensor, prompt_end: int, span) -> torch.Tensor | None:

@@ -29,6 +29,10 @@ def zoo_build_cmd(
                                            help="Teacher steps after the full mix, on the same mix from a lower "
                                                 "peak learning rate (0: none)."),
     teacher_more_lr: float = typer.Option(5e-4, "--teacher-more-lr", help="Peak learning rate of those steps."),
+    teacher_presence_steps: int = typer.Option(0, "--teacher-presence-steps",
+                                               help="Last teacher steps: existence questions with hard negatives and "
+                                                    "the presence loss (0: none; checkpoints/DESIGNS.md, design 14)."),
+    teacher_presence_lr: float = typer.Option(5e-4, "--teacher-presence-lr", help="Peak learning rate of those steps."),
     teacher_qa_kinds: str = typer.Option("qa:colour", "--teacher-qa-kinds",
                                          help="Which questions those steps use: qa, or some of qa:colour, qa:where, "
                                               "qa:relation, qa:exists, qa:count, comma-separated."),
@@ -39,13 +43,15 @@ def zoo_build_cmd(
 
     for flag, value in (("--teacher-ground", teacher_ground), ("--teacher-route", teacher_route),
                         ("--teacher-qa-steps", teacher_qa_steps), ("--teacher-bind-steps", teacher_bind_steps),
-                        ("--teacher-more-steps", teacher_more_steps)):
+                        ("--teacher-more-steps", teacher_more_steps),
+                        ("--teacher-presence-steps", teacher_presence_steps)):
         if value < 0:
             raise typer.BadParameter(f"{flag} {value}: must be >= 0")
     if teacher_steps < 1:
         raise typer.BadParameter(f"give --teacher-steps >= 1 (got {teacher_steps})")
-    if teacher_more_lr <= 0:
-        raise typer.BadParameter(f"give --teacher-more-lr > 0 (got {teacher_more_lr})")
+    for flag, value in (("--teacher-more-lr", teacher_more_lr), ("--teacher-presence-lr", teacher_presence_lr)):
+        if value <= 0:
+            raise typer.BadParameter(f"give {flag} > 0 (got {value})")
     from cdviz.probes.shapes import SAMPLE_KINDS
 
     def kind_list(text: str, flag: str) -> tuple[str, ...]:
@@ -61,7 +67,9 @@ def zoo_build_cmd(
     spec = ZooSpec(seed=seed, teacher_ground=teacher_ground, teacher_route=teacher_route,
                    teacher_qa_steps=teacher_qa_steps, teacher_qa_kinds=kinds,
                    teacher_bind_steps=teacher_bind_steps, teacher_bind_kinds=bind_kinds, teacher_steps=teacher_steps,
-                   teacher_more_steps=teacher_more_steps, teacher_more_lr=teacher_more_lr, protocol=protocol)
+                   teacher_more_steps=teacher_more_steps, teacher_more_lr=teacher_more_lr,
+                   teacher_presence_steps=teacher_presence_steps, teacher_presence_lr=teacher_presence_lr,
+                   protocol=protocol)
     with user_errors():
         build_zoo(out, spec, log=lambda m: console.print(f"[bold]{m}[/bold]"))
     console.print(f"models and manifest in {out}")

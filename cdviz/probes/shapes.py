@@ -340,8 +340,10 @@ def items_for_scene(
     return items
 
 
-# instruction_samples' "kind"s, and "qa:TYPE" for one type of short question
-SAMPLE_KINDS = ("caption", "choice", "match", "qa", "qa:colour", "qa:where", "qa:relation", "qa:exists", "qa:count")
+# instruction_samples' "kind"s, "qa:TYPE" for one type of short question, and "presence"
+# (presence_samples: made only when asked for, so the default mix is what it always was)
+SAMPLE_KINDS = ("caption", "choice", "match", "qa", "qa:colour", "qa:where", "qa:relation", "qa:exists", "qa:count",
+                "presence")
 
 
 def sample_selected(sample: dict, kinds) -> bool:
@@ -373,10 +375,28 @@ def instruction_samples(scene: Scene, rng: random.Random, probe_captions: bool =
             samples.append({"kind": "choice", "prompt": choice_prompt(draft.question, options), "answer": answer,
                             "objects": list(draft.named)})
         for index, text in match_texts(draft.question, draft.options):
-            samples.append({"kind": "match", "prompt": text, "objects": list(draft.named),
-                            "answer": match_answer(draft.question, draft.options, draft.correct, index)})
-    return samples + [{"kind": "qa", "question": t, "prompt": q, "answer": a, "objects": named}
+            answer = match_answer(draft.question, draft.options, draft.correct, index)
+            samples.append({"kind": "match", "prompt": text, "objects": list(draft.named), "answer": answer,
+                            "absent": answer == "no"})
+    return samples + [{"kind": "qa", "question": t, "prompt": q, "answer": a, "objects": named,
+                       "absent": t == "exists" and a == "no"}
                       for t, q, a, named in _questions(scene, rng)]
+
+
+def presence_samples(scene: Scene, rng: random.Random) -> list[dict]:
+    """Two existence questions for the presence loss (checkpoints/DESIGNS.md, design 14): a colour
+    and shape pair in view ("yes", its object named) and one that is not ("no", ``absent``), its
+    colour and its shape both in view on other objects when the scene allows, so that the answer
+    needs the pair bound to one object rather than either word seen."""
+    present = rng.choice(scene.objects).describe(("colour", "shape"))
+    colours, shapes = {o.colour for o in scene.objects}, {o.shape for o in scene.objects}
+    absent = _absent_pairs(scene)
+    hard = ([d for d in absent if d["colour"] in colours and d["shape"] in shapes]
+            or [d for d in absent if d["colour"] in colours or d["shape"] in shapes] or absent)
+    missing = rng.choice(hard)
+    return [{"kind": "presence", "question": "exists", "prompt": f"Is there {noun_phrase(d)} in the image?",
+             "answer": a, "objects": scene.find(d), "absent": a == "no"}
+            for d, a in ((present, "yes"), (missing, "no"))]
 
 
 def _questions(scene: Scene, rng: random.Random) -> list[tuple[str, str, str, list[int]]]:

@@ -40,6 +40,13 @@ questions and match queries; JSONL records with "route_words"). Grounding alone 
 demo teacher select the asked-about object: its answer row spread its attention evenly over the
 objects in view, because it had not learned to carry the question's words to the answer row
 (checkpoints/DESIGNS.md).
+
+``presence`` (off by default, no teacher needed) supervises where the answer row looks when the
+answer says the named thing is not in the image (Example.absent: a "no" to a match query or an
+existence question): the share of its head-mean attention over the whole sequence that falls off
+the image, loss -log(share), in ``ground_layers``. Those examples then leave the grounding loss,
+which with ``ground_share = "row"`` puts the row on the objects when they are there; the row's
+mass on the image then says whether they are (checkpoints/DESIGNS.md, design 14).
 """
 
 from __future__ import annotations
@@ -55,13 +62,14 @@ from typing import Any
 from cdviz.errors import CdvizError
 
 STAGES = ("dpt", "dft", "sft", "ce")
-LOSS_WEIGHTS = ("ce", "kd", "vat", "t2i", "ground", "route")
+LOSS_WEIGHTS = ("ce", "kd", "vat", "t2i", "ground", "route", "presence")
 TRAINABLE_PARTS = ("all", "llm", "connector", "vision", "lora", "taf")
+_NO_AUX = {"vat": 0.0, "t2i": 0.0, "ground": 0.0, "route": 0.0, "presence": 0.0}  # every stage's default
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dpt": {"trainable": "taf", "ce": 1.0, "kd": 1.0, "vat": 0.0, "t2i": 0.0, "ground": 0.0, "route": 0.0},
-    "dft": {"trainable": "lora+taf", "ce": 1.0, "kd": 1.0, "vat": 1.0, "t2i": 0.0, "ground": 0.0, "route": 0.0},
-    "sft": {"trainable": "lora+taf", "ce": 1.0, "kd": 0.0, "vat": 0.0, "t2i": 0.0, "ground": 0.0, "route": 0.0},
-    "ce": {"trainable": "all", "ce": 1.0, "kd": 0.0, "vat": 0.0, "t2i": 0.0, "ground": 0.0, "route": 0.0},
+    "dpt": {**_NO_AUX, "trainable": "taf", "ce": 1.0, "kd": 1.0},
+    "dft": {**_NO_AUX, "trainable": "lora+taf", "ce": 1.0, "kd": 1.0, "vat": 1.0},
+    "sft": {**_NO_AUX, "trainable": "lora+taf", "ce": 1.0, "kd": 0.0},
+    "ce": {**_NO_AUX, "trainable": "all", "ce": 1.0, "kd": 0.0},
 }
 
 
@@ -123,6 +131,7 @@ class StageConfig:
     t2i: float | None = None
     ground: float | None = None       # answer-row attention on the example's regions (needs data with regions)
     route: float | None = None        # answer-row attention on the words naming them (needs data with route words)
+    presence: float | None = None     # answer-row attention off the image when the answer says "not there"
     lora_r: int | None = None
     lora_alpha: float | None = None
     lora_dropout: float = 0.05

@@ -6,7 +6,8 @@
                                                         {"from": "gpt", "value": "..."}, ...]})
               (optional "regions": [{"x", "y", "w", "h"}, ...] pixel boxes of what the answers are
               about, for the grounding loss; optional "route_words": ["red", "circle", ...], the
-              words of the question that name it, for the route loss)
+              words of the question that name it, for the route loss; optional "absent": true when the
+              answer says the named thing is not in the image, for the presence loss)
       -> Stream: example order for micro-batch m on this rank (a fresh permutation per epoch,
          a pure function of (seed, epoch), so resuming at step k needs no saved iterator)
       -> Collator: cdviz.conversation.encode (processor + chat template, right padding, labels only
@@ -44,7 +45,7 @@ class ShapesInstructions:
 
     def __init__(self, n_scenes: int = 1000, seed: int = 0, image_size: int = 64, split: str = "train",
                  probe_captions: bool = False, kinds: Sequence[str] | None = None):
-        from cdviz.probes.shapes import generate_scenes, instruction_samples, sample_selected
+        from cdviz.probes.shapes import generate_scenes, instruction_samples, presence_samples, sample_selected
 
         self.scenes = list(generate_scenes(seed, image_size, splits=(split,), n=n_scenes))
         self.samples: list[tuple[int, dict[str, str]]] = []
@@ -52,6 +53,9 @@ class ShapesInstructions:
             rng = random.Random(f"cdviz-train:{seed}:{scene.index}")
             self.samples.extend((k, s) for s in instruction_samples(scene, rng, probe_captions)
                                 if sample_selected(s, kinds))
+            if kinds is not None and "presence" in kinds:  # its own stream: the others stay as they were
+                more = random.Random(f"cdviz-presence:{seed}:{scene.index}")
+                self.samples.extend((k, s) for s in presence_samples(scene, more))
         if not self.samples:
             raise DataError(f"no shapes-world training samples from {n_scenes} scenes; ask for more scenes")
 
@@ -66,7 +70,7 @@ class ShapesInstructions:
         messages = [_turn("user", s["prompt"], image=True), _turn("assistant", s["answer"])]
         regions = [dict(zip("xywh", map(float, scene.objects[j].box))) for j in s.get("objects", [])]
         return Example(f"shapes-{scene.seed}-{scene.index}-{i}", messages, render_scene(scene), regions,
-                       naming_words(s))
+                       naming_words(s), absent=bool(s.get("absent")))
 
 
 def naming_words(sample: dict[str, str]) -> list[str] | None:
@@ -74,7 +78,7 @@ def naming_words(sample: dict[str, str]) -> list[str] | None:
     shapes); None for descriptions and two-choice items, whose prompts name every option's objects."""
     from cdviz.probes.shapes_scene import words
 
-    if sample["kind"] not in ("qa", "match"):
+    if sample["kind"] not in ("qa", "match", "presence"):
         return None
     names = _object_words()
     found = [w for w in words(sample["prompt"]) if w in names]
@@ -165,8 +169,12 @@ def parse_record(rec: dict, where: str, image_root: Path) -> Example:
     route = rec.get("route_words")
     if route is not None and (not isinstance(route, list) or not all(isinstance(w, str) and w.strip() for w in route)):
         raise DataError(f"{where}: 'route_words' must be a list of words from the prompt, e.g. [\"red\", \"circle\"]")
+    absent = rec.get("absent", False)
+    if not isinstance(absent, bool):
+        raise DataError(f"{where}: 'absent' must be true or false (true: the answer says the named thing is not "
+                        f"in the image), not {absent!r}")
     return Example(str(rec.get("id", where)), messages, image, _parse_regions(rec.get("regions"), where, image),
-                   route or None)
+                   route or None, absent=absent)
 
 
 def _parse_regions(raw: Any, where: str, image: Image.Image | None) -> list[dict[str, float]] | None:

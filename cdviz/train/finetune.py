@@ -122,18 +122,19 @@ def _protocol(config: TrainConfig) -> str:
 
 def train_model(model_dir: str | Path, out: str | Path, *, data: str = "shapes", steps: int | None = None,
                 epochs: float = 1.0, lr: float = 2e-4, trainable: str = "all", warmup_ratio: float = 0.03,
-                ground: float = 0.0, route: float = 0.0, on_step: OnStep | None = None, **settings: Any) -> Path:
+                ground: float = 0.0, route: float = 0.0, presence: float = 0.0, on_step: OnStep | None = None,
+                **settings: Any) -> Path:
     """Plain next-token training of one model (no teacher): the "ce" stage.
 
     For the demo teacher and the no-teacher student baseline: ``model_dir`` may hold a random-init
     checkpoint (cdviz.models.tiny.build_tiny); ``trainable="all"`` trains every parameter.
-    ``ground`` and ``route`` weight the grounding and route losses (cdviz/train/config.py). ``settings`` are further
+    ``ground``, ``route`` and ``presence`` weight those losses (cdviz/train/config.py). ``settings`` are further
     TrainConfig fields (batch_size, seed, checkpoint_every, resume, ...).
 
     Returns:
         OUT/model, an HF directory with the model and its processor.
     """
     stage = StageConfig("ce", steps=steps, epochs=epochs, lr=lr, trainable=trainable, warmup_ratio=warmup_ratio,
-                        ground=ground, route=route)
+                        ground=ground, route=route, presence=presence)
     config = TrainConfig(student=str(model_dir), out=str(out), data=data, stages=[stage], **settings)
     return finetune(config, on_step)

@@ -278,6 +278,31 @@ def grounding_from_rows(t2i: dict[int, list[torch.Tensor | None]], layers: Seque
     return torch.stack(terms).mean()
 
 
+def presence_from_rows(rows: dict[int, list[torch.Tensor | None]], layers: Sequence[int],
+                       spans: Sequence[tuple[int, int] | None], samples: Sequence[int],
+                       eps: float = 1e-6) -> torch.Tensor:
+    """Presence loss for the examples whose answer says the named thing is absent: mean over
+    ``samples`` and ``layers`` of -log(share of the answer row's attention, over the whole sequence,
+    that falls outside the image).
+
+    Softmax attention sums to one, so a row that looks for "a red circle" lands on the most
+    circle-like red thing whether or not one is there; what it reads back cannot tell the two
+    apart. Taught to look away when the thing is absent (and, with row-share grounding, at it when
+    present), the row's mass on the image says whether it is there (checkpoints/DESIGNS.md, design 14).
+
+    Args:
+        rows: captured answer rows, ``rows[layer][b]`` [1, S] head-mean attention (TrainCapture.rows).
+        spans: per sample the image token span (start, end).
+    """
+    terms = []
+    for b in samples:
+        start, end = spans[b]
+        for layer in layers:
+            p = rows[layer][b].squeeze(0)  # [S]
+            terms.append(-torch.log((1 - p[start:end].sum()).clamp_min(eps)))
+    return torch.stack(terms).mean()
+
+
 def routing_from_rows(rows: dict[int, list[torch.Tensor | None]], layers: Sequence[int],
                       words: Sequence[torch.Tensor | None], samples: Sequence[int], eps: float = 1e-6) -> torch.Tensor:
     """Route loss: mean over ``samples`` and ``layers`` of -log(share of the answer row's attention,

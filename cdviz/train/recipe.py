@@ -178,7 +178,7 @@ class Recipe:
         n = self.student.n_layers
         self.settings = LossSettings({k: getattr(stage, k) for k in LOSS_WEIGHTS}, lm,
                                      cfg.temperature, cfg.kd_chunk, cfg.vat_filter, cfg.t2i_metric, cfg.paper_compat,
-                                     ground_layers(cfg.ground_layers, n) if stage.ground else [],
+                                     ground_layers(cfg.ground_layers, n) if stage.ground or stage.presence else [],
                                      route_layers(cfg.route_layers, n, ground_layers(cfg.ground_layers, n))
                                      if stage.route else [], cfg.ground_share)
         self.peft = self._setup_trainable()

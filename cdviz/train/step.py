@@ -4,7 +4,8 @@
                                                    image blocks / answer-row maps in its group layers
     with TrainCapture(student, layer_map.student_layers, spans):
         parts = DistillForward(student.model)(batch.student, targets, teacher_head, capture)
-    parts = {"loss": weighted sum, "ce": ..., "kd": ..., "vat": ..., "t2i": ..., "ground": ..., "route": ...}
+    parts = {"loss": weighted sum, "ce": ..., "kd": ..., "vat": ..., "t2i": ..., "ground": ..., "route": ...,
+             "presence": ...}
 
 ``distill_forward`` is those lines as one function: the Recipe's micro-step and
 ``cdviz bench train`` both call it, so the benchmark times the trainer's own path.
@@ -26,7 +27,7 @@ from torch import nn
 
 from cdviz.conversation import DataError, Encoded
 from cdviz.layer_map import LayerMap
-from cdviz.train.losses import (TrainCapture, grounding_from_rows, routing_from_rows, head_losses, score_mask, shifted_targets,
+from cdviz.train.losses import (TrainCapture, grounding_from_rows, presence_from_rows, routing_from_rows, head_losses, score_mask, shifted_targets,
                                 t2i_from_rows, vat_from_blocks)
 
 
@@ -51,7 +52,7 @@ class LossSettings:
     @property
     def capture_layers(self) -> tuple[list[int], list[int]]:
         """(student layers, teacher layers) whose attention VAT / T2I / grounding needs; empty when none is on."""
-        student: set[int] = set(self.ground_layers) if self.on("ground") else set()
+        student: set[int] = set(self.ground_layers) if self.on("ground") or self.on("presence") else set()
         student |= set(self.route_layers) if self.on("route") else set()
         teacher: list[int] = []
         if (self.on("vat") or self.on("t2i")) and self.layer_map is not None:
@@ -68,14 +69,16 @@ class LossSettings:
 
     @property
     def full_row_layers(self) -> list[int]:
-        """Layers whose answer rows are kept over the whole sequence (route loss, row-share grounding)."""
+        """Layers whose answer rows are kept over the whole sequence (route and presence losses,
+        row-share grounding)."""
         layers = set(self.route_layers) if self.on("route") else set()
         layers |= set(self.ground_layers) if self.on("ground") and self.ground_share == "row" else set()
+        layers |= set(self.ground_layers) if self.on("presence") else set()
         return sorted(layers)
 
     @property
     def needs_query_rows(self) -> bool:
-        return self.on("t2i") or self.on("ground") or self.on("route")
+        return self.on("t2i") or self.on("ground") or self.on("route") or self.on("presence")
 
 
 @dataclass
@@ -171,9 +174,16 @@ class DistillForward(nn.Module):
         if st.on("ground"):
             grounded = [b for b, r in enumerate(enc.regions) if r is not None and enc.spans[b] is not None
                         and enc.prompt_end[b] >= 0] if capture is not None else []
+            if st.on("presence"):  # a "not there" answer is the presence loss's, whatever its regions
+                grounded = [b for b in grounded if not enc.absent[b]]
             whole = dict(rows=capture.rows, spans=enc.spans) if st.ground_share == "row" else {}
             parts["ground"] = (grounding_from_rows(capture.t2i, st.ground_layers, enc.regions, grounded, **whole)
                                if grounded else hidden.sum() * 0)
+        if st.on("presence"):
+            absent = [b for b, gone in enumerate(enc.absent) if gone and enc.spans[b] is not None
+                      and enc.prompt_end[b] >= 0] if capture is not None else []
+            parts["presence"] = (presence_from_rows(capture.rows, st.ground_layers, enc.spans, absent)
+                                 if absent else hidden.sum() * 0)
         if st.on("route"):
             routed = [b for b, r in enumerate(enc.route) if r is not None and enc.prompt_end[b] >= 0] \
                 if capture is not None else []

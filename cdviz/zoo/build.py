@@ -92,6 +92,10 @@ def build_zoo(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), log: C
     if spec.teacher_more_steps:
         teacher = train_model(teacher, work / "teacher-more", steps=spec.teacher_more_steps, lr=spec.teacher_more_lr,
                               **grounding, **common)
+    if spec.teacher_presence_steps:  # grounding as a share of the whole row: on the object, or off the image
+        teacher = train_model(teacher, work / "teacher-presence", steps=spec.teacher_presence_steps,
+                              lr=spec.teacher_presence_lr, presence=1.0, **grounding,
+                              **{**common, "shapes_kinds": list(spec.teacher_presence_kinds), "ground_share": "row"})
     student_init = share_vision_tower(teacher, init_student, work / "init-student-shared")
 
     log("2/6 student-sft: CE only, no teacher")

@@ -142,6 +142,9 @@ def _teacher_training_lines(spec: dict) -> list[str]:
     if spec.get("teacher_more_steps"):
         phases.append(f"then {spec['teacher_more_steps']} more on the full mix from a peak learning rate of "
                       f"{spec.get('teacher_more_lr')}")
+    if spec.get("teacher_presence_steps"):
+        phases.append(f"then {spec['teacher_presence_steps']} steps on existence questions with hard negatives and "
+                      "the presence loss (the answer row on the named object, or off the image when it is absent)")
     route = ""
     if spec.get("teacher_route"):
         from cdviz.train.recipe import ground_layers, route_layers

@@ -48,6 +48,12 @@ class ZooSpec:
     # more gave +2.9 points, within noise (checkpoints/DESIGNS.md, design 11), so it is off. 0: no such phase.
     teacher_more_steps: int = 0
     teacher_more_lr: float = 5e-4
+    # Last: existence questions with hard negatives and the presence loss ("teacher-presence"): the
+    # answer row on the named object when it is there, off the image when it is not. In the harness
+    # it taught the yes/no comparison the full mix never did (checkpoints/DESIGNS.md, design 14). 0: off.
+    teacher_presence_steps: int = 0
+    teacher_presence_lr: float = 5e-4
+    teacher_presence_kinds: tuple[str, ...] = ("presence",)
     # The full mix every model trains on (cdviz.probes.shapes.SAMPLE_KINDS); None: every kind (captions,
     # two-choice items in both orders, yes/no match queries of every category with both answers, short
     # questions). Without the two-choice items the grounded teacher never learned to bind (see checkpoints/README.md).
@@ -79,14 +85,16 @@ def built_spec(out: Path) -> ZooSpec:
                 for k, v in json.loads(path.read_text())["spec"].items() if k in known}
     for name, before in (("protocol", "letters"), ("shapes_kinds", None), ("teacher_ground", 0.0),
                          ("teacher_qa_steps", 0), ("teacher_bind_steps", 0), ("teacher_route", 0.0),
-                         ("teacher_more_steps", 0)):
+                         ("teacher_more_steps", 0), ("teacher_presence_steps", 0)):
         settings.setdefault(name, before)
     return ZooSpec(**settings)
 
 
 def teacher_model(work: Path, spec: ZooSpec) -> Path:
     """The trained teacher in a zoo's build folder: the last teacher phase's model directory."""
-    return work / ("teacher-more" if spec.teacher_more_steps else "teacher") / "model"
+    last = ("teacher-presence" if spec.teacher_presence_steps else "teacher-more" if spec.teacher_more_steps
+            else "teacher")
+    return work / last / "model"
 
 
 def heldout_probes(out: Path, spec: ZooSpec) -> Path:
@@ -136,13 +144,15 @@ def build_command(out: Path, spec: ZooSpec) -> str:
     default = ZooSpec()
     flags = [f"--out {out}", f"--seed {spec.seed}"]
     for name in ("teacher_steps", "teacher_ground", "teacher_route", "teacher_qa_steps", "teacher_bind_steps",
-                 "teacher_more_steps", "protocol"):
+                 "teacher_more_steps", "teacher_presence_steps", "protocol"):
         if getattr(spec, name) != getattr(default, name):
             flags.append(f"--{name.replace('_', '-')} {getattr(spec, name)}")
     if spec.teacher_qa_steps and tuple(spec.teacher_qa_kinds) != tuple(default.teacher_qa_kinds):
         flags.append(f"--teacher-qa-kinds {','.join(spec.teacher_qa_kinds)}")
     if spec.teacher_more_steps and spec.teacher_more_lr != default.teacher_more_lr:
         flags.append(f"--teacher-more-lr {spec.teacher_more_lr}")
+    if spec.teacher_presence_steps and spec.teacher_presence_lr != default.teacher_presence_lr:
+        flags.append(f"--teacher-presence-lr {spec.teacher_presence_lr}")
     if spec.teacher_bind_steps and tuple(spec.teacher_bind_kinds) != tuple(default.teacher_bind_kinds):
         flags.append(f"--teacher-bind-kinds {','.join(spec.teacher_bind_kinds)}")
     unset = [name for name in ("shapes_kinds", "student_steps", "shapes_scenes", "vision_steps")

@@ -144,12 +144,14 @@ def _seed_result(teacher: dict, kd: dict, cd: dict, run_kd: Path, run_cd: Path) 
     targets = json.loads((run_kd / "report" / "summary.json").read_text()).get("recommended_targets") or {}
     layers = set(targets.get("student_layers") or [])
 
-    def target_vat(run: Path) -> float:
+    def target_vat(run: Path) -> float | None:
         rows = [r for r in layer_misalignment(run) if r["measure"] == "i2i:vat_cosine" and r["student_layer"] in layers]
-        return sum(r["mean"] for r in rows) / len(rows) if rows else nan
+        return sum(r["mean"] for r in rows) / len(rows) if rows else None
 
+    # No gap to recover (the KD student at or above its teacher): the share is undefined, null in
+    # the manifest (JSON has no NaN), left out of the interval.
     return {"kd": short["kd"], "compodistill": short["cd"], "target_layers": sorted(layers),
-            "recovered": (short["cd"]["perception"] - short["kd"]["perception"]) / gap if gap > 0 else nan,
+            "recovered": (short["cd"]["perception"] - short["kd"]["perception"]) / gap if gap > 0 else None,
             "target_vat_kd": target_vat(run_kd), "target_vat_cd": target_vat(run_cd)}
 
 
@@ -158,7 +160,7 @@ def _seed_aggregate(runs: dict) -> dict:
     import numpy as np
     from scipy import stats
 
-    shares = np.array([r["recovered"] for r in runs.values()], dtype=float)
+    shares = np.array([r["recovered"] for r in runs.values()], dtype=float)  # None -> nan
     shares = shares[np.isfinite(shares)]
     n = len(shares)
     agg = {"n": n, "mean": float(shares.mean()) if n else None, "ci_low": None, "ci_high": None}

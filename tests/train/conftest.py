@@ -61,13 +61,13 @@ def eager_answer_rows(model_dir, enc, layers):
             for b, row in enumerate(enc.prompt_end) for layer in layers}
 
 
-def loss_curve(init, out, name: str, weight: float, **settings):
-    """metrics.jsonl rows of a 25-step "ce" stage (lr 1e-2, no CE) on shapes questions with only the
-    loss ``name`` at ``weight``: what a test of that loss's training reads."""
+def loss_curve(init, out, name: str, weight: float, kinds=("qa",), **settings):
+    """metrics.jsonl rows of a 25-step "ce" stage (lr 1e-2, no CE) on shapes samples of ``kinds``
+    (short questions) with only the loss ``name`` at ``weight``: what a test of that loss's training reads."""
     from cdviz.train import StageConfig, TrainConfig, finetune
     from cdviz.train.tracking import read_metrics
 
     stage = StageConfig("ce", steps=25, lr=1e-2, ce=0.0, trainable="llm", **{name: weight})
-    finetune(TrainConfig(student=str(init), out=str(out), stages=[stage], shapes_kinds=["qa"], shapes_scenes=20,
+    finetune(TrainConfig(student=str(init), out=str(out), stages=[stage], shapes_kinds=list(kinds), shapes_scenes=20,
                          shapes_image_size=32, batch_size=4, progress=False, **settings))
     return read_metrics(out / "ce" / "metrics.jsonl")

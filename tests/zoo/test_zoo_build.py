@@ -12,7 +12,8 @@ from cdviz.zoo import MODELS, VARIATIONS, ZooSpec, build_seeds, build_variations
 
 TOY = replace(ZooSpec(), image_size=32, vision_hidden=32, hidden=32, teacher_layers=4, teacher_heads=2,
               student_layers=2, student_heads=2, teacher_mlp=64, student_mlp=64, vision_steps=2, teacher_steps=3,
-              teacher_ground=1.0, teacher_qa_steps=2, teacher_bind_steps=2, teacher_more_steps=2, student_steps=6, dpt_steps=2, sft_steps=2, batch_size=2,
+              teacher_ground=1.0, teacher_qa_steps=2, teacher_bind_steps=2, teacher_more_steps=2,
+              teacher_presence_steps=2, student_steps=6, dpt_steps=2, sft_steps=2, batch_size=2,
               shapes_scenes=12, heldout_items=40, record_items=16, check_items=10, text_only_items=200)
 
 
@@ -60,6 +61,15 @@ def test_build_writes_four_models_and_a_manifest_that_matches_them(zoo):
     more = read_metrics(out / ".build" / "teacher-more" / "ce" / "metrics.jsonl")
     assert len(more) == TOY.teacher_more_steps and max(r["lr"] for r in more) <= TOY.teacher_more_lr
     assert "then 2 more on the full mix from a peak learning rate of 0.0005" in readme
+    # Last, existence questions with the presence loss; the students distil that teacher.
+    presence = read_metrics(out / ".build" / "teacher-presence" / "ce" / "metrics.jsonl")
+    assert len(presence) == TOY.teacher_presence_steps and all("loss/presence" in r for r in presence)
+    recipe = json.loads((out / ".build" / "teacher-presence" / "recipe.json").read_text())
+    assert (recipe["shapes_kinds"], recipe["ground_share"]) == (["presence"], "row")
+    kd = json.loads((out / ".build" / "student-kd" / "recipe.json").read_text())
+    assert kd["teacher"] == str(out / ".build" / "teacher-presence" / "model")
+    assert "2 steps on existence questions with hard negatives and the presence loss" in readme
+    assert "--teacher-presence-steps 2" in manifest["build_command"]
 
 
 def test_rebuild_resumes_without_retraining(zoo):
