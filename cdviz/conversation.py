@@ -1,7 +1,7 @@
 """Chat conversations with an image, encoded for one model with labels on the answer tokens only.
 
     Example (HF chat messages + image) --render--> text, answer character ranges
-      --encode--> Encoded(inputs, labels [B, T], image spans and grids, prompt ends, regions, route)
+      --encode--> Encoded(inputs, labels [B, T], image spans and grids, prompt ends, regions, route, absent)
 
 Training batches them (cdviz.train.data) and evaluation scores answers with them
 (cdviz.evaluate.answer_loglik); both read the same labels, so what is trained is what is scored.
