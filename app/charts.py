@@ -3,11 +3,12 @@
 A fresh browser that draws one Vega-Lite chart first fetches and compiles Streamlit's Vega bundle:
 about 1.1 s of a page's 3.1-3.6 s to idle on the demo run (python -m cdviz.bench.app_browser,
 warm server, fresh browser). The same spec drawn to SVG on the server (vl-convert, ~0.1 s per chart,
-cached per spec) reaches the browser as markup, so a page with charts is idle as fast as one
-without. What a static chart cannot do: hover tooltips, zoom and click selections. Clicks that
-open items stay, as links on the marks (``href``: the figure's ``link`` column, filled by the page
-only for static charts, see ``static``). The sidebar's "Interactive charts" switch (in the URL as
-``charts=true``) draws the live charts instead, with tooltips and click selections.
+cached per spec) reaches the browser as an image, or, for a chart whose marks link, as SVG markup
+(which costs the page Streamlit's HTML-in-markdown parser, ~0.4 MB of script), so a page with
+charts is idle about as fast as one without. What a static chart cannot do: hover tooltips, zoom
+and click selections. Clicks that open items stay, as links on the marks (``href``: the figure's
+``link`` column, filled by the page only for static charts, see ``static``). The sidebar's
+"Interactive charts" switch (in the URL as ``charts=true``) draws the live charts instead.
 
     static()                  whether charts are drawn as SVG on this view
     show(chart, where, key)   draw one chart; returns the click event of a live chart, else None
@@ -61,11 +62,12 @@ def _spec(chart: Any, width: int | None) -> dict:
 
 
 def show(chart: Any, where: Any = None, *, key: str, stretch: bool = True, width: int = WIDTH,
-         on_select: str | None = None, selection_mode: Any = None) -> Any:
+         on_select: str | None = None, selection_mode: Any = None, linked: bool = False) -> Any:
     """Draw ``chart`` (an altair chart or a Vega-Lite dict) in ``where`` (st or a column).
 
     ``stretch``: as wide as the column (static: drawn ``width`` px wide, shrunk to fit); otherwise
-    at the chart's own width. Live charts pass ``on_select`` / ``selection_mode`` to Streamlit and
+    at the chart's own width. ``linked``: its marks carry links (an ``href`` encoding), so a static
+    chart is put in the page as SVG markup; any other static chart is an image. Live charts pass ``on_select`` / ``selection_mode`` to Streamlit and
     return its event; static charts return None (their clicks are the marks' links).
     """
     where = where or st
@@ -74,7 +76,11 @@ def show(chart: Any, where: Any = None, *, key: str, stretch: bool = True, width
         draw = where.vega_lite_chart if isinstance(chart, dict) else where.altair_chart
         return draw(chart, width="stretch" if stretch else "content", key=key, **kwargs)
     drawn = svg(json.dumps(_spec(chart, width if stretch else None), sort_keys=True))
-    # vl-convert writes every dataset string as escaped XML text or attribute, so the markup is ours.
+    if not linked:  # a picture: no HTML parser for the browser to fetch (~0.4 MB of script)
+        where.image(drawn, width="stretch" if stretch else "content")
+        return None
+    # Marks that link (``linked``) need the SVG in the page. vl-convert writes every dataset string
+    # as escaped XML text or attribute, so the markup is ours.
     where.markdown(f'<div class="cdviz-chart" data-key="{key}">{drawn}</div>', unsafe_allow_html=True)
     return None
 

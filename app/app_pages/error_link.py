@@ -39,7 +39,7 @@ else:
         per_item["misalignment"].to_numpy(), per_item["group"].to_numpy(),
         {g: state.GROUP_LABELS[g] for g in state.OUTCOMES}, title=f"student layer {layer}: per-item misalignment",
         uids=per_item["uid"].to_numpy(), hrefs=hrefs), left, key="el_distribution", width=charts.HALF,
-        on_select="rerun", selection_mode=figures.OUTLIER)
+        on_select="rerun", selection_mode=figures.OUTLIER, linked=True)
     picked = event.selection.get(figures.OUTLIER) if event else None
     if picked:
         st.switch_page(links.ITEM_EXPLORER, query_params=links.item_link(
@@ -74,7 +74,7 @@ if auc["auroc"].notna().any():
                                          rule=0.5, select=POINT,
                                          title="Does misalignment predict student errors? (teacher-right items; "
                                                "click a layer: its teacher-right, student-wrong items)"),
-                        key="el_auroc", on_select="rerun", selection_mode=POINT)
+                        key="el_auroc", on_select="rerun", selection_mode=POINT, linked=True)
     picked = event.selection.get(POINT) if event else None
     if picked:
         st.switch_page(links.ITEM_EXPLORER, query_params=links.item_link(

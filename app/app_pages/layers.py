@@ -49,7 +49,7 @@ else:
                 group=None if group == "all" else group, category=None if category == "all" else category)
                 for r in frame.itertuples()])
         event = charts.show(figures.layer_head_heatmap(frame, measure), key="lh_heatmap", on_select="rerun",
-                            selection_mode=figures.CELL)
+                            selection_mode=figures.CELL, linked=True)
         picked = event.selection.get(figures.CELL) if event else None
         if picked:  # a clicked cell opens its items, most misaligned first
             cell = picked[0]

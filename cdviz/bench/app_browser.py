@@ -93,7 +93,7 @@ def _open(browser, url: str, shot: Path | None = None) -> dict:
         page.wait_for_load_state("networkidle")
         net = time.perf_counter() - t0
         errors = page.locator('[data-testid="stException"]').count()
-        charts = page.locator('[data-testid="stVegaLiteChart"], .cdviz-chart svg').count()
+        charts = page.locator('[data-testid="stVegaLiteChart"], .cdviz-chart svg, [data-testid="stImage"] img').count()
         if shot is not None:
             height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
             page.set_viewport_size({"width": 1600, "height": max(1000, int(height) + 40)})

@@ -5,6 +5,7 @@ and a static chart's marks link to their items as the live chart's clicks do."""
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import re
@@ -165,8 +166,23 @@ def test_head_grid_draws_every_head_of_the_layer_when_opened(runs_root, monkeypa
     assert grid["facet"]["field"] == "head" and sorted(rows["head"].unique()) == list(range(len(maps)))
 
 
+def chart_images(at) -> list[str]:
+    """The SVG of every static chart drawn as an image (app/charts.py: charts without links), in page order."""
+    found = []
+
+    def walk(node):
+        for child in (node.children.values() if isinstance(getattr(node, "children", None), dict) else []):
+            if getattr(child, "type", "") == "image":
+                found.extend(base64.b64decode(img.url.removeprefix("data:image/svg+xml;base64,")).decode()
+                             for img in child.proto.imgs if img.url.startswith("data:image/svg+xml;base64,"))
+            walk(child)
+
+    walk(at._tree)
+    return found
+
+
 def static_charts(at) -> dict[str, str]:
-    """{chart key: its SVG} of the static charts drawn (app/charts.py)."""
+    """{chart key: its SVG} of the static charts drawn as markup (app/charts.py: charts whose marks link)."""
     found = {}
     for e in at.markdown:
         m = re.match(r'<div class="cdviz-chart" data-key="([^"]+)">(.*)</div>$', str(e.value), re.S)
@@ -187,11 +203,13 @@ def hrefs(svg: str) -> list[dict[str, str]]:
 
 def test_charts_are_static_svg_by_default_and_live_on_request(runs_root, monkeypatch):
     at = at_url(monkeypatch, runs_root, "item_explorer", {"item": "syn-00003", "layer": "1"})
-    drawn = static_charts(at)
-    assert set(drawn) == {"ie_fig_teacher", "ie_fig_student", "ie_fig_diff"} and not charts(at)
-    assert all(svg.startswith("<svg") and "data:image/jpeg;base64," in svg for svg in drawn.values())
+    drawn = chart_images(at)  # teacher, student, difference: pictures, no links on them
+    assert len(drawn) == 3 and not charts(at) and not static_charts(at)
+    assert all(svg.startswith("<svg") and "data:image/jpeg;base64," in svg for svg in drawn)
+    assert [re.search(r"<text[^>]*>(teacher|student)[^<]*</text>", svg).group(1) for svg in drawn] == \
+        ["teacher", "student", "student"]  # titles: "teacher, layer ..", "student, layer ..", "student - teacher"
     at = at_url(monkeypatch, runs_root, "item_explorer", {"item": "syn-00003", "layer": "1", "charts": "true"})
-    assert len(charts(at)) == 3 and not static_charts(at)
+    assert len(charts(at)) == 3 and not chart_images(at)
 
 
 def test_static_heatmap_cells_link_to_their_items(reported_root, monkeypatch):
