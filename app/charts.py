@@ -67,8 +67,9 @@ def show(chart: Any, where: Any = None, *, key: str, stretch: bool = True, width
 
     ``stretch``: as wide as the column (static: drawn ``width`` px wide, shrunk to fit); otherwise
     at the chart's own width. ``linked``: its marks carry links (an ``href`` encoding), so a static
-    chart is put in the page as SVG markup; any other static chart is an image. Live charts pass ``on_select`` / ``selection_mode`` to Streamlit and
-    return its event; static charts return None (their clicks are the marks' links).
+    chart is put in the page as SVG markup; any other static chart is an image. Live charts pass
+    ``on_select`` / ``selection_mode`` to Streamlit and return its event; static charts return None
+    (their clicks are the marks' links).
     """
     where = where or st
     if not static():
@@ -83,4 +84,3 @@ def show(chart: Any, where: Any = None, *, key: str, stretch: bool = True, width
     # as escaped XML text or attribute, so the markup is ours.
     where.markdown(f'<div class="cdviz-chart" data-key="{key}">{drawn}</div>', unsafe_allow_html=True)
     return None
-

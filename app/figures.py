@@ -218,6 +218,11 @@ def delta_bars(table: pd.DataFrame, x: str, y: str, title: str = "", y_title: st
     return alt.layer(bars, zero).properties(title=title, height=300)
 
 
+def _href(frame: pd.DataFrame) -> dict:
+    """The marks' links, when ``frame`` has a ``link`` column (static charts: clicks follow it)."""
+    return {"href": alt.Href("link:N")} if "link" in frame.columns else {}
+
+
 def distribution_by_group(values: np.ndarray, groups: Sequence[str], labels: dict[str, str], title: str = "",
                           y_title: str = "misalignment (larger = further apart)",
                           uids: Sequence[str] | None = None, hrefs: Sequence[str] | None = None) -> alt.Chart:
@@ -237,8 +242,9 @@ def distribution_by_group(values: np.ndarray, groups: Sequence[str], labels: dic
     keep = np.isin(groups, list(names)) & np.isfinite(values)
     frame = pd.DataFrame({"group": [names[g] for g in groups[keep]], "value": values[keep],
                           "meaning": [labels[g] for g in groups[keep]],
-                          "uid": np.asarray(uids).astype(str)[keep] if uids is not None else "",
-                          "link": np.asarray(hrefs).astype(str)[keep] if hrefs is not None else ""})
+                          "uid": np.asarray(uids).astype(str)[keep] if uids is not None else ""})
+    if hrefs is not None:
+        frame["link"] = np.asarray(hrefs).astype(str)[keep]
     x = alt.X("group:N", sort=list(names.values()), title="outcome group")
     box = alt.Chart(frame).mark_boxplot(extent=1.5, outliers=False).encode(
         x=x, y=alt.Y("value:Q", title=y_title), tooltip=["meaning:N"])
@@ -246,17 +252,11 @@ def distribution_by_group(values: np.ndarray, groups: Sequence[str], labels: dic
     q3 = frame.groupby("group")["value"].transform(lambda v: v.quantile(0.75))
     far = frame[(frame["value"] < q1 - 1.5 * (q3 - q1)) | (frame["value"] > q3 + 1.5 * (q3 - q1))]
     points = alt.Chart(far).mark_circle(size=45, opacity=0.8).encode(
-        x=x, y="value:Q", tooltip=["uid:N", "meaning:N", alt.Tooltip("value:Q", format=".4f")],
-        **({"href": "link:N"} if hrefs is not None else {}))
+        x=x, y="value:Q", tooltip=["uid:N", "meaning:N", alt.Tooltip("value:Q", format=".4f")], **_href(far))
     if uids is not None:
         points = points.add_params(alt.selection_point(name=OUTLIER, fields=["uid"], on="click"))
     return (box + points).properties(title=title + (" (click an outlier: open the item)" if uids is not None else ""),
                                      height=320)
-
-
-def _href(frame: pd.DataFrame) -> dict:
-    """The marks' links, when ``frame`` has a ``link`` column (static charts: clicks follow it)."""
-    return {"href": alt.Href("link:N")} if "link" in frame.columns else {}
 
 
 def layer_head_heatmap(frame: pd.DataFrame, measure: str, student: str = "student") -> alt.Chart:

@@ -163,12 +163,11 @@ if piece != state.PRIMARY_VIEW:
 else:
     zmax = float(max(cmp.teacher.max(), cmp.student.max()))
     t_label = ",".join(map(str, t_group))
-    panels = st.columns(3)
+    panels = st.columns(3)  # each overlay at its own width, which the image is drawn at
     charts.show(figures.attention_overlay(cmp.teacher, t_grid, image, size, boxes, zmax=zmax, opacity=opacity,
                                           title=f"teacher, layer {t_label}"), panels[0], key="ie_fig_teacher", stretch=False)
     charts.show(figures.attention_overlay(cmp.student, s_grid, image, size, boxes, zmax=zmax, opacity=opacity,
                                           title=f"student, layer {s_layer}"), panels[1], key="ie_fig_student", stretch=False)
-    # The image is drawn at the chart's own width.
     charts.show(figures.difference_overlay(cmp.diff, cmp.grid, image, size, boxes, opacity=opacity,
                                            title=f"student - teacher ({cmp.grid[0]}x{cmp.grid[1]} grid)"),
                 panels[2], key="ie_fig_diff", stretch=False)

@@ -164,7 +164,7 @@ def bench_browser(runs_root: Path, run: str | None = None, repeats: int = 3, pag
             print(f"{key}: {checkouts.get(key, 'live charts (?charts=true)')}")
         ratio = key != "pages"
         print(f"{'page':<14}{'idle (s)':>10}{'+network idle (s)':>20}  all (network idle)  charts errors"
-              + ("  idle / pages'" if ratio else ""))
+              + ("  idle / pages" if ratio else ""))
         for name, r in result[key].items():
             print(f"{name:<14}{r['idle_s']:>10.2f}{r['networkidle_s']:>20.2f}  {str(r['all_networkidle']):<19} "
                   f"{r['charts']:>6} {r['errors']:>6}"

@@ -49,8 +49,9 @@ class ZooSpec:
     teacher_more_steps: int = 0
     teacher_more_lr: float = 5e-4
     # Last: existence questions with hard negatives and the presence loss ("teacher-presence"): the
-    # answer row on the named object when it is there, off the image when it is not. In the harness
-    # it taught the yes/no comparison the full mix never did (checkpoints/DESIGNS.md, design 14). 0: off.
+    # answer row on the named object when it is there, off the image when it is not. It teaches the
+    # yes/no comparison the full mix never did (recognition 63.3 -> 87.5), but on its own it erased
+    # the short answers (colour binding 91% -> 41%; checkpoints/DESIGNS.md, designs 14-16), so it is off.
     teacher_presence_steps: int = 0
     teacher_presence_lr: float = 5e-4
     teacher_presence_kinds: tuple[str, ...] = ("presence",)
