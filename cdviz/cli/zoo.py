@@ -29,13 +29,16 @@ def zoo_build_cmd(
                                            help="Teacher steps after the full mix, on the same mix from a lower "
                                                 "peak learning rate (0: none)."),
     teacher_more_lr: float = typer.Option(5e-4, "--teacher-more-lr", help="Peak learning rate of those steps."),
-    teacher_presence_steps: int = typer.Option(0, "--teacher-presence-steps",
+    teacher_presence_steps: int = typer.Option(1000, "--teacher-presence-steps",
                                                help="Last teacher steps: existence questions with hard negatives and "
-                                                    "the presence loss (0: none; checkpoints/DESIGNS.md, design 14)."),
+                                                    "the presence loss (0: none; checkpoints/DESIGNS.md, designs 14-15)."),
     teacher_presence_lr: float = typer.Option(5e-4, "--teacher-presence-lr", help="Peak learning rate of those steps."),
     teacher_qa_kinds: str = typer.Option("qa:colour", "--teacher-qa-kinds",
                                          help="Which questions those steps use: qa, or some of qa:colour, qa:where, "
                                               "qa:relation, qa:exists, qa:count, comma-separated."),
+    fix_t2i: float = typer.Option(1.0, "--fix-t2i",
+                                  help="Weight of the answer-row text-to-image alignment beside VAT in "
+                                       "student-compodistill (0: VAT alone, the paper's recipe)."),
     protocol: str = typer.Option("match", help="How the held-out set is scored and recorded: match or letters."),
 ) -> None:
     """Train teacher, student-sft, student-kd and student-compodistill (resumable)."""
@@ -44,7 +47,7 @@ def zoo_build_cmd(
     for flag, value in (("--teacher-ground", teacher_ground), ("--teacher-route", teacher_route),
                         ("--teacher-qa-steps", teacher_qa_steps), ("--teacher-bind-steps", teacher_bind_steps),
                         ("--teacher-more-steps", teacher_more_steps),
-                        ("--teacher-presence-steps", teacher_presence_steps)):
+                        ("--teacher-presence-steps", teacher_presence_steps), ("--fix-t2i", fix_t2i)):
         if value < 0:
             raise typer.BadParameter(f"{flag} {value}: must be >= 0")
     if teacher_steps < 1:
@@ -69,7 +72,7 @@ def zoo_build_cmd(
                    teacher_bind_steps=teacher_bind_steps, teacher_bind_kinds=bind_kinds, teacher_steps=teacher_steps,
                    teacher_more_steps=teacher_more_steps, teacher_more_lr=teacher_more_lr,
                    teacher_presence_steps=teacher_presence_steps, teacher_presence_lr=teacher_presence_lr,
-                   protocol=protocol)
+                   fix_t2i=fix_t2i, protocol=protocol)
     with user_errors():
         build_zoo(out, spec, log=lambda m: console.print(f"[bold]{m}[/bold]"))
     console.print(f"models and manifest in {out}")
@@ -155,8 +158,8 @@ def zoo_variations_cmd(
     seed: int = typer.Option(0, help="The seed the zoo was built with."),
     only: Optional[list[str]] = typer.Option(None, "--only", help="Run just these variations (repeatable)."),
 ) -> None:
-    """Retrain student-compodistill with one change each (VAT on all layers, VAT weight 4, plus text-to-image
-    alignment), evaluate and record each; writes OUT/variations.json and the table in OUT/README.md."""
+    """Retrain student-compodistill with one change each (VAT alone, text-to-image alignment alone, every layer,
+    VAT weight 4), evaluate and record each; writes OUT/variations.json and the table in OUT/README.md."""
     from cdviz.zoo import build_variations, headline_view
 
     with user_errors():

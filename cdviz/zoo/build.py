@@ -111,7 +111,8 @@ def build_zoo(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), log: C
     log("4/6 misalignment report of student-kd against the teacher")
     run_kd = record_and_report(teacher, kd, heldout, work / "run-kd", spec)
 
-    log("5/6 student-compodistill: DPT (TAF) -> DFT (KD + VAT on the report's layers) -> SFT")
+    log(f"5/6 student-compodistill: DPT (TAF) -> DFT (KD + VAT{' + t2i' if spec.fix_t2i else ''} on the report's "
+        "layers) -> SFT")
     cd = finetune(compodistill_config(spec, work, "student-compodistill", student_init, teacher, run_kd))
     run_cd = record_and_report(teacher, cd, heldout, work / "run-compodistill", spec)
 

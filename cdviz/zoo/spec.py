@@ -50,9 +50,10 @@ class ZooSpec:
     teacher_more_lr: float = 5e-4
     # Last: existence questions with hard negatives and the presence loss ("teacher-presence"): the
     # answer row on the named object when it is there, off the image when it is not. It teaches the
-    # yes/no comparison the full mix never did (recognition 63.3 -> 87.5), but on its own it erased
-    # the short answers (colour binding 91% -> 41%; checkpoints/DESIGNS.md, designs 14-16), so it is off.
-    teacher_presence_steps: int = 0
+    # yes/no comparison the full mix never did (recognition 63.3 -> 87.5). It costs the short answers
+    # (colour binding 91% -> 41%), which no probe category scores; on the full mix instead of alone it
+    # kept them and lost the yes/no gain (checkpoints/DESIGNS.md, designs 14-16). 0: no such phase.
+    teacher_presence_steps: int = 1000
     teacher_presence_lr: float = 5e-4
     teacher_presence_kinds: tuple[str, ...] = ("presence",)
     # The full mix every model trains on (cdviz.probes.shapes.SAMPLE_KINDS); None: every kind (captions,
@@ -61,6 +62,11 @@ class ZooSpec:
     shapes_kinds: tuple[str, ...] | None = None
     protocol: str = "match"        # how the held-out set is scored and recorded (cdviz.evaluate.PROTOCOLS)
     student_steps: int = 1000
+    # Weight of the answer-row text-to-image alignment (Align-TI's) beside VAT in student-compodistill's
+    # DFT stage. With this teacher, VAT alone recovered 0.17 of the KD student's perception gap over three
+    # seeds (interval across 0), t2i alone 0.51 and both 1.0 on seed 0 (checkpoints/DESIGNS.md, design 18);
+    # `cdviz zoo variations` keeps each ingredient's row. 0: the paper's recipe, VAT alone.
+    fix_t2i: float = 1.0
     dpt_steps: int = 100
     sft_steps: int = 100
     batch_size: int = 32
@@ -86,7 +92,7 @@ def built_spec(out: Path) -> ZooSpec:
                 for k, v in json.loads(path.read_text())["spec"].items() if k in known}
     for name, before in (("protocol", "letters"), ("shapes_kinds", None), ("teacher_ground", 0.0),
                          ("teacher_qa_steps", 0), ("teacher_bind_steps", 0), ("teacher_route", 0.0),
-                         ("teacher_more_steps", 0), ("teacher_presence_steps", 0)):
+                         ("teacher_more_steps", 0), ("teacher_presence_steps", 0), ("fix_t2i", 0.0)):
         settings.setdefault(name, before)
     return ZooSpec(**settings)
 
@@ -116,12 +122,15 @@ def trainer_settings(spec: ZooSpec, seed: int | None = None) -> dict:
 
 
 def compodistill_config(spec: ZooSpec, work: Path, name: str, student_init: Path, teacher: Path, run_kd: Path, *,
-                        vat: float = 1.0, t2i: float = 0.0, all_layers: bool = False, seed: int | None = None):
+                        vat: float = 1.0, t2i: float | None = None, all_layers: bool = False,
+                        seed: int | None = None):
     """DPT -> DFT -> SFT with the student-kd report's layers; the shipped model and its variations.
 
     The three stages together take ``spec.student_steps`` optimizer steps, as student-kd does.
+    DFT weighs VAT by ``vat`` and the answer-row alignment by ``t2i`` (None: ``spec.fix_t2i``).
     ``all_layers`` aligns every student layer (teacher groups at proportional depth) instead.
     """
+    t2i = spec.fix_t2i if t2i is None else t2i
     from cdviz.layer_map import proportional_groups
     from cdviz.train.config import StageConfig, TrainConfig
 
@@ -145,7 +154,7 @@ def build_command(out: Path, spec: ZooSpec) -> str:
     default = ZooSpec()
     flags = [f"--out {out}", f"--seed {spec.seed}"]
     for name in ("teacher_steps", "teacher_ground", "teacher_route", "teacher_qa_steps", "teacher_bind_steps",
-                 "teacher_more_steps", "teacher_presence_steps", "protocol"):
+                 "teacher_more_steps", "teacher_presence_steps", "fix_t2i", "protocol"):
         if getattr(spec, name) != getattr(default, name):
             flags.append(f"--{name.replace('_', '-')} {getattr(spec, name)}")
     if spec.teacher_qa_steps and tuple(spec.teacher_qa_kinds) != tuple(default.teacher_qa_kinds):

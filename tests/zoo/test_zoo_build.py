@@ -70,6 +70,13 @@ def test_build_writes_four_models_and_a_manifest_that_matches_them(zoo):
     assert kd["teacher"] == str(out / ".build" / "teacher-presence" / "model")
     assert "2 steps on existence questions with hard negatives and the presence loss" in readme
     assert "--teacher-presence-steps 2" in manifest["build_command"]
+    # The fix: KD + VAT + answer-row text-to-image alignment in DFT, at the zoo's t2i weight.
+    cd = json.loads((out / ".build" / "student-compodistill" / "recipe.json").read_text())
+    assert [(s["name"], s["vat"], s["t2i"]) for s in cd["stages"]] == [("dpt", 0.0, 0.0), ("dft", 1.0, TOY.fix_t2i),
+                                                                          ("sft", 0.0, 0.0)]
+    dft = read_metrics(out / ".build" / "student-compodistill" / "dft" / "metrics.jsonl")
+    assert all("loss/vat" in r and "loss/t2i" in r for r in dft)
+    assert f"answer-row text-to-image alignment (weight {TOY.fix_t2i}" in readme
 
 
 def test_rebuild_resumes_without_retraining(zoo):
@@ -81,15 +88,21 @@ def test_rebuild_resumes_without_retraining(zoo):
 
 def test_variations_change_one_thing_each_and_are_reported(zoo):
     out, _ = zoo
-    results = build_variations(out, TOY, names=("vat-all-layers", "vat+t2i"), log=lambda m: None)
-    assert set(results) == {"vat-all-layers", "vat+t2i"}
-    recipe = json.loads((out / ".build" / "variants" / "vat-all-layers" / "recipe.json").read_text())
+    results = build_variations(out, TOY, names=("all-layers", "vat-only", "t2i-only"), log=lambda m: None)
+    assert set(results) == {"all-layers", "vat-only", "t2i-only"}
+    recipe = json.loads((out / ".build" / "variants" / "all-layers" / "recipe.json").read_text())
     assert recipe["student_layers"] == list(range(TOY.student_layers))
-    t2i = json.loads((out / ".build" / "variants" / "vat+t2i" / "recipe.json").read_text())
-    assert [s["t2i"] for s in t2i["stages"]] == [0.0, 1.0, 0.0]
+
+    def dft(name):
+        stages = json.loads((out / ".build" / "variants" / name / "recipe.json").read_text())["stages"]
+        return next((s["vat"], s["t2i"]) for s in stages if s["name"] == "dft")
+
+    # Each drops or changes one ingredient of the shipped DFT (VAT 1 + t2i at the zoo's weight).
+    assert (dft("all-layers"), dft("vat-only"), dft("t2i-only")) == ((1.0, TOY.fix_t2i), (1.0, 0.0), (0.0, 1.0))
     readme = (out / "README.md").read_text()
     for name in results:
         assert f"| {name} | {VARIATIONS[name][0]} |" in readme
+    assert "i2i:vat_cosine / t2i:js by student layer" in readme
     assert json.loads((out / "variations.json").read_text()).keys() == results.keys()
 
 
@@ -101,6 +114,7 @@ def test_seeds_add_student_runs_and_an_interval_over_seeds(zoo):
     assert seeds["runs"]["0"]["target_layers"] == sorted(shipped)
     for run in seeds["runs"].values():
         assert {"recognition", "perception"} <= set(run["kd"]) and "recovered" in run
+        assert {"target_vat_kd", "target_vat_cd", "target_t2i_kd", "target_t2i_cd"} <= set(run)
     assert json.loads((out / "manifest.json").read_text())["seeds"] == seeds
     assert "## Student seeds" in (out / "README.md").read_text()
     kd1 = out / ".build" / "seed-1" / "student-kd" / "recipe.json"
