@@ -160,7 +160,7 @@ def _teacher_training_lines(spec: dict) -> list[str]:
     return [f"The teacher is trained with CE plus a grounding loss (weight {spec['teacher_ground']}, teacher layers "
             f"{_ground_layer_text(spec)}): at the answer position, -log of the share of its image attention on the "
             "patches of the objects the answer is about" + route + ("; " + ", ".join(phases) + "." if phases else ".")
-            + " The students get neither loss.", ""]
+            + " The students get none of these losses.", ""]
 
 
 def _ground_layer_text(spec: dict) -> str:
@@ -203,7 +203,10 @@ def _variations_section(manifest: dict, variations: dict) -> list[str]:
     for name, (metrics, mis) in shipped.items():
         lines.append(f"| {name} | (shipped) | " + " | ".join(_cr_row(headline_view(metrics), cats))
                      + f" | {_misalignment_by_layer(mis)} |")
-    for name, v in variations.items():
+    from cdviz.zoo.variations import VARIATIONS  # here: that module renders through this one
+
+    order = list(VARIATIONS)  # the defined order, whatever order they were run or stored in
+    for name, v in sorted(variations.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
         lines.append(f"| {name} | {v['description']} | " + " | ".join(_cr_row(headline_view(v["metrics"]), cats))
                      + f" | {_misalignment_by_layer(v['misalignment_by_layer'])} |")
     return lines + [""]

@@ -60,9 +60,6 @@ def build_variations(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(),
         results[name] = {"description": description, "changes": changes,
                          "metrics": evaluate_model(model, heldout, spec),
                          "misalignment_by_layer": layer_misalignment(run)}
-        # In VARIATIONS' order, whatever order they were run in (the README's table follows it).
-        results = {n: results[n] for n in sorted(results, key=lambda n: list(VARIATIONS).index(n)
-                                                 if n in VARIATIONS else len(VARIATIONS))}
         write_json_atomic(out / "variations.json", results)
     # Re-read: the zoo may have been re-evaluated while the variations trained.
     write_text_atomic(out / "README.md", render_readme(json.loads(manifest_path.read_text()), results))

@@ -103,6 +103,8 @@ def test_variations_change_one_thing_each_and_are_reported(zoo):
     for name in results:
         assert f"| {name} | {VARIATIONS[name][0]} |" in readme
     assert "i2i:vat_cosine / t2i:js by student layer" in readme
+    rows = [readme.index(f"| {name} | ") for name in ("vat-only", "t2i-only", "all-layers")]
+    assert rows == sorted(rows)  # the defined order, not the order they were run in
     assert json.loads((out / "variations.json").read_text()).keys() == results.keys()
 
 
