@@ -64,8 +64,9 @@ class ZooSpec:
     student_steps: int = 1000
     # Weight of the answer-row text-to-image alignment (Align-TI's) beside VAT in student-compodistill's
     # DFT stage. With this teacher, VAT alone recovered 0.17 of the KD student's perception gap over three
-    # seeds (interval across 0), t2i alone 0.51 and both 1.0 on seed 0 (checkpoints/DESIGNS.md, design 18);
-    # `cdviz zoo variations` keeps each ingredient's row. 0: the paper's recipe, VAT alone.
+    # seeds (95% interval across 0), both together 0.72 (interval 0.07 to 1.37); on seed 0, t2i alone 0.51
+    # (checkpoints/DESIGNS.md, design 18). `cdviz zoo variations` keeps each ingredient's row.
+    # 0: the paper's recipe, VAT alone.
     fix_t2i: float = 1.0
     dpt_steps: int = 100
     sft_steps: int = 100
@@ -130,10 +131,10 @@ def compodistill_config(spec: ZooSpec, work: Path, name: str, student_init: Path
     DFT weighs VAT by ``vat`` and the answer-row alignment by ``t2i`` (None: ``spec.fix_t2i``).
     ``all_layers`` aligns every student layer (teacher groups at proportional depth) instead.
     """
-    t2i = spec.fix_t2i if t2i is None else t2i
     from cdviz.layer_map import proportional_groups
     from cdviz.train.config import StageConfig, TrainConfig
 
+    t2i = spec.fix_t2i if t2i is None else t2i
     layers = {}
     if all_layers:
         student_layers = list(range(spec.student_layers))
