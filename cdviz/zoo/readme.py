@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from cdviz.zoo.measure import headline_view
+from cdviz.zoo.spec import VARIATIONS
 
 
 RECOGNITION = ["existence", "colour"]
@@ -203,8 +204,6 @@ def _variations_section(manifest: dict, variations: dict) -> list[str]:
     for name, (metrics, mis) in shipped.items():
         lines.append(f"| {name} | (shipped) | " + " | ".join(_cr_row(headline_view(metrics), cats))
                      + f" | {_misalignment_by_layer(mis)} |")
-    from cdviz.zoo.variations import VARIATIONS  # here: that module renders through this one
-
     order = list(VARIATIONS)  # the defined order, whatever order they were run or stored in
     for name, v in sorted(variations.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
         lines.append(f"| {name} | {v['description']} | " + " | ".join(_cr_row(headline_view(v["metrics"]), cats))

@@ -14,6 +14,18 @@ MODEL_FILES = ("config.json", "model.safetensors")
 MODELS = ("teacher", "student-sft", "student-kd", "student-compodistill")
 
 
+# Principled variations of the fix, each changing one thing against the shipped student-compodistill
+# (KD + VAT + answer-row text-to-image alignment on the report's layers, ZooSpec.fix_t2i): which
+# ingredient moves accuracy.
+VARIATIONS: dict[str, tuple[str, dict]] = {
+    "vat-only": ("VAT alone, no text-to-image alignment (the paper's recipe)", {"t2i": 0.0}),
+    "t2i-only": ("text-to-image alignment at the answer row alone, no VAT (report's layers)",
+                 {"vat": 0.0, "t2i": 1.0}),
+    "all-layers": ("VAT and t2i on every student layer, teacher groups at proportional depth", {"all_layers": True}),
+    "vat-weight-4": ("VAT loss weight 4 instead of 1 (report's layers)", {"vat": 4.0}),
+}
+
+
 @dataclass(frozen=True)
 class ZooSpec:
     seed: int = 0

@@ -13,19 +13,7 @@ from cdviz.io import write_json_atomic, write_text_atomic
 from cdviz.zoo.build import share_vision_tower
 from cdviz.zoo.measure import evaluate_main, evaluate_model, headline_view, layer_misalignment, record_and_report
 from cdviz.zoo.readme import read_variations, render_readme
-from cdviz.zoo.spec import ZooSpec, compodistill_config, heldout_probes, teacher_model, trainer_settings
-
-
-# Principled variations of the fix, each changing one thing against the shipped student-compodistill
-# (KD + VAT + answer-row text-to-image alignment on the report's layers, ZooSpec.fix_t2i): which
-# ingredient moves accuracy.
-VARIATIONS: dict[str, tuple[str, dict]] = {
-    "vat-only": ("VAT alone, no text-to-image alignment (the paper's recipe)", {"t2i": 0.0}),
-    "t2i-only": ("text-to-image alignment at the answer row alone, no VAT (report's layers)",
-                 {"vat": 0.0, "t2i": 1.0}),
-    "all-layers": ("VAT and t2i on every student layer, teacher groups at proportional depth", {"all_layers": True}),
-    "vat-weight-4": ("VAT loss weight 4 instead of 1 (report's layers)", {"vat": 4.0}),
-}
+from cdviz.zoo.spec import VARIATIONS, ZooSpec, compodistill_config, heldout_probes, teacher_model, trainer_settings
 
 
 def build_variations(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), names: tuple[str, ...] | None = None,
