@@ -134,16 +134,18 @@ def _seed_result(teacher: dict, kd: dict, cd: dict, run_kd: Path, run_cd: Path) 
     targets = json.loads((run_kd / "report" / "summary.json").read_text()).get("recommended_targets") or {}
     layers = set(targets.get("student_layers") or [])
 
-    def target_mean(run: Path, measure: str) -> float | None:
-        rows = [r for r in layer_misalignment(run) if r["measure"] == measure and r["student_layer"] in layers]
-        return sum(r["mean"] for r in rows) / len(rows) if rows else None
+    rows = {"kd": layer_misalignment(run_kd), "cd": layer_misalignment(run_cd)}  # one analysis per run
+
+    def target_mean(run: str, measure: str) -> float | None:
+        kept = [r["mean"] for r in rows[run] if r["measure"] == measure and r["student_layer"] in layers]
+        return sum(kept) / len(kept) if kept else None
 
     # No gap to recover (the KD student at or above its teacher): the share is undefined, null in
     # the manifest (JSON has no NaN), left out of the interval.
     return {"kd": short["kd"], "compodistill": short["cd"], "target_layers": sorted(layers),
             "recovered": (short["cd"]["perception"] - short["kd"]["perception"]) / gap if gap > 0 else None,
-            "target_vat_kd": target_mean(run_kd, "i2i:vat_cosine"), "target_vat_cd": target_mean(run_cd, "i2i:vat_cosine"),
-            "target_t2i_kd": target_mean(run_kd, "t2i:js"), "target_t2i_cd": target_mean(run_cd, "t2i:js")}
+            **{f"target_{short_name}_{run}": target_mean(run, measure)
+               for short_name, measure in (("vat", "i2i:vat_cosine"), ("t2i", "t2i:js")) for run in ("kd", "cd")}}
 
 
 def _seed_aggregate(runs: dict) -> dict:
