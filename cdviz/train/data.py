@@ -45,17 +45,16 @@ class ShapesInstructions:
 
     def __init__(self, n_scenes: int = 1000, seed: int = 0, image_size: int = 64, split: str = "train",
                  probe_captions: bool = False, kinds: Sequence[str] | None = None):
-        from cdviz.probes.shapes import generate_scenes, instruction_samples, presence_samples, sample_selected
+        from cdviz.probes.shapes import sample_selected
 
-        self.scenes = list(generate_scenes(seed, image_size, splits=(split,), n=n_scenes))
+        self.scenes = list(_scenes(n_scenes, seed, image_size, split))
+        texts = _scene_texts(n_scenes, seed, image_size, split, probe_captions)
+        presence = (_scene_presence(n_scenes, seed, image_size, split) if kinds is not None and "presence" in kinds
+                    else ((),) * len(self.scenes))
         self.samples: list[tuple[int, dict[str, str]]] = []
-        for k, scene in enumerate(self.scenes):
-            rng = random.Random(f"cdviz-train:{seed}:{scene.index}")
-            self.samples.extend((k, s) for s in instruction_samples(scene, rng, probe_captions)
-                                if sample_selected(s, kinds))
-            if kinds is not None and "presence" in kinds:  # its own stream: the others stay as they were
-                more = random.Random(f"cdviz-presence:{seed}:{scene.index}")
-                self.samples.extend((k, s) for s in presence_samples(scene, more))
+        for k, (mine, more) in enumerate(zip(texts, presence)):
+            self.samples.extend((k, s) for s in mine if sample_selected(s, kinds))
+            self.samples.extend((k, s) for s in more)  # its own stream: the others stay as they were
         if not self.samples:
             raise DataError(f"no shapes-world training samples from {n_scenes} scenes; ask for more scenes")
 
@@ -71,6 +70,34 @@ class ShapesInstructions:
         regions = [dict(zip("xywh", map(float, scene.objects[j].box))) for j in s.get("objects", [])]
         return Example(f"shapes-{scene.seed}-{scene.index}-{i}", messages, render_scene(scene), regions,
                        naming_words(s), absent=bool(s.get("absent")))
+
+
+@functools.lru_cache(maxsize=4)
+def _scenes(n_scenes: int, seed: int, image_size: int, split: str) -> tuple:
+    from cdviz.probes.shapes import generate_scenes
+
+    return tuple(generate_scenes(seed, image_size, splits=(split,), n=n_scenes))
+
+
+# Each stage of a build asks for the same world, and generating its texts takes about 17 s for
+# 6000 scenes, so a process generates them once. Every sample comes from an RNG seeded by its scene
+# alone, so the caches change nothing the samples hold or their order.
+@functools.lru_cache(maxsize=4)
+def _scene_texts(n_scenes: int, seed: int, image_size: int, split: str, probe_captions: bool) -> tuple:
+    """Per scene, its instruction samples (cdviz.probes.shapes.instruction_samples)."""
+    from cdviz.probes.shapes import instruction_samples
+
+    return tuple(tuple(instruction_samples(scene, random.Random(f"cdviz-train:{seed}:{scene.index}"), probe_captions))
+                 for scene in _scenes(n_scenes, seed, image_size, split))
+
+
+@functools.lru_cache(maxsize=4)
+def _scene_presence(n_scenes: int, seed: int, image_size: int, split: str) -> tuple:
+    """Per scene, its two existence questions for the presence loss."""
+    from cdviz.probes.shapes import presence_samples
+
+    return tuple(tuple(presence_samples(scene, random.Random(f"cdviz-presence:{seed}:{scene.index}")))
+                 for scene in _scenes(n_scenes, seed, image_size, split))
 
 
 def naming_words(sample: dict[str, str]) -> list[str] | None:

@@ -10,10 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from cdviz.io import write_json_atomic, write_text_atomic
+from cdviz.io import write_json_atomic
+from cdviz.zoo.clock import TIMINGS, BuildClock, build_time
 from cdviz.zoo.measure import (error_link_summary, evaluate_model, layer_misalignment, make_manifest,
                                record_and_report, text_only_control)
-from cdviz.zoo.readme import read_variations, render_readme
+from cdviz.zoo.readme import write_readme
 from cdviz.zoo.spec import MODELS, ZooSpec, build_command, built_spec, compodistill_config, heldout_probes, trainer_settings
 
 
@@ -76,51 +77,70 @@ def build_zoo(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), log: C
     work = out / ".build"
     work.mkdir(parents=True, exist_ok=True)
     common = trainer_settings(spec)
-    init_teacher, init_student = _init_models(work, spec)
+    clock = BuildClock(work / TIMINGS)
+    with clock.phase("init models and pretrain the vision tower"):
+        init_teacher, init_student = _init_models(work, spec)
 
     log(f"1/6 teacher: CE{' + grounding' if spec.teacher_ground else ''} on shapes-world instructions "
         "(vision tower pretrained and frozen)")
     grounding = dict(trainable="llm+connector", ground=spec.teacher_ground, route=spec.teacher_route,
                      ground_layers=list(spec.teacher_ground_layers) if spec.teacher_ground_layers else None)
     if spec.teacher_qa_steps:
-        init_teacher = train_model(init_teacher, work / "teacher-qa", steps=spec.teacher_qa_steps, lr=spec.lr,
-                                   **grounding, **{**common, "shapes_kinds": list(spec.teacher_qa_kinds)})
+        with clock.phase("teacher: short questions"):
+            init_teacher = train_model(init_teacher, work / "teacher-qa", steps=spec.teacher_qa_steps, lr=spec.lr,
+                                       **grounding, **{**common, "shapes_kinds": list(spec.teacher_qa_kinds)})
     if spec.teacher_bind_steps:
-        init_teacher = train_model(init_teacher, work / "teacher-bind", steps=spec.teacher_bind_steps, lr=spec.lr,
-                                   **grounding, **{**common, "shapes_kinds": list(spec.teacher_bind_kinds)})
-    teacher = train_model(init_teacher, work / "teacher", steps=spec.teacher_steps, lr=spec.lr, **grounding, **common)
+        with clock.phase("teacher: bind mix"):
+            init_teacher = train_model(init_teacher, work / "teacher-bind", steps=spec.teacher_bind_steps, lr=spec.lr,
+                                       **grounding, **{**common, "shapes_kinds": list(spec.teacher_bind_kinds)})
+    with clock.phase("teacher: full mix"):
+        teacher = train_model(init_teacher, work / "teacher", steps=spec.teacher_steps, lr=spec.lr, **grounding,
+                              **common)
     if spec.teacher_more_steps:
-        teacher = train_model(teacher, work / "teacher-more", steps=spec.teacher_more_steps, lr=spec.teacher_more_lr,
-                              **grounding, **common)
+        with clock.phase("teacher: more of the full mix"):
+            teacher = train_model(teacher, work / "teacher-more", steps=spec.teacher_more_steps,
+                                  lr=spec.teacher_more_lr, **grounding, **common)
     if spec.teacher_presence_steps:  # grounding as a share of the whole row: on the object, or off the image
-        teacher = train_model(teacher, work / "teacher-presence", steps=spec.teacher_presence_steps,
-                              lr=spec.teacher_presence_lr, presence=1.0, **grounding,
-                              **{**common, "shapes_kinds": list(spec.teacher_presence_kinds), "ground_share": "row"})
+        with clock.phase("teacher: presence"):
+            teacher = train_model(teacher, work / "teacher-presence", steps=spec.teacher_presence_steps,
+                                  lr=spec.teacher_presence_lr, presence=1.0, **grounding,
+                                  **{**common, "shapes_kinds": list(spec.teacher_presence_kinds), "ground_share": "row"})
     student_init = share_vision_tower(teacher, init_student, work / "init-student-shared")
 
     log("2/6 student-sft: CE only, no teacher")
-    sft = finetune(TrainConfig(student=str(student_init), out=str(work / "student-sft"), taf=False,
-                               stages=[StageConfig("ce", steps=spec.student_steps, lr=spec.lr, trainable="llm+connector")],
-                               **common))
+    with clock.phase("student-sft"):
+        sft = finetune(TrainConfig(student=str(student_init), out=str(work / "student-sft"), taf=False,
+                                   stages=[StageConfig("ce", steps=spec.student_steps, lr=spec.lr,
+                                                       trainable="llm+connector")], **common))
     log("3/6 student-kd: CE + logit KD from the teacher")
-    kd = finetune(TrainConfig(student=str(student_init), teacher=str(teacher), out=str(work / "student-kd"), taf=False,
-                              stages=[StageConfig("ce", steps=spec.student_steps, lr=spec.lr, kd=1.0,
-                                                  trainable="llm+connector")], **common))
+    with clock.phase("student-kd"):
+        kd = finetune(TrainConfig(student=str(student_init), teacher=str(teacher), out=str(work / "student-kd"),
+                                  taf=False, stages=[StageConfig("ce", steps=spec.student_steps, lr=spec.lr, kd=1.0,
+                                                                 trainable="llm+connector")], **common))
 
-    heldout = heldout_probes(work / "heldout", spec)
     log("4/6 misalignment report of student-kd against the teacher")
-    run_kd = record_and_report(teacher, kd, heldout, work / "run-kd", spec)
+    with clock.phase("student-kd: record and report"):
+        heldout = heldout_probes(work / "heldout", spec)
+        run_kd = record_and_report(teacher, kd, heldout, work / "run-kd", spec)
 
     log(f"5/6 student-compodistill: DPT (TAF) -> DFT (KD + VAT{' + t2i' if spec.fix_t2i else ''} on the report's "
         "layers) -> SFT")
-    cd = finetune(compodistill_config(spec, work, "student-compodistill", student_init, teacher, run_kd))
-    run_cd = record_and_report(teacher, cd, heldout, work / "run-compodistill", spec)
+    with clock.phase("student-compodistill"):
+        cd = finetune(compodistill_config(spec, work, "student-compodistill", student_init, teacher, run_kd))
+    with clock.phase("student-compodistill: record and report"):
+        run_cd = record_and_report(teacher, cd, heldout, work / "run-compodistill", spec)
 
     log("6/6 evaluate on the held-out set and write the manifest")
-    built = {"teacher": teacher, "student-sft": sft, "student-kd": kd, "student-compodistill": cd}
-    for name, src in built.items():
-        _export(src, out / name)
-    return _measure_and_write(out, work, spec, heldout, run_kd, run_cd)
+    with clock.phase("evaluate the four models and the controls"):
+        built = {"teacher": teacher, "student-sft": sft, "student-kd": kd, "student-compodistill": cd}
+        for name, src in built.items():
+            _export(src, out / name)
+        manifest = _measure_and_write(out, work, spec, heldout, run_kd, run_cd)
+    # The manifest written inside the phase cannot hold the phase's own time: write it again with it.
+    manifest["build_time"] = build_time(out / ".build" / TIMINGS)
+    write_json_atomic(out / "manifest.json", manifest)
+    write_readme(out, manifest)
+    return manifest
 
 
 def _export(src: Path, dst: Path) -> None:
@@ -146,11 +166,14 @@ def _measure_and_write(out: Path, work: Path, spec: ZooSpec, heldout: Path, run_
         manifest["compodistill_targets"] = targets
     manifest["text_only"] = text_only_control(work, spec)
     manifest["error_link"] = error_link_summary(run_kd)
+    manifest["build_time"] = build_time(out / ".build" / TIMINGS)
+    manifest["checkpoint_megabytes"] = round(sum(f.stat().st_size for name in MODELS for f in (out / name).iterdir()
+                                                 if f.is_file()) / 2 ** 20, 2)
     manifest.update(extra or {})
     if (out / "DESIGNS.md").is_file():
         manifest["designs"] = "DESIGNS.md"
     write_json_atomic(out / "manifest.json", manifest)
-    write_text_atomic(out / "README.md", render_readme(manifest, read_variations(out)))
+    write_readme(out, manifest)
     return manifest
 
 
@@ -182,6 +205,9 @@ def evaluate_zoo(out: str | Path = "checkpoints", protocol: str | None = None,
     run_cd = record_and_report(out / "teacher", out / "student-compodistill", heldout, work / "run-compodistill", spec)
     log("2/3 evaluate the four models and the controls")
     manifest = _measure_and_write(out, work, spec, heldout, run_kd, run_cd, targets=old.get("compodistill_targets"),
-                                  extra={"build_command": build_command(out, built), "evaluate_command": f"cdviz zoo evaluate --out {out} --protocol {spec.protocol}"})
+                                  extra={"build_command": build_command(out, built),
+                                         "evaluate_command": f"cdviz zoo evaluate --out {out} --protocol {spec.protocol}",
+                                         # the weights are the built ones: so is their build time
+                                         "build_time": build_time(out / ".build" / TIMINGS) or old.get("build_time")})
     log("3/3 manifest.json and README.md rewritten")
     return manifest

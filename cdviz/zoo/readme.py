@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cdviz.zoo.clock import budget_goals
 from cdviz.zoo.measure import headline_view
 from cdviz.zoo.spec import VARIATIONS
 
@@ -17,9 +18,10 @@ RECOGNITION = ["existence", "colour"]
 PERCEPTION = ["replace_att", "replace_obj", "replace_rel", "swap_att", "swap_obj", "add_att", "add_obj", "counting"]
 
 
-def render_readme(manifest: dict, variations: dict | None = None) -> str:
+def render_readme(manifest: dict, variations: dict | None = None, rebuild: dict | None = None) -> str:
     """checkpoints/README.md: what the models are, the measured tables, the controls, the student
-    seeds (if run), the design goals checked and the variations of the fix (if run)."""
+    seeds (if run), the build time (of these models, else of a clean rebuild), the design goals
+    checked and the variations of the fix (if run)."""
     cats = RECOGNITION + PERCEPTION
     protocol = manifest["spec"].get("protocol", "letters")
     lines = ["# Bundled demo models", "",
@@ -66,13 +68,55 @@ def render_readme(manifest: dict, variations: dict | None = None) -> str:
               f"layers {t.get('student_layers')} aligned to teacher groups {t.get('teacher_groups')}.", ""]
     lines += _error_link_section(manifest.get("error_link"))
     lines += _seeds_section(manifest)
-    lines += ["## Design goals, checked", ""] + [f"- {g}" for g in design_goals(manifest)] + [""]
+    lines += _build_time_section(manifest.get("build_time"))
+    lines += _rebuild_section(manifest, rebuild)
+    lines += ["## Design goals, checked", ""] + [f"- {g}" for g in design_goals(manifest, rebuild)] + [""]
     if manifest.get("designs"):
         lines += [f"The designs tried for a teacher that binds, with their figures: [{manifest['designs']}]"
                   f"({manifest['designs']}).", ""]
     if variations:
         lines += _variations_section(manifest, variations)
     return "\n".join(lines)
+
+
+def _build_time_section(time_: dict | None, whose: str = "`cdviz zoo build`") -> list[str]:
+    if not time_:
+        return []
+    m = time_.get("machine", {})
+    lines = ["## Build time", "",
+             f"Wall time of each phase of {whose} ({m.get('cpu_count', '?')} CPU cores, "
+             f"{m.get('torch_threads', '?')} torch threads, {m.get('device', '?')}; "
+             + ("one uninterrupted process" if time_["uninterrupted"] else
+                f"resumed over {time_['runs']} processes, so a phase done before a resume counts only its last part")
+             + "):", "", "| phase | minutes |", "|---|---|"]
+    lines += [f"| {name} | {seconds / 60:.1f} |" for name, seconds in time_["phases"].items()]
+    return lines + [f"| all | {time_['minutes']:.1f} |", ""]
+
+
+def _rebuild_section(manifest: dict, rebuild: dict | None) -> list[str]:
+    """A clean rebuild's figures beside the shipped ones: how far a rebuild moves them (float
+    rounding differs with the thread count, and training amplifies it), and its build time when
+    the shipped build kept none."""
+    if not rebuild:
+        return []
+    lines = ["## A clean rebuild", "",
+             f"`{rebuild['build_command']}` run again from nothing into an empty folder, in one process; its manifest is "
+             f"[{REBUILD}]({REBUILD}). Its weights differ from the shipped ones (float sums round differently with "
+             "another thread count, and training amplifies the difference), so its figures show how much a rebuild "
+             "moves them:", "",
+             "| model | recognition shipped | recognition rebuilt | perception shipped | perception rebuilt | "
+             "flat images shipped | flat images rebuilt |", "|---|---|---|---|---|---|---|"]
+    for name, m in manifest["models"].items():
+        if name not in rebuild.get("models", {}):
+            continue
+        a, b = headline_view(m["metrics"]), headline_view(rebuild["models"][name]["metrics"])
+        blind = [x.get("blind", {}).get("perception_mean") for x in (m["metrics"], rebuild["models"][name]["metrics"])]
+        lines.append(f"| {name} | {_pct(a['by_skill'].get('recognition'))} | {_pct(b['by_skill'].get('recognition'))} "
+                     f"| {_pct(a['perception_mean'])} | {_pct(b['perception_mean'])} | {_pct(blind[0])} | {_pct(blind[1])} |")
+    lines.append("")
+    if not manifest.get("build_time") and rebuild.get("build_time"):
+        lines += _build_time_section(rebuild["build_time"], "the clean rebuild")
+    return lines
 
 
 def _pct(v) -> str:
@@ -233,8 +277,10 @@ def _seeds_section(manifest: dict) -> list[str]:
     return lines
 
 
-def design_goals(manifest: dict) -> list[str]:
-    """The design goals of the demo pair, each stated with the measured numbers and whether it holds."""
+def design_goals(manifest: dict, rebuild: dict | None = None) -> list[str]:
+    """The design goals of the demo pair, each stated with the measured numbers and whether it holds.
+    The build budget is judged on these models' build time, else on a clean rebuild's (same
+    command, same code)."""
     def view(name):
         return headline_view(manifest["models"][name]["metrics"])
 
@@ -289,6 +335,11 @@ def design_goals(manifest: dict) -> list[str]:
                  if best else "no AUROC in the target layers")
         goals.append(f"the error link is visible: misalignment in the flagged layers predicts the KD student's errors "
                      f"on teacher-right items with a 95% interval above 0.5 ({shown}) -> {verdict(bool(hits))}")
+    if manifest.get("checkpoint_megabytes") is not None:
+        own = manifest.get("build_time")
+        timed = own or (rebuild or {}).get("build_time")
+        build, size = budget_goals(timed, manifest["checkpoint_megabytes"])
+        goals += [build.replace(" -> ", ", timed on the clean rebuild -> ") if timed and not own else build, size]
     return goals
 
 
@@ -304,3 +355,20 @@ def _lower_in_target_layers(runs) -> dict[str, bool]:
 def read_variations(out: Path) -> dict | None:
     path = out / "variations.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+REBUILD = "rebuild-manifest.json"
+
+
+def read_rebuild(out: Path) -> dict | None:
+    """The manifest of a clean rebuild of these models (``cdviz zoo build --out DIR`` from nothing,
+    DIR/manifest.json copied to ``out``/rebuild-manifest.json), if one was kept."""
+    path = out / REBUILD
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_readme(out: Path, manifest: dict) -> None:
+    """``out``/README.md from ``manifest`` and what sits beside it (variations, a clean rebuild)."""
+    from cdviz.io import write_text_atomic
+
+    write_text_atomic(out / "README.md", render_readme(manifest, read_variations(out), read_rebuild(out)))

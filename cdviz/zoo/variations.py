@@ -9,10 +9,10 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from cdviz.io import write_json_atomic, write_text_atomic
+from cdviz.io import write_json_atomic
 from cdviz.zoo.build import share_vision_tower
 from cdviz.zoo.measure import evaluate_main, evaluate_model, headline_view, layer_misalignment, record_and_report
-from cdviz.zoo.readme import read_variations, render_readme
+from cdviz.zoo.readme import read_variations, write_readme
 from cdviz.zoo.spec import VARIATIONS, ZooSpec, compodistill_config, heldout_probes, teacher_model, trainer_settings
 
 
@@ -50,7 +50,7 @@ def build_variations(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(),
                          "misalignment_by_layer": layer_misalignment(run)}
         write_json_atomic(out / "variations.json", results)
     # Re-read: the zoo may have been re-evaluated while the variations trained.
-    write_text_atomic(out / "README.md", render_readme(json.loads(manifest_path.read_text()), results))
+    write_readme(out, json.loads(manifest_path.read_text()))  # variations.json holds ``results`` now
     return results
 
 
@@ -106,7 +106,7 @@ def build_seeds(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), seed
                                        home / "run-compodistill")
     manifest["seeds"] = _seed_aggregate(runs)
     write_json_atomic(manifest_path, manifest)
-    write_text_atomic(out / "README.md", render_readme(manifest, read_variations(out)))
+    write_readme(out, manifest)
     return manifest["seeds"]
 
 

@@ -103,3 +103,21 @@ def test_jsonl_regions_give_the_grounding_target(student, tmp_path):
     cover = enc.regions[0].reshape(rows, cols)
     # The top-left quarter of the 40 px image: exactly the top-left quarter of the patch grid.
     assert cover[: rows // 2, : cols // 2].eq(1).all() and cover.sum() == rows * cols / 4
+
+
+@pytest.mark.parametrize("kinds", [None, ["qa:colour"], ["presence"], ["caption", "choice", "qa"], ["match", "presence"]])
+def test_shapes_samples_are_the_per_scene_generators_in_order(kinds):
+    """ShapesInstructions caches the world across stages; its samples must be what the generators
+    give scene by scene, each from its own seeded RNG, presence questions after each scene's texts."""
+    import random
+
+    from cdviz.probes.shapes import generate_scenes, instruction_samples, presence_samples, sample_selected
+
+    expected = []
+    for k, scene in enumerate(generate_scenes(3, 48, splits=("train",), n=40)):
+        texts = instruction_samples(scene, random.Random(f"cdviz-train:3:{scene.index}"))
+        expected += [(k, s) for s in texts if sample_selected(s, kinds)]
+        if kinds is not None and "presence" in kinds:
+            expected += [(k, s) for s in presence_samples(scene, random.Random(f"cdviz-presence:3:{scene.index}"))]
+    for _ in range(2):  # the second instance comes from the cache
+        assert ShapesInstructions(n_scenes=40, seed=3, image_size=48, kinds=kinds).samples == expected

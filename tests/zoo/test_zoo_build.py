@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from cdviz.train.tracking import read_metrics
+from cdviz.zoo.clock import build_time
 from cdviz.zoo import MODELS, VARIATIONS, ZooSpec, build_seeds, build_variations, build_zoo, evaluate_zoo, sha256
 
 TOY = replace(ZooSpec(), image_size=32, vision_hidden=32, hidden=32, teacher_layers=4, teacher_heads=2,
@@ -43,6 +44,16 @@ def test_build_writes_four_models_and_a_manifest_that_matches_them(zoo):
     readme = (out / "README.md").read_text()
     assert readme.count("| teacher |") == 2  # the main table and the strict / letters table
     assert "| text only (bag of words) |" in readme and "## Design goals, checked" in readme
+    phases = manifest["build_time"]["phases"]
+    assert manifest["build_time"]["uninterrupted"] and manifest["build_time"]["runs"] == 1
+    assert {"teacher: full mix", "teacher: presence", "student-kd", "student-compodistill",
+            "evaluate the four models and the controls"} <= set(phases) and all(v >= 0 for v in phases.values())
+    assert manifest["build_time"]["minutes"] == round(sum(phases.values()) / 60, 1)
+    on_disk = sum(f.stat().st_size for n in MODELS for f in (out / n).iterdir() if f.is_file()) / 2 ** 20
+    assert manifest["checkpoint_megabytes"] == pytest.approx(on_disk, abs=0.01)
+    assert "## Build time" in readme and "| teacher: full mix |" in readme
+    assert f"({manifest['checkpoint_megabytes']:.1f} MB) -> holds" in readme
+    assert "build <= 60 minutes on 2 CPU cores (" in readme  # timed: one process, this machine's 2 cores
     # The teacher: grounded QA first, then the mix without match queries, then the full mix, all
     # with grounding; the students without it.
     qa = read_metrics(out / ".build" / "teacher-qa" / "ce" / "metrics.jsonl")
@@ -84,6 +95,9 @@ def test_rebuild_resumes_without_retraining(zoo):
     before = {n: sha256(out / n / "model.safetensors") for n in MODELS}
     again = build_zoo(out, TOY, log=lambda m: None)
     assert {n: again["models"][n]["sha256"]["model.safetensors"] for n in MODELS} == before
+    # a second process worked on this build: its time is no longer a measurement of the budget
+    assert again["build_time"]["runs"] == 2 and not again["build_time"]["uninterrupted"]
+    assert "resumed over 2 processes" in (out / "README.md").read_text()
 
 
 def test_variations_change_one_thing_each_and_are_reported(zoo):
@@ -135,6 +149,7 @@ def test_evaluate_remeasures_without_touching_the_weights(zoo):
         metrics = again["models"][name]["metrics"]
         assert metrics["check"]["protocol"] == "letters" and "match" in metrics and "consistent_mean_over_categories" in metrics
     assert again["compodistill_targets"] == manifest["compodistill_targets"]
+    assert again["build_time"] == build_time(out / ".build" / "timings.json")  # the weights' build, unchanged
     assert "Re-measured without retraining" in (out / "README.md").read_text()
     with pytest.raises(Exception, match="choose letters or match"):
         evaluate_zoo(out, protocol="likelihood", log=lambda m: None)
