@@ -23,6 +23,11 @@ from typing import Iterator
 from cdviz.io import write_json_atomic
 
 TIMINGS = "timings.json"  # in the build folder (checkpoints/.build)
+# cdviz zoo build's phases in the order they run (timings.json keeps its keys sorted by name)
+BUILD_PHASES = ("init models and pretrain the vision tower", "teacher: short questions", "teacher: bind mix",
+                "teacher: full mix", "teacher: more of the full mix", "teacher: presence", "student-sft", "student-kd",
+                "student-kd: record and report", "student-compodistill", "student-compodistill: record and report",
+                "evaluate the four models and the controls")
 
 
 class BuildClock:

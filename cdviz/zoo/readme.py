@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cdviz.zoo.clock import budget_goals
+from cdviz.zoo.clock import BUILD_PHASES, budget_goals
 from cdviz.zoo.measure import headline_view
 from cdviz.zoo.spec import VARIATIONS
 
@@ -89,7 +89,9 @@ def _build_time_section(time_: dict | None, whose: str = "`cdviz zoo build`") ->
              + ("one uninterrupted process" if time_["uninterrupted"] else
                 f"resumed over {time_['runs']} processes, so a phase done before a resume counts only its last part")
              + "):", "", "| phase | minutes |", "|---|---|"]
-    lines += [f"| {name} | {seconds / 60:.1f} |" for name, seconds in time_["phases"].items()]
+    phases = time_["phases"]  # JSON keeps them sorted by name: show them in the order they ran
+    order = [p for p in BUILD_PHASES if p in phases] + sorted(set(phases) - set(BUILD_PHASES))
+    lines += [f"| {name} | {phases[name] / 60:.1f} |" for name in order]
     return lines + [f"| all | {time_['minutes']:.1f} |", ""]
 
 
@@ -101,9 +103,9 @@ def _rebuild_section(manifest: dict, rebuild: dict | None) -> list[str]:
         return []
     lines = ["## A clean rebuild", "",
              f"`{rebuild['build_command']}` run again from nothing into an empty folder, in one process; its manifest is "
-             f"[{REBUILD}]({REBUILD}). Its weights differ from the shipped ones (float sums round differently with "
-             "another thread count, and training amplifies the difference), so its figures show how much a rebuild "
-             "moves them:", "",
+             f"[{REBUILD}]({REBUILD}). Its weights differ from the shipped ones (floating-point sums round "
+             "differently on another thread count or CPU, and training amplifies the difference), so its figures "
+             "show how much a rebuild moves them:", "",
              "| model | recognition shipped | recognition rebuilt | perception shipped | perception rebuilt | "
              "flat images shipped | flat images rebuilt |", "|---|---|---|---|---|---|---|"]
     for name, m in manifest["models"].items():
@@ -113,6 +115,14 @@ def _rebuild_section(manifest: dict, rebuild: dict | None) -> list[str]:
         blind = [x.get("blind", {}).get("perception_mean") for x in (m["metrics"], rebuild["models"][name]["metrics"])]
         lines.append(f"| {name} | {_pct(a['by_skill'].get('recognition'))} | {_pct(b['by_skill'].get('recognition'))} "
                      f"| {_pct(a['perception_mean'])} | {_pct(b['perception_mean'])} | {_pct(blind[0])} | {_pct(blind[1])} |")
+    gaps = []
+    for m in (manifest, rebuild):
+        views = {n: headline_view(m["models"][n]["metrics"]) for n in ("teacher", "student-kd") if n in m["models"]}
+        gaps.append(views["teacher"]["perception_mean"] - views["student-kd"]["perception_mean"]
+                    if len(views) == 2 and None not in (v["perception_mean"] for v in views.values()) else None)
+    if None not in gaps:
+        lines += ["", f"The KD student's perception gap (teacher - student-kd): {gaps[0]:.1f} points shipped, "
+                      f"{gaps[1]:.1f} rebuilt."]
     lines.append("")
     if not manifest.get("build_time") and rebuild.get("build_time"):
         lines += _build_time_section(rebuild["build_time"], "the clean rebuild")

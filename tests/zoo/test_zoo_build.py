@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from cdviz.train.tracking import read_metrics
-from cdviz.zoo.clock import build_time
+from cdviz.zoo.clock import BUILD_PHASES, build_time
 from cdviz.zoo import MODELS, VARIATIONS, ZooSpec, build_seeds, build_variations, build_zoo, evaluate_zoo, sha256
 
 TOY = replace(ZooSpec(), image_size=32, vision_hidden=32, hidden=32, teacher_layers=4, teacher_heads=2,
@@ -48,6 +48,7 @@ def test_build_writes_four_models_and_a_manifest_that_matches_them(zoo):
     assert manifest["build_time"]["uninterrupted"] and manifest["build_time"]["runs"] == 1
     assert {"teacher: full mix", "teacher: presence", "student-kd", "student-compodistill",
             "evaluate the four models and the controls"} <= set(phases) and all(v >= 0 for v in phases.values())
+    assert set(phases) <= set(BUILD_PHASES)  # the README lists them in BUILD_PHASES' order
     assert manifest["build_time"]["minutes"] == round(sum(phases.values()) / 60, 1)
     on_disk = sum(f.stat().st_size for n in MODELS for f in (out / n).iterdir() if f.is_file()) / 2 ** 20
     assert manifest["checkpoint_megabytes"] == pytest.approx(on_disk, abs=0.01)

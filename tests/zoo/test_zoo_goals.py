@@ -95,7 +95,8 @@ def test_readme_names_the_fix_and_both_target_layer_measures_per_seed():
 
 
 def _timed(minutes: float) -> dict:
-    return {"minutes": minutes, "phases": {"teacher: full mix": minutes * 60}, "runs": 1, "uninterrupted": True,
+    phases = {"student-kd": minutes * 20, "teacher: full mix": minutes * 40}  # sorted by name, as JSON keeps them
+    return {"minutes": minutes, "phases": phases, "runs": 1, "uninterrupted": True,
             "machine": {"cpu_count": 2, "torch_threads": 2, "device": "cpu"}}
 
 
@@ -112,6 +113,8 @@ def test_budget_goals_use_the_models_own_build_time_else_a_clean_rebuilds():
     readme = render_readme(manifest, rebuild=rebuild)
     assert "## A clean rebuild" in readme and "| teacher | 96.0 | 90.0 | 95.0 | 91.0 | 50.0 | 49.0 |" in readme
     assert "Wall time of each phase of the clean rebuild" in readme
+    assert readme.index("| teacher: full mix | 32.0 |") < readme.index("| student-kd | 16.0 |")  # the order they ran
+    assert "perception gap (teacher - student-kd): 35.0 points shipped, 31.0 rebuilt" in readme
     manifest["build_time"] = _timed(75.0)  # the shipped build's own time wins over the rebuild's
     goal = next(g for g in design_goals(manifest, rebuild) if g.startswith("build <= 60"))
     assert "75.0 minutes" in goal and goal.endswith("-> does NOT hold") and "clean rebuild" not in goal
