@@ -74,8 +74,11 @@ def zoo_build_cmd(
                    teacher_presence_steps=teacher_presence_steps, teacher_presence_lr=teacher_presence_lr,
                    fix_t2i=fix_t2i, protocol=protocol)
     with user_errors():
-        build_zoo(out, spec, log=lambda m: console.print(f"[bold]{m}[/bold]"))
-    console.print(f"models and manifest in {out}")
+        manifest = build_zoo(out, spec, log=lambda m: console.print(f"[bold]{m}[/bold]"))
+    took = manifest.get("build_time") or {}
+    note = "" if took.get("uninterrupted", True) else f" over {took['runs']} processes"
+    console.print(f"models and manifest in {out}"
+                  + (f"; build phases took {took['minutes']:.1f} minutes{note}" if took else ""))
 
 
 def zoo_binding_cmd(
