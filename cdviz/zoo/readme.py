@@ -72,7 +72,8 @@ def render_readme(manifest: dict, variations: dict | None = None, rebuild: dict 
     lines += _rebuild_section(manifest, rebuild)
     lines += ["## Design goals, checked", ""] + [f"- {g}" for g in design_goals(manifest, rebuild)] + [""]
     if manifest.get("designs"):
-        lines += [f"The designs tried for a teacher that binds, with their figures: [{manifest['designs']}]"
+        lines += [f"The designs tried for the teacher, the KD student and the fix, with their figures: "
+                  f"[{manifest['designs']}]"
                   f"({manifest['designs']}).", ""]
     if variations:
         lines += _variations_section(manifest, variations)
