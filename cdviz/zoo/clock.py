@@ -1,12 +1,13 @@
 """Wall time of each phase of ``cdviz zoo build``, for the build budget (<= 60 minutes on 2 CPU cores).
 
-    clock = BuildClock(work / "timings.json")
-    with clock.phase("teacher"):
+    clock = BuildClock(work / TIMINGS)
+    with clock.phase("teacher: full mix"):
         ...train...
-    clock.summary(budget_minutes=60) -> {"minutes", "phases", "runs", "uninterrupted", ...}
+    build_time(work / TIMINGS) -> {"minutes", "phases", "runs", "uninterrupted", "machine"}
+    budget_goals(build_time(...), megabytes) -> the README's two budget lines
 
-Each phase's seconds are added to ``timings.json`` when it ends, so a build that is killed and
-resumed keeps what it measured; the file counts the processes that worked on the build. Only a
+Each phase's seconds are added to ``timings.json`` when it ends (a phase that raises adds nothing),
+so a build that is killed and resumed keeps what it measured; the file counts the processes that worked on the build. Only a
 build done in one process is a measurement of the budget: a resumed one lost the work between its
 last checkpoint and the kill, and a phase whose output was already there took no time.
 """
