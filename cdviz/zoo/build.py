@@ -137,7 +137,7 @@ def build_zoo(out: str | Path = "checkpoints", spec: ZooSpec = ZooSpec(), log: C
             _export(src, out / name)
         manifest = _measure_and_write(out, work, spec, heldout, run_kd, run_cd)
     # The manifest written inside the phase cannot hold the phase's own time: write it again with it.
-    manifest["build_time"] = build_time(out / ".build" / TIMINGS)
+    manifest["build_time"] = build_time(work / TIMINGS)
     write_json_atomic(out / "manifest.json", manifest)
     write_readme(out, manifest)
     return manifest
@@ -166,7 +166,6 @@ def _measure_and_write(out: Path, work: Path, spec: ZooSpec, heldout: Path, run_
         manifest["compodistill_targets"] = targets
     manifest["text_only"] = text_only_control(work, spec)
     manifest["error_link"] = error_link_summary(run_kd)
-    manifest["build_time"] = build_time(out / ".build" / TIMINGS)
     manifest["checkpoint_megabytes"] = round(sum(f.stat().st_size for name in MODELS for f in (out / name).iterdir()
                                                  if f.is_file()) / 2 ** 20, 2)
     manifest.update(extra or {})

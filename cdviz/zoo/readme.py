@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cdviz.io import write_text_atomic
 from cdviz.zoo.clock import BUILD_PHASES, budget_goals
 from cdviz.zoo.measure import headline_view
 from cdviz.zoo.spec import VARIATIONS
@@ -116,11 +117,7 @@ def _rebuild_section(manifest: dict, rebuild: dict | None) -> list[str]:
         blind = [x.get("blind", {}).get("perception_mean") for x in (m["metrics"], rebuild["models"][name]["metrics"])]
         lines.append(f"| {name} | {_pct(a['by_skill'].get('recognition'))} | {_pct(b['by_skill'].get('recognition'))} "
                      f"| {_pct(a['perception_mean'])} | {_pct(b['perception_mean'])} | {_pct(blind[0])} | {_pct(blind[1])} |")
-    gaps = []
-    for m in (manifest, rebuild):
-        views = {n: headline_view(m["models"][n]["metrics"]) for n in ("teacher", "student-kd") if n in m["models"]}
-        gaps.append(views["teacher"]["perception_mean"] - views["student-kd"]["perception_mean"]
-                    if len(views) == 2 and None not in (v["perception_mean"] for v in views.values()) else None)
+    gaps = [_kd_perception_gap(manifest), _kd_perception_gap(rebuild)]
     if None not in gaps:
         lines += ["", f"The KD student's perception gap (teacher - student-kd): {gaps[0]:.1f} points shipped, "
                       f"{gaps[1]:.1f} rebuilt."]
@@ -128,6 +125,13 @@ def _rebuild_section(manifest: dict, rebuild: dict | None) -> list[str]:
     if not manifest.get("build_time") and rebuild.get("build_time"):
         lines += _build_time_section(rebuild["build_time"], "the clean rebuild")
     return lines
+
+
+def _kd_perception_gap(manifest: dict) -> float | None:
+    """Teacher minus student-kd on the perception mean; None when either is not measured."""
+    means = [headline_view(manifest["models"][n]["metrics"])["perception_mean"] if n in manifest["models"] else None
+             for n in ("teacher", "student-kd")]
+    return None if None in means else means[0] - means[1]
 
 
 def _pct(v) -> str:
@@ -380,6 +384,4 @@ def read_rebuild(out: Path) -> dict | None:
 
 def write_readme(out: Path, manifest: dict) -> None:
     """``out``/README.md from ``manifest`` and what sits beside it (variations, a clean rebuild)."""
-    from cdviz.io import write_text_atomic
-
     write_text_atomic(out / "README.md", render_readme(manifest, read_variations(out), read_rebuild(out)))
